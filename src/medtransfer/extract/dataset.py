@@ -1,0 +1,31 @@
+"""The images of a manifest as backbone inputs; decode errors travel back as data, not worker tracebacks."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset
+
+from medtransfer.backbones.registry import Preprocessing
+from medtransfer.data.images import load_image
+from medtransfer.errors import MedtransferError
+from medtransfer.extract.preprocess import to_input
+
+
+class ImageDataset(Dataset):
+    """Item i -> (row, input tensor, error message or ""), so the main process can name the failing row."""
+
+    def __init__(self, paths: list[str], rows: list[int], preprocessing: Preprocessing):
+        self.paths = paths
+        self.rows = rows
+        self.preprocessing = preprocessing
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, item: int) -> tuple[int, torch.Tensor, str]:
+        row = self.rows[item]
+        try:
+            return row, to_input(load_image(self.paths[row]), self.preprocessing), ""
+        except MedtransferError as exc:
+            size = self.preprocessing.input_size
+            return row, torch.zeros(3, size, size), str(exc)

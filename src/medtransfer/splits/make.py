@@ -1,0 +1,147 @@
+"""Make folds and few-shot subsets from a manifest: the single definition of folds for probe and adapt.
+
+Rules (tested): k-fold is stratified and grouped by patient; LOCO holds out exactly one center per fold;
+``val`` is carved from the training part, grouped by patient; few-shot subsets take exactly ``n_shots``
+samples per class from the fold's ``train`` and are nested across shot counts for the same seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold
+
+from medtransfer.data.manifest import Manifest
+from medtransfer.errors import MedtransferError
+from medtransfer.splits.schema import Fold, SplitsFile
+
+STRATEGIES = ("kfold", "loco", "holdout")
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """How to split. ``fewshot_seeds`` seeds 0..fewshot_seeds-1 draw independent few-shot subsets."""
+
+    strategy: str = "kfold"
+    n_folds: int = 5
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2  # holdout only
+    shots: tuple[int, ...] = ()
+    fewshot_seeds: int = 5
+    seed: int = 0
+
+    def params(self) -> dict:
+        params = {"val_fraction": self.val_fraction, "seed": self.seed}
+        if self.strategy == "kfold":
+            params["n_folds"] = self.n_folds
+        if self.strategy == "holdout":
+            params["test_fraction"] = self.test_fraction
+        params["shots"] = list(self.shots)
+        params["fewshot_seeds"] = self.fewshot_seeds if self.shots else 0
+        return params
+
+
+def make_splits(manifest: Manifest, spec: SplitSpec) -> SplitsFile:
+    """Build every fold, its validation part and its few-shot subsets; deterministic in (manifest, spec)."""
+    if spec.strategy not in STRATEGIES:
+        raise MedtransferError(f"unknown split strategy {spec.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    if not 0 < spec.val_fraction < 1:
+        raise MedtransferError(f"--val-fraction must be between 0 and 1, got {spec.val_fraction}")
+    if any(n <= 0 for n in spec.shots):
+        raise MedtransferError(f"shot counts must be positive, got {list(spec.shots)}")
+    table = manifest.table
+    ids = table["id"].to_numpy()
+    labels = table["label_index"].to_numpy()
+    patients = table["patient"].to_numpy()
+
+    folds: list[Fold] = []
+    for fold_index, (train_val, test, held_out) in enumerate(_outer(table, spec)):
+        train, val = _carve_val(train_val, labels, patients, spec.val_fraction, spec.seed + fold_index)
+        fold = Fold(
+            fold=fold_index,
+            train=sorted(ids[train].tolist()),
+            val=sorted(ids[val].tolist()),
+            test=sorted(ids[test].tolist()),
+            held_out_center=held_out,
+        )
+        fold.fewshot = _fewshot(fold, manifest, spec, fold_index)
+        folds.append(fold)
+    return SplitsFile(
+        manifest_fingerprint=manifest.fingerprint,
+        n_samples=len(manifest),
+        label_column=manifest.label_column,
+        classes=list(manifest.classes),
+        labels=dict(zip(ids.tolist(), labels.tolist(), strict=True)),
+        strategy=spec.strategy,
+        params=spec.params(),
+        folds=folds,
+    )
+
+
+def _outer(table, spec: SplitSpec):
+    """Yield (train+val indices, test indices, held-out center or None) per fold."""
+    labels = table["label_index"].to_numpy()
+    patients = table["patient"].to_numpy()
+    index = np.arange(len(table))
+    if spec.strategy == "loco":
+        centers = sorted(table["center"].unique())
+        if len(centers) < 2:
+            raise MedtransferError(
+                "leave-one-center-out needs a 'center' column with at least two centers; "
+                f"the manifest has {len(centers)}"
+            )
+        for center in centers:
+            held = (table["center"] == center).to_numpy()
+            yield index[~held], index[held], center
+        return
+    n_splits = spec.n_folds if spec.strategy == "kfold" else max(2, round(1 / spec.test_fraction))
+    _check_groups(labels, patients, n_splits, "--folds" if spec.strategy == "kfold" else "--test-fraction")
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=spec.seed)
+    for train_val, test in splitter.split(index, labels, patients):
+        yield train_val, test, None
+        if spec.strategy == "holdout":
+            return
+
+
+def _carve_val(train_val: np.ndarray, labels, patients, val_fraction: float, seed: int):
+    n_splits = max(2, round(1 / val_fraction))
+    _check_groups(labels[train_val], patients[train_val], n_splits, "--val-fraction")
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    inner_train, inner_val = next(splitter.split(train_val, labels[train_val], patients[train_val]))
+    return train_val[inner_train], train_val[inner_val]
+
+
+def _check_groups(labels: np.ndarray, patients: np.ndarray, n_splits: int, option: str) -> None:
+    for label in np.unique(labels):
+        n_patients = len(np.unique(patients[labels == label]))
+        if n_patients < n_splits:
+            raise MedtransferError(
+                f"a class has only {n_patients} patient(s) but {n_splits} splits were asked for; "
+                f"lower {option} or add data"
+            )
+
+
+def _fewshot(fold: Fold, manifest: Manifest, spec: SplitSpec, fold_index: int) -> dict[int, dict[int, list[str]]]:
+    """For each seed, one random order of each class's training ids; each shot count takes a prefix (nested)."""
+    if not spec.shots:
+        return {}
+    label_of = dict(zip(manifest.table["id"], manifest.table["label_index"], strict=True))
+    by_class: dict[int, list[str]] = {}
+    for sample_id in fold.train:  # fold.train is sorted: the draw does not depend on manifest row order
+        by_class.setdefault(label_of[sample_id], []).append(sample_id)
+    max_shots = max(spec.shots)
+    for class_index in range(len(manifest.classes)):
+        available = len(by_class.get(class_index, []))
+        if available < max_shots:
+            raise MedtransferError(
+                f"fold {fold_index}: class {manifest.classes[class_index]!r} has {available} training samples, "
+                f"fewer than the {max_shots} shots asked for; lower --shots"
+            )
+    subsets: dict[int, dict[int, list[str]]] = {n: {} for n in sorted(spec.shots)}
+    for seed in range(spec.fewshot_seeds):
+        rng = np.random.default_rng([spec.seed, fold_index, seed])
+        orders = {c: [ids[i] for i in rng.permutation(len(ids))] for c, ids in sorted(by_class.items())}
+        for n_shots in sorted(spec.shots):
+            subsets[n_shots][seed] = sorted(s for ids in orders.values() for s in ids[:n_shots])
+    return subsets
