@@ -56,11 +56,12 @@ def demo(
     weights: Annotated[
         str, typer.Option(help="'random' needs no download; 'default' loads the published weights.")
     ] = "random",
+    patients: Annotated[int, typer.Option(help="Synthetic patients (about 1.45 images each).")] = 200,
 ) -> None:
     """Run the whole pipeline offline on a synthetic chest-X-ray-like data set and print the results."""
     from medtransfer.demo import run_demo
 
-    run_demo(workdir, backbone=backbone, weights=weights, console=console)
+    run_demo(workdir, backbone=backbone, weights=weights, n_patients=patients, console=console)
 
 
 @app.command()
@@ -115,9 +116,9 @@ def extract(
         result = extract_features(manifest, name, store, weights=weights, label_column=label_column,
                                   batch_size=batch_size, device=device,
                                   num_workers=None if workers < 0 else workers)
+        speed = f" ({result.images_per_second:.1f} img/s)" if result.n_computed else ", the rest already in the store"
         console.print(
-            f"{name}: {result.n_computed} of {result.n_images} images computed "
-            f"({result.images_per_second:.1f} img/s) -> {store}/{result.group_key}\n"
+            f"{name}: {result.n_computed} of {result.n_images} images computed{speed} -> {store}/{result.group_key}\n"
             f"  weights: {result.weights_source}"
         )
 
@@ -135,10 +136,18 @@ def probe(
     weights: Annotated[
         str | None, typer.Option(help="Pick the feature group by weights when the store holds several.")
     ] = None,
+    manifest: Annotated[
+        Path | None, typer.Option(help="Check that the splits file was made from this manifest.")
+    ] = None,
 ) -> None:
     """Fit probe heads on cached features, full data and every few-shot subset of the splits file."""
+    from medtransfer.data.manifest import load_manifest
     from medtransfer.demo import fold_table
     from medtransfer.probe import run_probe
+    from medtransfer.splits import load_splits
+
+    if manifest is not None:
+        load_splits(splits).check_manifest(load_manifest(manifest, check_files=False).fingerprint)
 
     table = run_probe(store, splits, backbone, out, heads=head, weights=weights)
     for name in backbone:

@@ -23,7 +23,7 @@ class SyntheticSpec:
     image_size: int = 128
     positive_rate: float = 0.4
     repeat_patient_rate: float = 0.3  # share of patients with 2-3 images
-    signal: float = 1.0  # strength of the opacity that marks a positive image
+    signal: float = 0.6  # strength of the opacity that marks a positive image
     seed: int = 0
 
 
