@@ -157,5 +157,31 @@ def probe(
         raise typer.Exit(1)
 
 
+@app.command()
+@user_errors
+def report(
+    results_dirs: Annotated[
+        list[Path], typer.Argument(help="Results folder(s) written by probe/adapt, or folders holding several.")
+    ],
+    out: Annotated[Path, typer.Option(help="Folder for index.html and tables/ (CSV, LaTeX).")] = Path("report"),
+) -> None:
+    """Write a self-contained HTML report (opens from disk, no network) plus CSV and LaTeX tables."""
+    from medtransfer.report import build_report
+
+    page = build_report(results_dirs, out)
+    console.print(f"report -> {page}")
+
+
+@app.command()
+@user_errors
+def summary(
+    results_dir: Annotated[list[Path], typer.Argument(help="Results folder(s) written by probe/adapt.")],
+) -> None:
+    """Print the key table: MCC and PR-AUC (mean ± std over folds) per backbone and strategy, best marked *."""
+    from medtransfer.report import summarize
+
+    typer.echo(summarize(results_dir))
+
+
 def main() -> None:
     app()

@@ -1,0 +1,115 @@
+"""The `report` stage: results tables from probe/adapt -> one self-contained HTML page plus CSV/LaTeX tables.
+
+`build_report` is what `medtransfer report` calls; `summarize` is what `medtransfer summary` prints.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from medtransfer.errors import MedtransferError
+from medtransfer.report.html import PageData, render_page
+from medtransfer.report.load import Results, is_cnn, load_results
+from medtransfer.report.stats import FriedmanResult, friedman, pairwise_tests, summary_table
+from medtransfer.report.tables import write_tables
+
+if TYPE_CHECKING:
+    from medtransfer.report.figures import Figure
+
+__all__ = ["Results", "build_report", "is_cnn", "load_results", "summarize", "summary_frame"]
+
+
+def _figures(results: Results, summary: pd.DataFrame, cd: FriedmanResult) -> list[Figure]:
+    from medtransfer.report import figures as fig  # matplotlib is slow to import; `summary` never needs it
+
+    colours = fig.palette(list(results.ok["method"].unique()))
+    out: list[Figure] = []
+    for task in sorted(summary["task"].unique()):
+        made = [
+            fig.trainable_scatter(summary, task, colours),
+            fig.method_boxplots(results.ok, task, colours),
+            fig.cnn_vs_fm(summary, task, colours),
+            fig.learning_curves(summary, task, colours, "fewshot"),
+            fig.learning_curves(summary, task, colours, "fraction"),
+        ]
+        out.extend(f for f in made if f is not None)
+    diagram = fig.cd_diagram(cd)
+    if diagram:
+        out.append(diagram)
+    return out
+
+
+def build_report(results_dirs: list[Path] | list[str] | Path | str, out: Path | str) -> Path:
+    """Read every results table under `results_dirs`, write `out/index.html` + `out/tables/*`.
+
+    Raises MedtransferError only when a dir does not exist or holds no results table at all; crashed runs and
+    missing metrics are listed on the page instead.
+    """
+    dirs = [results_dirs] if isinstance(results_dirs, (str, Path)) else list(results_dirs)
+    results = load_results(dirs)
+    summary = summary_table(results.ok)
+    pairs = pairwise_tests(results.ok)
+    cd = friedman(results.ok)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise MedtransferError(f"--out must be a directory, but {out} is a file")
+    out.mkdir(parents=True, exist_ok=True)
+    write_tables(out / "tables", summary, pairs, cd, results.problems)
+    data = PageData(
+        summary=summary,
+        pairwise=pairs,
+        friedman=cd,
+        figures=_figures(results, summary, cd),
+        problems=results.problems,
+        sources=[str(s) for s in results.sources],
+        n_rows=len(results.ok),
+        n_failed=len(results.failed),
+    )
+    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    page = out / "index.html"
+    page.write_text(render_page(data, generated), encoding="utf-8")
+    return page
+
+
+def summary_frame(results_dirs: list[Path] | list[str] | Path | str) -> pd.DataFrame:
+    """The key table as data: one row per (task, backbone, strategy), best first within a backbone."""
+    dirs = [results_dirs] if isinstance(results_dirs, (str, Path)) else list(results_dirs)
+    summary = summary_table(load_results(dirs).ok)
+    return summary.sort_values(["task", "backbone", "mcc_mean"], ascending=[True, True, False])
+
+
+def summarize(results_dir: Path | str | list[Path] | list[str]) -> str:
+    """Plain-text key table for the terminal: MCC and PR-AUC mean ± std per strategy, best marked with *."""
+    dirs = [results_dir] if isinstance(results_dir, (str, Path)) else list(results_dir)
+    results = load_results(dirs)
+    summary = summary_table(results.ok).sort_values(["task", "backbone", "mcc_mean"], ascending=[True, True, False])
+    header = ["task", "backbone", "strategy", "%train", "n", "MCC", "PR-AUC", ""]
+    rows = [header]
+    for _, r in summary.iterrows():
+        pct = "head" if r["pct_trainable"] <= 0 else f"{r['pct_trainable']:.3g}"
+        rows.append(
+            [
+                r["task"],
+                r["backbone"],
+                r["strategy"],
+                pct,
+                str(r["n"]),
+                f"{r['mcc_mean']:.3f} ± {r['mcc_std']:.3f}".replace("nan", "–"),
+                f"{r['pr_auc_mean']:.3f} ± {r['pr_auc_std']:.3f}".replace("nan", "–"),
+                "*" if r["best"] else "",
+            ]
+        )
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths).rstrip())
+    if len(rows) == 1:
+        lines.append("(no usable results)")
+    lines.append("* = best mean MCC for that task and backbone")
+    if results.problems:
+        lines.append(f"{len(results.problems)} problem(s), e.g.: {results.problems[0]}")
+        lines.append("(`medtransfer report` lists them all)")
+    return "\n".join(lines)

@@ -1,0 +1,358 @@
+"""The report page: one HTML file with inline CSS, JS and figures, so it opens from disk with no network.
+
+The JS only sorts tables and filters by task/backbone; the page is complete and readable without it.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from medtransfer.report.load import regime_label
+from medtransfer.report.stats import ALPHA, FriedmanResult
+
+if TYPE_CHECKING:
+    from medtransfer.report.figures import Figure
+
+CSS = """
+:root { --ink:#1b1b1b; --muted:#5a5a5a; --line:#d9d9d9; --best:#fff1c2; --accent:#0072B2; }
+* { box-sizing: border-box; }
+body { font: 14px/1.45 system-ui, "Segoe UI", Roboto, "DejaVu Sans", sans-serif;
+       color: var(--ink);       margin: 0; background: #fafafa; }
+header, main { max-width: 1200px; margin: 0 auto; padding: 0 20px; }
+header { padding-top: 18px; }
+h1 { font-size: 24px; margin: 0 0 4px; }
+h2 { font-size: 20px; margin: 28px 0 8px; border-bottom: 2px solid var(--line); }
+h3 { font-size: 16px; margin: 18px 0 6px; }
+.muted { color: var(--muted); }
+.controls { position: sticky; top: 0; z-index: 2; background: #fafafa; border-bottom: 1px solid var(--line);
+            padding: 8px 20px; display: flex; gap: 18px; align-items: center; flex-wrap: wrap; }
+.controls label { font-weight: 600; } select { font: inherit; padding: 2px 4px; }
+.card { background: #fff; border: 1px solid var(--line);
+        border-radius: 6px; padding: 10px 14px; margin: 10px 0; }
+.problems li { margin: 2px 0; font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 12px; }
+.ok-note { color: #00613f; }
+.table-wrap { overflow-x: auto; }
+table { border-collapse: collapse; width: 100%; background: #fff; font-variant-numeric: tabular-nums; }
+th, td { padding: 4px 8px; border-bottom: 1px solid var(--line); text-align: left; white-space: nowrap; }
+th { background: #f0f0f0; position: relative; cursor: pointer; user-select: none; }
+th::after { content: " \\2195"; color: #aaa; font-size: 11px; }
+th[aria-sort=ascending]::after { content: " \\25B2"; color: var(--ink); }
+th[aria-sort=descending]::after { content: " \\25BC"; color: var(--ink); }
+td.num { text-align: right; }
+tr.best td { background: var(--best); font-weight: 600; }
+tr.sig td.winner { font-weight: 700; }
+.star { color: #b35900; }
+figure { margin: 10px 0; max-width: 100%;
+         background: #fff; border: 1px solid var(--line); border-radius: 6px; padding: 8px; }
+figure img { max-width: 100%; height: auto; display: block; margin: 0 auto; }
+figcaption { color: var(--muted); font-size: 13px; margin-top: 4px; }
+.figs { display: flex; flex-direction: column; align-items: center; }
+table.friedman { width: auto; }
+[hidden] { display: none !important; }
+footer { max-width: 1200px; margin: 30px auto; padding: 0 20px; color: var(--muted); font-size: 12px; }
+"""
+
+JS = """
+(function () {
+  "use strict";
+  function value(row, idx) {
+    var cell = row.cells[idx];
+    var v = cell ? cell.getAttribute("data-v") : null;
+    return v === null ? (cell ? cell.textContent.trim() : "") : v;
+  }
+  function sortBy(table, idx, th) {
+    var numeric = th.getAttribute("data-type") === "num";
+    var asc = th.getAttribute("aria-sort") !== "ascending";
+    Array.prototype.forEach.call(th.parentNode.cells, function (c) { c.removeAttribute("aria-sort"); });
+    th.setAttribute("aria-sort", asc ? "ascending" : "descending");
+    var body = table.tBodies[0];
+    var rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function (a, b) {
+      var x = value(a, idx), y = value(b, idx);
+      if (numeric) {
+        x = parseFloat(x); y = parseFloat(y);
+        if (isNaN(x) && isNaN(y)) { return 0; }
+        if (isNaN(x)) { return 1; }
+        if (isNaN(y)) { return -1; }
+        return asc ? x - y : y - x;
+      }
+      return asc ? x.localeCompare(y) : y.localeCompare(x);
+    });
+    rows.forEach(function (r) { body.appendChild(r); });
+  }
+  document.querySelectorAll("table.sortable").forEach(function (table) {
+    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, idx) {
+      th.tabIndex = 0;
+      th.title = "Sort by this column";
+      th.addEventListener("click", function () { sortBy(table, idx, th); });
+      th.addEventListener("keydown", function (e) {
+        if (e.key === "Enter" || e.key === " ") { e.preventDefault(); sortBy(table, idx, th); }
+      });
+    });
+  });
+  var taskSel = document.getElementById("filter-task");
+  var backboneSel = document.getElementById("filter-backbone");
+  function apply() {
+    var task = taskSel ? taskSel.value : "";
+    var backbone = backboneSel ? backboneSel.value : "";
+    document.querySelectorAll("[data-task]").forEach(function (el) {
+      el.hidden = task !== "" && el.getAttribute("data-task") !== task;
+    });
+    document.querySelectorAll("[data-backbone]").forEach(function (el) {
+      el.hidden = backbone !== "" && el.getAttribute("data-backbone") !== backbone;
+    });
+    document.querySelectorAll("[data-backbones]").forEach(function (el) {
+      var list = el.getAttribute("data-backbones").split("|");
+      el.hidden = backbone !== "" && list.indexOf(backbone) < 0;
+    });
+  }
+  [taskSel, backboneSel].forEach(function (sel) { if (sel) { sel.addEventListener("change", apply); } });
+  apply();
+  document.documentElement.setAttribute("data-ready", "1");
+})();
+"""
+
+
+@dataclass
+class PageData:
+    """Everything the page shows, computed elsewhere (the page only lays it out)."""
+
+    summary: pd.DataFrame
+    pairwise: pd.DataFrame
+    friedman: FriedmanResult
+    figures: list[Figure]
+    problems: list[str]
+    sources: list[str]
+    n_rows: int
+    n_failed: int
+
+
+def esc(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def fmt(value: float, digits: int = 3) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def fmt_p(p: float) -> str:
+    if p is None or math.isnan(p):
+        return "–"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def fmt_pct(pct: float) -> str:
+    if math.isnan(pct):
+        return "–"
+    if pct <= 0:
+        return "head only"
+    return f"{pct:.3g}%"
+
+
+def _num(value: float) -> str:
+    """Sort key for a numeric cell; NaN sorts last."""
+    return "" if value is None or math.isnan(float(value)) else repr(float(value))
+
+
+def _head(columns: Iterable[tuple[str, str]]) -> str:
+    cells = "".join(f'<th scope="col" data-type="{kind}">{esc(name)}</th>' for name, kind in columns)
+    return f"<thead><tr>{cells}</tr></thead>"
+
+
+def summary_table_html(task_summary: pd.DataFrame) -> str:
+    """Per-task table; the best strategy per backbone is highlighted and starred (not colour alone)."""
+    cols = [
+        ("backbone", "text"),
+        ("method", "text"),
+        ("data", "text"),
+        ("shots", "num"),
+        ("% trainable", "num"),
+        ("n", "num"),
+        ("MCC mean ± std", "num"),
+        ("MCC 95% CI", "num"),
+        ("PR-AUC mean ± std", "num"),
+        ("PR-AUC 95% CI", "num"),
+    ]
+    body = []
+    for _, r in task_summary.sort_values(["backbone", "mcc_mean"], ascending=[True, False]).iterrows():
+        star = ' <span class="star" title="best strategy for this backbone">★</span>' if r["best"] else ""
+        cells = [
+            f"<td>{esc(r['backbone'])}</td>",
+            f"<td>{esc(r['method'])}{star}</td>",
+            f"<td>{esc(regime_label(r['regime'], r['shots'], r['fraction']))}</td>",
+            f'<td class="num" data-v="{r["shots"]}">{r["shots"]}</td>',
+            f'<td class="num" data-v="{_num(r["pct_trainable"])}">{fmt_pct(r["pct_trainable"])}</td>',
+            f'<td class="num" data-v="{r["n"]}">{r["n"]}</td>',
+        ]
+        for metric in ("mcc", "pr_auc"):
+            mean, std = r[f"{metric}_mean"], r[f"{metric}_std"]
+            cells.append(f'<td class="num" data-v="{_num(mean)}">{fmt(mean)} ± {fmt(std)}</td>')
+            ci = f"[{fmt(r[f'{metric}_ci_low'])}, {fmt(r[f'{metric}_ci_high'])}]"
+            cells.append(f'<td class="num" data-v="{_num(r[f"{metric}_ci_low"])}">{ci}</td>')
+        cls = ' class="best"' if r["best"] else ""
+        body.append(f'<tr{cls} data-backbone="{esc(r["backbone"])}">{"".join(cells)}</tr>')
+    return (
+        f'<div class="table-wrap"><table class="sortable summary">{_head(cols)}'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
+def pairwise_table_html(task_pairs: pd.DataFrame) -> str:
+    cols = [
+        ("backbone", "text"),
+        ("A", "text"),
+        ("B", "text"),
+        ("pairs", "num"),
+        ("mean A−B", "num"),
+        ("A better", "num"),
+        ("B better", "num"),
+        ("p", "num"),
+        ("p (Holm)", "num"),
+        ("winner", "text"),
+    ]
+    body = []
+    for _, r in task_pairs.sort_values(["backbone", "p_holm"]).iterrows():
+        sig = r["winner"] != "tie"
+        cells = [
+            f"<td>{esc(r['backbone'])}</td>",
+            f"<td>{esc(r['a'])}</td>",
+            f"<td>{esc(r['b'])}</td>",
+            f'<td class="num" data-v="{r["n_pairs"]}">{r["n_pairs"]}</td>',
+            f'<td class="num" data-v="{_num(r["mean_diff"])}">{fmt(r["mean_diff"])}</td>',
+            f'<td class="num" data-v="{r["a_better"]}">{r["a_better"]}</td>',
+            f'<td class="num" data-v="{r["b_better"]}">{r["b_better"]}</td>',
+            f'<td class="num" data-v="{_num(r["p"])}">{fmt_p(r["p"])}</td>',
+            f'<td class="num" data-v="{_num(r["p_holm"])}">{fmt_p(r["p_holm"])}</td>',
+            f'<td class="winner">{esc(r["winner"])}</td>',
+        ]
+        cls = ' class="sig"' if sig else ""
+        body.append(f'<tr{cls} data-backbone="{esc(r["backbone"])}">{"".join(cells)}</tr>')
+    return (
+        f'<div class="table-wrap"><table class="sortable pairwise">{_head(cols)}'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
+def figure_html(fig: Figure) -> str:
+    backbones = f' data-backbones="{esc("|".join(fig.backbones))}"' if fig.backbones else ""
+    return (
+        f'<figure class="report-figure" data-figure="{esc(fig.kind)}"{backbones}>'
+        f'<img src="{fig.uri}" alt="{esc(fig.title)}">'
+        f"<figcaption><strong>{esc(fig.title)}.</strong> {esc(fig.caption)}</figcaption></figure>"
+    )
+
+
+def problems_html(problems: list[str], n_failed: int) -> str:
+    if not problems:
+        return '<div class="card ok-note">Nothing missing: every run finished and reported MCC and PR-AUC.</div>'
+    items = "".join(f"<li>{esc(p)}</li>" for p in problems)
+    opened = " open" if len(problems) <= 30 else ""
+    return (
+        f'<div class="card" id="missing"><details{opened}><summary><strong>{len(problems)} '
+        f"problem(s)</strong> — {n_failed} failed run(s); missing runs and metrics are left out of every "
+        f'statistic below.</summary><ul class="problems">{items}</ul></details></div>'
+    )
+
+
+def friedman_html(result: FriedmanResult, figures: list[Figure]) -> str:
+    parts = ['<section id="across"><h2>Across backbones × tasks</h2>']
+    if not result.ok:
+        parts.append(f'<div class="card">Friedman test not run: {esc(result.message)}.</div>')
+    else:
+        verdict = "differ" if result.pvalue < ALPHA else "do not differ significantly"
+        parts.append(
+            f'<div class="card">{esc(result.message)}: strategies {verdict} (α = {ALPHA}). '
+            f"Nemenyi critical difference of mean ranks = {result.cd:.2f}.</div>"
+        )
+        if result.dropped:
+            parts.append(f'<p class="muted">Left out (not run on enough blocks): {esc(", ".join(result.dropped))}</p>')
+        rows = "".join(
+            f'<tr><td>{esc(name)}</td><td class="num" data-v="{rank!r}">{rank:.2f}</td></tr>'
+            for name, rank in result.mean_ranks.items()
+        )
+        parts.append(
+            f'<div class="table-wrap"><table class="sortable friedman">'
+            f"{_head([('strategy', 'text'), ('mean rank (1 = best)', 'num')])}<tbody>{rows}</tbody>"
+            "</table></div>"
+        )
+    parts.extend(figure_html(f) for f in figures if f.kind == "cd")
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _options(values: list[str], label: str) -> str:
+    opts = "".join(f'<option value="{esc(v)}">{esc(v)}</option>' for v in values)
+    return f'<option value="">all {label}</option>{opts}'
+
+
+def task_section(task: str, data: PageData) -> str:
+    summary = data.summary[data.summary["task"] == task]
+    pairs = data.pairwise[data.pairwise["task"] == task]
+    figs = [f for f in data.figures if f.task == task]
+    n_sig = int((pairs["winner"] != "tie").sum())
+    parts = [
+        f'<section class="task" data-task="{esc(task)}"><h2>Task: {esc(task)}</h2>',
+        "<h3>Results per backbone and strategy</h3>",
+        '<p class="muted">Mean ± std over folds and seeds, t-based 95% CI of the mean. '
+        '<span class="star">★</span> and highlight = best mean MCC for that backbone.</p>',
+        summary_table_html(summary),
+        "<h3>Figures</h3>",
+        f'<div class="figs">{"".join(figure_html(f) for f in figs)}</div>',
+        f"<h3>Paired tests ({n_sig} of {len(pairs)} significant)</h3>",
+        '<p class="muted">Wilcoxon signed-rank on MCC, paired on identical (seed, fold), between methods '
+        "of the same data regime (and shots); Holm-corrected within each backbone; "
+        f"winner only when p (Holm) &lt; {ALPHA}.</p>",
+    ]
+    if len(pairs) and pairs["n_pairs"].max() < 6:
+        most = int(pairs["n_pairs"].max())
+        parts.append(
+            f'<div class="card">Only {most} paired (seed, fold) runs: the smallest possible p is '
+            f"{2 / 2**most:.3f}, so no difference can be significant. Run more seeds or folds.</div>"
+        )
+    parts.append(pairwise_table_html(pairs) if len(pairs) else '<p class="muted">Only one strategy: no pairs.</p>')
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def render_page(data: PageData, generated: str) -> str:
+    """The whole document as a string."""
+    tasks = sorted(data.summary["task"].unique()) if not data.summary.empty else []
+    backbones = sorted(data.summary["backbone"].unique()) if not data.summary.empty else []
+    sources = "".join(f"<li>{esc(s)}</li>" for s in data.sources)
+    body = [
+        "<header><h1>medtransfer report</h1>",
+        f'<p class="muted">{data.n_rows} runs used · {data.n_failed} failed · {len(tasks)} task(s) · '
+        f"{len(backbones)} backbone(s) · generated {esc(generated)}</p>",
+        f'<details><summary class="muted">Results read from {len(data.sources)} dir(s)</summary><ul>{sources}'
+        '</ul></details><p class="muted">Tables: <a href="tables/summary.csv">summary.csv</a> · '
+        '<a href="tables/summary.tex">summary.tex</a> · <a href="tables/pairwise.csv">pairwise.csv</a> · '
+        '<a href="tables/pairwise.tex">pairwise.tex</a> · <a href="tables/friedman.csv">friedman.csv</a></p>'
+        "</header>",
+        '<nav class="controls" aria-label="filters">'
+        f'<label for="filter-task">Task</label><select id="filter-task">{_options(tasks, "tasks")}</select>'
+        f'<label for="filter-backbone">Backbone</label><select id="filter-backbone">'
+        f"{_options(backbones, 'backbones')}</select>"
+        '<span class="muted">Click a column header to sort.</span></nav><main>',
+        "<h2>Missing or failed</h2>",
+        problems_html(data.problems, data.n_failed),
+    ]
+    if not tasks:
+        body.append('<div class="card">No usable results yet: nothing to summarise.</div>')
+    body.extend(task_section(t, data) for t in tasks)
+    body.append(friedman_html(data.friedman, data.figures))
+    body.append(
+        "</main><footer>medtransfer · self-contained report (no network needed). Colours: Okabe-Ito "
+        "palette; best rows are also marked with ★.</footer>"
+    )
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<link rel="icon" href="data:,"><title>medtransfer report</title>'
+        f"<style>{CSS}</style></head><body>{''.join(body)}<script>{JS}</script></body></html>"
+    )

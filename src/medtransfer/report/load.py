@@ -1,0 +1,246 @@
+"""Read the results tables written by `probe` and `adapt` into one clean frame.
+
+Reading is forgiving on purpose: a crashed run, a missing metric column or a failed fold must not stop the
+report; each such gap is recorded as a human-readable problem so that the page can list what is missing.
+Only problems the user must fix first (a path that does not exist, no results table anywhere) raise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medtransfer.errors import MedtransferError
+
+# A strategy is a method in one data regime: full data, k shots per class, or a fraction of the train rows.
+STRATEGY = ["method", "regime", "shots", "fraction"]
+WHERE = ["task", "backbone", *STRATEGY]
+KEYS = [*WHERE, "seed", "fold"]
+METRICS = ["mcc", "pr_auc", "roc_auc", "balanced_accuracy"]
+TABLE_NAMES = ("results.parquet", "results.csv")
+
+# Backbones trained as convolutional nets; every other backbone counts as a foundation model.
+CNN_BACKBONES = frozenset(
+    {
+        "resnet18",
+        "resnet34",
+        "resnet50",
+        "resnet101",
+        "densenet121",
+        "densenet169",
+        "efficientnet_b0",
+        "convnext_tiny",
+        "medclip-resnet",
+    }
+)
+
+
+def is_cnn(backbone: str) -> bool:
+    """CNN vs foundation-model split used by the comparison panels (prefix match covers variants)."""
+    name = str(backbone).lower()
+    return name in CNN_BACKBONES or name.startswith(("resnet", "densenet", "efficientnet", "convnext"))
+
+
+@dataclass
+class Results:
+    """All usable rows (`ok`), plus what could not be used and why (`problems`)."""
+
+    ok: pd.DataFrame
+    failed: pd.DataFrame
+    problems: list[str] = field(default_factory=list)
+    sources: list[Path] = field(default_factory=list)
+
+
+def find_tables(results_dir: Path) -> list[Path]:
+    """Result dirs holding a table: the dir itself, else its sub-dirs (a parent of several task dirs)."""
+    if (results_dir / TABLE_NAMES[0]).exists() or (results_dir / TABLE_NAMES[1]).exists():
+        return [results_dir]
+    # Up to three levels down (e.g. results/<task>/<stage>/), never a walk through a whole image data set.
+    found = {p.parent for depth in (1, 2, 3) for name in TABLE_NAMES for p in results_dir.glob("*/" * depth + name)}
+    return sorted(found)
+
+
+def _read_table(run_dir: Path, problems: list[str]) -> pd.DataFrame | None:
+    """Parquet first (exact types), CSV as fallback when parquet is absent or truncated by a crash."""
+    for name in TABLE_NAMES:
+        path = run_dir / name
+        if not path.exists():
+            continue
+        try:
+            return pd.read_parquet(path) if name.endswith(".parquet") else pd.read_csv(path)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is a problem to list, not a crash
+            problems.append(f"{path}: unreadable ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})")
+    return None
+
+
+def _text(column: pd.Series, default: str) -> pd.Series:
+    """Strings with `default` for blanks (an all-NaN column reads back as float, so fillna would not do)."""
+    return column.map(lambda v: default if pd.isna(v) or v == "" else str(v))
+
+
+def _normalise(df: pd.DataFrame, run_dir: Path, problems: list[str]) -> pd.DataFrame | None:
+    """Fill the optional columns and give every column the type the report relies on."""
+    df = df.copy()
+    for col in ("backbone", "method"):
+        if col not in df.columns:
+            problems.append(f"{run_dir}: column '{col}' missing; table skipped")
+            return None
+    if "task" not in df.columns:
+        df["task"] = run_dir.name
+    df["task"] = _text(df["task"], run_dir.name)
+    defaults = {"regime": "full", "shots": 0, "seed": 0, "fold": 0}
+    if "fraction" not in df.columns:  # written only by newer probe/adapt versions; quietly 0.0 before
+        df["fraction"] = 0.0
+    df["fraction"] = pd.to_numeric(df["fraction"], errors="coerce").fillna(0.0).astype(float)
+    for col, default in defaults.items():
+        if col not in df.columns:
+            problems.append(f"{run_dir}: column '{col}' missing; assumed {default!r}")
+            df[col] = default
+    for col in METRICS:
+        if col not in df.columns:
+            problems.append(f"{run_dir}: metric column '{col}' missing")
+            df[col] = np.nan
+        df[col] = pd.to_numeric(df[col], errors="coerce")
+    for col in ("task", "backbone", "method", "regime"):
+        df[col] = df[col].astype(str)
+    for col in ("shots", "seed", "fold"):
+        df[col] = pd.to_numeric(df[col], errors="coerce").fillna(0).astype(int)
+    if "pct_trainable" not in df.columns:
+        df["pct_trainable"] = np.nan
+    df["pct_trainable"] = pd.to_numeric(df["pct_trainable"], errors="coerce")
+    if {"trainable_params", "total_params"} <= set(df.columns):
+        computed = (
+            100.0
+            * pd.to_numeric(df["trainable_params"], errors="coerce")
+            / pd.to_numeric(df["total_params"], errors="coerce").replace(0, np.nan)
+        )
+        df["pct_trainable"] = df["pct_trainable"].fillna(computed)
+    # Probes on frozen features train only a head: 0 % of the backbone ("head only").
+    df["pct_trainable"] = df["pct_trainable"].fillna(0.0)
+    if "status" not in df.columns:
+        df["status"] = "ok"
+    df["status"] = _text(df["status"], "ok")
+    if "error" not in df.columns:
+        df["error"] = ""
+    df["error"] = _text(df["error"], "")
+    df["source"] = str(run_dir)
+    return df
+
+
+def regime_label(regime: str, shots: int, fraction: float) -> str:
+    """`full`, `16-shot` or `10% data`: how much training data a strategy saw."""
+    if regime == "fewshot":
+        return f"{int(shots)}-shot"
+    if regime == "fraction":
+        return f"{fraction:.0%} data" if fraction * 100 == round(fraction * 100) else f"{fraction:.1%} data"
+    return str(regime)
+
+
+def _where(key: tuple) -> str:
+    task, backbone, method, regime, shots, fraction = key
+    return f"{task}/{backbone}/{method} {regime_label(regime, shots, fraction)}"
+
+
+def _runs(rows: pd.DataFrame) -> str:
+    pairs = sorted(zip(rows["seed"], rows["fold"], strict=True))
+    shown = ", ".join(f"seed {s} fold {f}" for s, f in pairs[:6])
+    return shown + (f" (+{len(pairs) - 6} more)" if len(pairs) > 6 else "")
+
+
+def _last_line(error: str) -> str:
+    """The exception message: the last non-empty line of a traceback (its first line says nothing)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1][:160] if lines else "no error message"
+
+
+def _failures(failed: pd.DataFrame) -> list[str]:
+    """One line per strategy and error, not per fold: a crashed backbone would otherwise flood the list."""
+    failed = failed.assign(reason=[_last_line(e) for e in failed["error"]])
+    return [
+        f"{_where(key[:6])}: {len(rows)} run(s) {key[6]} ({_runs(rows)}): {key[7]}"
+        for key, rows in failed.groupby([*WHERE, "status", "reason"], sort=True)
+    ]
+
+
+def _absent_metrics(ok: pd.DataFrame, problems: list[str]) -> list[str]:
+    """Runs without MCC / PR-AUC, grouped by source (whole column) or by strategy (some runs)."""
+    found: list[str] = []
+    for metric in ("mcc", "pr_auc"):
+        for source, rows in ok.groupby("source", sort=True):
+            nan = rows[rows[metric].isna()]
+            if nan.empty:
+                continue
+            if len(nan) == len(rows):
+                if f"{source}: metric column '{metric}' missing" not in problems:
+                    found.append(f"{source}: no {metric} value in any run")
+                continue
+            for key, sub in nan.groupby(WHERE, sort=True):
+                found.append(f"{_where(key)}: no {metric} in {len(sub)} run(s) ({_runs(sub)})")
+    return found
+
+
+def _missing_folds(ok: pd.DataFrame, failed: pd.DataFrame) -> list[str]:
+    """Runs that died without writing a row: a strategy lacking (seed, fold) pairs that others in the same task and
+    data regime have, or a strategy not run for some backbone of its task.
+
+    Failed rows count as present here because they are already listed with their error. Regimes are compared
+    only with themselves because few-shot runs usually have more seeds than full-data runs.
+    """
+    problems: list[str] = []
+    tried = pd.concat([ok[KEYS], failed[KEYS]], ignore_index=True)
+    regime = ["task", "regime", "shots", "fraction"]
+    for _, group in tried.groupby(regime, sort=True):
+        expected = set(zip(group["seed"], group["fold"], strict=True))
+        for key, sub in group.groupby(WHERE, sort=True):
+            missing = sorted(expected - set(zip(sub["seed"], sub["fold"], strict=True)))
+            if missing:
+                gaps = pd.DataFrame(missing, columns=["seed", "fold"])
+                problems.append(f"{_where(key)}: missing {_runs(gaps)}")
+    for task, group in tried.groupby("task", sort=True):
+        backbones = sorted(group["backbone"].unique())
+        for strategy, sub in group.groupby(STRATEGY, sort=True):
+            not_run = sorted(set(backbones) - set(sub["backbone"]))
+            if not_run:
+                label = _where((task, "*", *strategy))
+                problems.append(f"{label}: not run for backbone(s) {', '.join(not_run)}")
+    return problems
+
+
+def load_results(results_dirs: list[Path] | list[str]) -> Results:
+    """Concatenate every results table under `results_dirs`; raise only if there is nothing to read."""
+    problems: list[str] = []
+    frames: list[pd.DataFrame] = []
+    sources: list[Path] = []
+    for raw in results_dirs:
+        results_dir = Path(raw)
+        if not results_dir.is_dir():
+            raise MedtransferError(f"results dir not found: {results_dir}")
+        run_dirs = find_tables(results_dir)
+        if not run_dirs:
+            raise MedtransferError(
+                f"no results table in {results_dir} (expected results.parquet or .csv from probe/adapt)"
+            )
+        for run_dir in run_dirs:
+            sources.append(run_dir)
+            table = _read_table(run_dir, problems)
+            if table is None:
+                continue
+            if table.empty:
+                problems.append(f"{run_dir}: results table is empty")
+                continue
+            norm = _normalise(table, run_dir, problems)
+            if norm is not None:
+                frames.append(norm)
+    columns = [*KEYS, *METRICS, "pct_trainable", "status", "error", "source"]
+    data = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    failed_mask = data["status"].str.lower() != "ok"
+    failed = data[failed_mask]
+    problems.extend(_failures(failed))
+    ok = data[~failed_mask]
+    problems.extend(_absent_metrics(ok, problems))
+    problems.extend(_missing_folds(ok, failed))
+    ok = ok[ok["mcc"].notna()].drop_duplicates(subset=KEYS, keep="last").reset_index(drop=True)
+    return Results(ok=ok, failed=failed.reset_index(drop=True), problems=problems, sources=sources)
