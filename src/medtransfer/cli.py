@@ -158,6 +158,24 @@ def probe(
 
 
 @app.command()
+def backbones() -> None:
+    """List the registered backbones (also: timm:<model>, open_clip:<arch>/<tag>, hf:<repo-id>)."""
+    from rich.table import Table
+
+    from medtransfer.backbones import backbone_table
+
+    table = Table(
+        title="Backbones (also timm:<model>, open_clip:<arch>/<tag>, hf:<repo-id>; --weights default|random|PATH)"
+    )
+    for column, justify in (("name", "left"), ("params (M)", "right"), ("dim", "right"), ("input", "right"),
+                            ("source", "left")):
+        table.add_column(column, justify=justify)
+    for row in backbone_table():
+        table.add_row(row["name"], f"{row['params_m']:.1f}", str(row["dim"]), str(row["input_size"]), row["source"])
+    console.print(table)
+
+
+@app.command()
 @user_errors
 def report(
     results_dirs: Annotated[

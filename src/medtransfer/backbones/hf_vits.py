@@ -1,0 +1,276 @@
+"""Hugging Face ViTs: DINOv2 (S/B/L), RAD-DINO and PubMedCLIP, through ``transformers``.
+
+Random weights build from configs written here with the published hyperparameters (no hub access);
+published weights come from ``from_pretrained(repo_id)`` (honours ``HF_HUB_OFFLINE`` and the local cache);
+``--weights FOLDER`` loads ``from_pretrained(FOLDER)`` (a downloaded snapshot: config.json + weights),
+``--weights FILE`` a state dict in the same key layout.
+
+Module names are those of the installed transformers 5: its DINOv2 and Swin use ``q_proj`` / ``k_proj`` /
+``v_proj`` / ``o_proj`` and ``mlp.fc1`` / ``mlp.fc2`` (transformers 4.x named them ``query`` / ``key`` /
+``value`` / ``dense``; the published checkpoints still use those names and transformers renames them on load).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from medtransfer.backbones.hub import download_guard
+from medtransfer.backbones.registry import (
+    BackboneSpec,
+    PeftTargets,
+    Preprocessing,
+    register,
+)
+from medtransfer.backbones.vit import ViTEmbedder
+from medtransfer.errors import MedtransferError
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+HF_DINOV2_TARGETS = PeftTargets(
+    attention=("attention.q_proj", "attention.k_proj", "attention.v_proj", "attention.o_proj"),
+    mlp=("mlp.fc1", "mlp.fc2"),
+    norm=("norm1", "norm2", "layernorm"),
+)
+HF_CLIP_TARGETS = PeftTargets(
+    attention=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj"),
+    mlp=("mlp.fc1", "mlp.fc2"),
+    norm=("layer_norm1", "layer_norm2", "pre_layrnorm", "post_layernorm"),
+)
+
+
+def hf_hint(repo_id: str, files: str = "config.json and model.safetensors") -> str:
+    return f"download {files} from https://huggingface.co/{repo_id} into a folder"
+
+
+def hf_from_pretrained(cls, repo_or_path: str | Path, what: str, hint: str = "", **kwargs) -> nn.Module:
+    """``cls.from_pretrained`` behind the download guard; local folders take the same path.
+
+    transformers fills tensors missing from a checkpoint with random values and only warns; a backbone
+    with silently random layers is worse than an error, so missing tensors raise. Extra tensors (e.g. the
+    text tower of a full CLIP checkpoint) are fine.
+    """
+    local = Path(str(repo_or_path)).exists()
+    with download_guard(what, url=None if local else f"https://huggingface.co/{repo_or_path}", hint=hint):
+        model, info = cls.from_pretrained(str(repo_or_path), output_loading_info=True, **kwargs)
+    missing = list(info.get("missing_keys") or []) + [str(m) for m in info.get("mismatched_keys") or []]
+    if missing:
+        raise MedtransferError(
+            f"the weights of {what} do not fit {cls.__name__}: {len(missing)} tensors missing or of another shape "
+            f"(e.g. {missing[:2]}); is it the right checkpoint?"
+        )
+    return model
+
+
+def hf_state_dict_file(cls, config, path: Path) -> nn.Module:
+    """A single weights file in the model's Hugging Face layout: loaded through ``from_pretrained`` (next to
+    our config, in a temporary folder) so that transformers' renaming of older key layouts applies."""
+    with tempfile.TemporaryDirectory() as tmp:
+        config.save_pretrained(tmp)
+        name = "model.safetensors" if path.suffix == ".safetensors" else "pytorch_model.bin"
+        (Path(tmp) / name).symlink_to(path.resolve())
+        return hf_from_pretrained(cls, tmp, f"the weights file {path}")
+
+
+# ----------------------------------------------------------------------------------------------- DINOv2
+
+
+def dinov2_config(size: str, image_size: int = 518):
+    from transformers import Dinov2Config
+
+    hidden, heads, layers = {"s": (384, 6, 12), "b": (768, 12, 12), "l": (1024, 16, 24)}[size]
+    return Dinov2Config(
+        hidden_size=hidden,
+        num_attention_heads=heads,
+        num_hidden_layers=layers,
+        mlp_ratio=4,
+        hidden_act="gelu",
+        layer_norm_eps=1e-6,
+        image_size=image_size,
+        patch_size=14,
+        layerscale_value=1.0,
+        qkv_bias=True,
+        use_swiglu_ffn=False,
+    )
+
+
+def _dinov2_tokens(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return model(pixel_values=x).last_hidden_state  # after the final layernorm; CLS first
+
+
+def wrap_dinov2(model: nn.Module, pooling: str = "cls") -> ViTEmbedder:
+    return ViTEmbedder(model, _dinov2_tokens, token_dim=model.config.hidden_size, num_prefix_tokens=1, pooling=pooling)
+
+
+def _hf_builder(
+    config_fn: Callable[[], object], model_cls_name: str, repo_id: str, wrap: Callable[[nn.Module], nn.Module]
+) -> Callable[[bool], nn.Module]:
+    def build(pretrained: bool) -> nn.Module:
+        import transformers
+
+        cls = getattr(transformers, model_cls_name)
+        if pretrained:
+            model = hf_from_pretrained(cls, repo_id, f"{repo_id} (Hugging Face)", hint=hf_hint(repo_id))
+        else:
+            model = cls(config_fn())
+        return wrap(model)
+
+    return build
+
+
+def _hf_local(
+    config_fn: Callable[[], object], model_cls_name: str, wrap: Callable[[nn.Module], nn.Module]
+) -> Callable[[Path], nn.Module]:
+    """FOLDER: ``from_pretrained(FOLDER)``; FILE: a state dict in the model's own key layout."""
+
+    def load(path: Path) -> nn.Module:
+        import transformers
+
+        cls = getattr(transformers, model_cls_name)
+        if path.is_dir():
+            if not (path / "config.json").exists():
+                raise MedtransferError(f"{path} has no config.json; pass a Hugging Face model folder or a weights file")
+            return wrap(hf_from_pretrained(cls, path, f"the model folder {path}"))
+        return wrap(hf_state_dict_file(cls, config_fn(), path))
+
+    return load
+
+
+DINOV2_PREPROCESSING = Preprocessing(
+    input_size=224, resize="center-crop", crop_fraction=224 / 256, interpolation="bicubic"
+)
+_DINOV2 = {
+    # name: (size, repo, embed dim, params of the HF model as built (M), published (M))
+    "dinov2-s": ("s", "facebook/dinov2-small", 384, 22.06, 21.0),
+    "dinov2-b": ("b", "facebook/dinov2-base", 768, 86.58, 86.0),
+    "dinov2-l": ("l", "facebook/dinov2-large", 1024, 304.37, 300.0),
+}
+for _name, (_size, _repo, _dim, _n, _pub) in _DINOV2.items():
+    register(
+        BackboneSpec(
+            name=_name,
+            architecture=f"ViT-{_size.upper()}/14 (DINOv2)",
+            source=f"Hugging Face {_repo}",
+            embed_dim=_dim,
+            n_params_m=_n,
+            embedding_kind="cls-token",
+            build=_hf_builder(lambda s=_size: dinov2_config(s), "Dinov2Model", _repo, wrap_dinov2),
+            local_loader=_hf_local(lambda s=_size: dinov2_config(s), "Dinov2Model", wrap_dinov2),
+            preprocessing=DINOV2_PREPROCESSING,
+            targets=HF_DINOV2_TARGETS,
+            family="vit",
+            published_params_m=_pub,
+            published_params_note=(
+                "DINOv2 README / paper figure; the released checkpoint also holds a 37x37-patch (518 px) "
+                "position embedding and a mask token"
+            ),
+            # the released ViT-S/14 has 22.06M parameters, 5.03% above the README's rounded "21M"
+            published_tolerance=0.06 if _size == "s" else 0.05,
+            default_weights_hint=hf_hint(_repo),
+        )
+    )
+
+# RAD-DINO: DINOv2 ViT-B/14 trained on chest X-rays; its processor resizes the shorter side to 518 and
+# centre-crops 518, with the MIMIC-CXR mean / std (one value per channel).
+register(
+    BackboneSpec(
+        name="rad-dino",
+        architecture="ViT-B/14 (DINOv2, chest X-ray)",
+        source="Hugging Face microsoft/rad-dino",
+        embed_dim=768,
+        n_params_m=86.58,
+        embedding_kind="cls-token",
+        build=_hf_builder(lambda: dinov2_config("b"), "Dinov2Model", "microsoft/rad-dino", wrap_dinov2),
+        local_loader=_hf_local(lambda: dinov2_config("b"), "Dinov2Model", wrap_dinov2),
+        preprocessing=Preprocessing(
+            input_size=518,
+            resize="center-crop",
+            crop_fraction=1.0,
+            mean=(0.5307, 0.5307, 0.5307),
+            std=(0.2583, 0.2583, 0.2583),
+            interpolation="bicubic",
+        ),
+        targets=HF_DINOV2_TARGETS,
+        family="vit",
+        published_params_m=86.0,
+        published_params_note="ViT-B/14 figure (DINOv2 README)",
+        default_weights_hint=hf_hint("microsoft/rad-dino"),
+    )
+)
+
+# ------------------------------------------------------------------------------------------- PubMedCLIP
+
+
+def pubmedclip_config():
+    from transformers import CLIPVisionConfig
+
+    return CLIPVisionConfig(
+        hidden_size=768,
+        intermediate_size=3072,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        image_size=224,
+        patch_size=32,
+        projection_dim=512,
+        hidden_act="quick_gelu",
+        layer_norm_eps=1e-5,
+    )
+
+
+def _clip_tokens(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    # HF CLIP: pooler_output = post_layernorm(last_hidden_state[:, 0]); apply it to every token
+    vm = model.vision_model
+    return vm.post_layernorm(vm(pixel_values=x).last_hidden_state)
+
+
+def _clip_project(model: nn.Module, v: torch.Tensor) -> torch.Tensor:
+    return model.visual_projection(v)
+
+
+def wrap_hf_clip(model: nn.Module, pooling: str = "cls") -> ViTEmbedder:
+    return ViTEmbedder(
+        model,
+        _clip_tokens,
+        token_dim=model.config.hidden_size,
+        num_prefix_tokens=1,
+        pooling=pooling,
+        project_fn=_clip_project,
+        project_dim=model.config.projection_dim,
+    )
+
+
+register(
+    BackboneSpec(
+        name="pubmedclip",
+        architecture="ViT-B/32 (CLIP, PubMed ROCO fine-tune)",
+        source="Hugging Face flaviagiammarino/pubmed-clip-vit-base-patch32",
+        embed_dim=512,
+        n_params_m=87.85,
+        embedding_kind="image-embedding (projected CLS, 512-d)",
+        build=_hf_builder(
+            pubmedclip_config,
+            "CLIPVisionModelWithProjection",
+            "flaviagiammarino/pubmed-clip-vit-base-patch32",
+            wrap_hf_clip,
+        ),
+        local_loader=_hf_local(pubmedclip_config, "CLIPVisionModelWithProjection", wrap_hf_clip),
+        preprocessing=Preprocessing(
+            input_size=224,
+            resize="center-crop",
+            crop_fraction=1.0,
+            mean=CLIP_MEAN,
+            std=CLIP_STD,
+            interpolation="bicubic",
+        ),
+        targets=HF_CLIP_TARGETS,
+        family="vit",
+        published_params_m=86.0,
+        published_params_note="generic ViT-B figure; the CLIP ViT-B/32 image encoder with its projection has 87.85M",
+        default_weights_hint=hf_hint("flaviagiammarino/pubmed-clip-vit-base-patch32"),
+    )
+)

@@ -1,0 +1,80 @@
+"""One wrapper for every ViT-like backbone: tokens from the underlying model, then a declared pooling.
+
+The underlying model is kept as the submodule ``backbone`` so its own module names (``qkv``, ``q_proj``,
+``fc1``...) stay visible to PEFT target patterns. Family modules supply two small functions: how to get the
+final-normalised token sequence, and (for CLIP-style models) how to project a pooled vector into the
+image-embedding space.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+POOLINGS = ("cls", "mean", "cls+mean", "pooler")
+
+TokensFn = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+ProjectFn = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+
+
+class ViTEmbedder(nn.Module):
+    """``forward(x: B x 3 x H x W) -> B x out_dim``.
+
+    pooling: "cls" (class token), "mean" (mean of the patch tokens, prefix/register tokens excluded),
+    "cls+mean" (both, concatenated: 2 x dim), or "pooler" (the model's own pooled output via
+    ``pooled_fn``, e.g. Swin's average pool). ``project_fn`` (CLIP-style models) maps each pooled vector
+    into the image-embedding space.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        tokens_fn: TokensFn | None,
+        *,
+        token_dim: int,
+        num_prefix_tokens: int = 1,
+        pooling: str = "cls",
+        project_fn: ProjectFn | None = None,
+        project_dim: int | None = None,
+        pooled_fn: TokensFn | None = None,
+    ) -> None:
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
+        if pooling == "pooler" and pooled_fn is None:
+            raise ValueError("pooling='pooler' needs pooled_fn")
+        self.backbone = backbone
+        self._tokens_fn = tokens_fn
+        self._project_fn = project_fn
+        self._pooled_fn = pooled_fn
+        self.pooling = pooling
+        self.num_prefix_tokens = num_prefix_tokens
+        self.token_dim = token_dim
+        dim = project_dim if project_fn is not None and project_dim else token_dim
+        self.out_dim = 2 * dim if pooling == "cls+mean" else dim
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """B x N x token_dim, after the model's final norm; prefix (class, register) tokens first."""
+        if self._tokens_fn is None:
+            raise NotImplementedError("this backbone exposes no token sequence")
+        return self._tokens_fn(self.backbone, x)
+
+    def _project(self, v: torch.Tensor) -> torch.Tensor:
+        return self._project_fn(self.backbone, v) if self._project_fn is not None else v
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pooling == "pooler":
+            return self._project(self._pooled_fn(self.backbone, x))
+        t = self.tokens(x)
+        cls = t[:, 0]
+        if self.pooling == "cls":
+            return self._project(cls)
+        mean = t[:, self.num_prefix_tokens :].mean(dim=1)
+        if self.pooling == "mean":
+            return self._project(mean)
+        return torch.cat([self._project(cls), self._project(mean)], dim=1)
+
+    def extra_repr(self) -> str:
+        return f"pooling={self.pooling!r}, out_dim={self.out_dim}"
