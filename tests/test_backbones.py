@@ -189,6 +189,7 @@ def check_targets(model: nn.Module, spec) -> None:
         assert t.conv
     for group, kinds in (
         (t.attention, (nn.Linear, nn.MultiheadAttention)),
+        (t.attention_linear, (nn.Linear,)),
         (t.mlp, (nn.Linear,)),
         (t.conv, (nn.Conv2d,)),
         (t.norm, NORM_TYPES),
@@ -621,3 +622,23 @@ def test_gated_repo_error(monkeypatch, hub):
         load_backbone("rad-dino", "default")
     msg = assert_one_line(err)
     assert "gated" in msg and "hf auth login" in msg and "--weights PATH" in msg
+
+
+def test_infer_targets_offers_linear_attention_for_multihead_attention():
+    """Only peft's LoRA wraps nn.MultiheadAttention: the other methods need its out_proj Linear instead."""
+    from medtransfer.backbones.open_specs import infer_targets
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln_1 = nn.LayerNorm(8)
+            self.attn = nn.MultiheadAttention(8, 2)
+            self.c_fc = nn.Linear(8, 16)
+            self.c_proj = nn.Linear(16, 8)
+
+    model = nn.Sequential(Block(), Block())
+    targets, family = infer_targets(model)
+    assert family == "vit"
+    assert targets.attention == ("attn",)
+    assert targets.attention_linear == ("out_proj",)
+    assert all(isinstance(m, nn.Linear) for n, m in model.named_modules() if n.endswith(".out_proj"))

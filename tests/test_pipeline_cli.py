@@ -8,6 +8,7 @@ import pytest
 import zarr
 from PIL import Image
 
+from medtransfer import cache_schema
 from medtransfer.results import KEY
 
 
@@ -34,7 +35,7 @@ def pipeline(small_manifest, tmp_path_factory):
 
 def test_store_is_self_describing_with_plain_zarr(pipeline, small_manifest):
     root = zarr.open_group(str(pipeline / "f.zarr"), mode="r")
-    assert root.attrs["schema"] == "medtransfer.features/1"
+    assert root.attrs["schema"] == cache_schema.SCHEMA
     (key,) = list(root.group_keys())
     assert key.startswith("resnet18__random__224-")
     group = root[key]
@@ -164,3 +165,12 @@ def test_sixteen_bit_and_eight_bit_images_decode_to_the_same_scale(small_manifes
     assert {"L", "I;16"} <= set(depths) or {"L", "I"} <= set(depths), depths
     means = [load_image(small_manifest.parent / path).mean() for path in depths.values()]
     assert all(0.2 < m < 0.8 for m in means)
+
+
+def test_backbones_command_lists_the_registry(cli):
+    from medtransfer.backbones import REGISTRY
+
+    result = cli("backbones")
+    assert result.exit_code == 0
+    assert "resnet18" in result.output and "dinov2-b" in result.output
+    assert len(REGISTRY) >= 14

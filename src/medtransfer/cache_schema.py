@@ -1,26 +1,45 @@
-"""The feature store's layout, defined once: a Zarr (v3) group per (backbone, weights, preprocessing).
+"""The feature store's layout, defined once: one group per (backbone, weights, preprocessing), Zarr or HDF5.
 
-Layout, readable with plain ``zarr`` and no medtransfer code::
+Layout (schema ``medtransfer.features/2``), readable with plain ``zarr`` or ``h5py`` and no medtransfer code::
 
-    store.zarr/                          attrs: schema="medtransfer.features/1"
+    store.zarr/  (or store.h5)           attrs: schema="medtransfer.features/2"
       resnet18__random__224-1a2b3c4d/    one group per (backbone, weights, preprocessing); attrs below
-        features   float16 [N, D]        chunked by rows (``chunk_rows``)
-        sample_id  str     [N]           the manifest ids, row-aligned with ``features``
-        chunk_done bool    [ceil(N / chunk_rows)]   written after each chunk's features: a chunk whose flag
-                                         is False holds no valid data (an interrupted run resumes there)
+        features     float16 [N, D]      the default embedding; chunked by rows (``chunk_rows``)
+        features_<kind> float16 [N, Dk]  optional extra embeddings, kind in cls, mean, cls_mean, last4
+                                         (listed in the group attribute ``embeddings``)
+        sample_id    str  [N]            the manifest id each row was computed for
+        image_sha    str  [N]            content fingerprint of the image file (blake2b-128 of its bytes)
+        image_path   str  [N]            the file the row was computed from (for verify and resume)
+        chunk_done   bool [ceil(N / chunk_rows)]   written *after* a chunk's data: rows of a chunk whose flag
+                                         is False hold no valid data and are never read back
+
+Rows only ever grow: a manifest with new images appends rows (and chunks); an id whose image changed gets a
+new row and the last *valid* row of an id wins. Rows whose image content (``image_sha``) is already in the
+group are copied rather than recomputed, so another study sharing images reuses them.
 
 Group attributes: ``schema``, ``backbone``, ``architecture``, ``weights`` (as requested), ``weights_source``
-(what they are), ``weights_fingerprint``, ``preprocessing`` (input_size, resize, crop_fraction, mean, std),
-``embedding_kind``, ``dim``, ``dtype``, ``n``, ``chunk_rows``, ``created``, ``versions`` (packages),
-``complete`` (True once every chunk is written).
+(what they are), ``weights_fingerprint``, ``preprocessing`` (input_size, resize, ..., and ``pixel_source``
+when the inputs came from a pixel cache), ``embedding_kind``, ``embeddings`` (the ``features_<kind>`` arrays
+present), ``dim``, ``dtype``, ``n`` (rows), ``chunk_rows``, ``created``, ``versions`` (packages),
+``complete`` (True when every chunk is done).
+
+HDF5 stores (``.h5``/``.hdf5``) hold the same groups and arrays (strings as UTF-8 variable-length strings);
+their attributes are JSON text (``json.loads`` each value). A writer holds ``<store>.lock`` (pid inside).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import hashlib
+import json
 import math
+import os
 import re
-from dataclasses import dataclass
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +47,224 @@ import zarr
 
 from medtransfer.errors import MedtransferError
 
-SCHEMA = "medtransfer.features/1"
+SCHEMA = "medtransfer.features/2"
+SCHEMA_FAMILY = "medtransfer.features/"
 DEFAULT_CHUNK_ROWS = 256
+EMBEDDING_KINDS = ("cls", "mean", "cls_mean", "last4")
+ROW_ARRAYS = ("sample_id", "image_sha", "image_path")
+HDF5_SUFFIXES = {".h5", ".hdf5", ".hdf"}
 
 
+# --------------------------------------------------------------------------------------------- backends
+def strings(values) -> np.ndarray:
+    """A string array read back from zarr (numpy StringDType) or h5py, as a plain ``<U`` array."""
+    values = np.asarray(values)
+    return np.asarray(values.tolist(), dtype=str) if values.size else np.zeros(0, dtype=str)
+
+
+def store_format(path: str | Path, fmt: str | None = None) -> str:
+    """"zarr" or "hdf5": explicit ``fmt`` wins, else a ``.h5``/``.hdf5`` suffix means HDF5."""
+    if fmt not in (None, "auto", "zarr", "hdf5"):
+        raise MedtransferError(f"unknown store format {fmt!r}; use zarr or hdf5")
+    if fmt in ("zarr", "hdf5"):
+        return fmt
+    path = Path(path)
+    if path.suffix.lower() in HDF5_SUFFIXES or (path.is_file() and _is_hdf5(path)):
+        return "hdf5"
+    return "zarr"
+
+
+def _is_hdf5(path: Path) -> bool:
+    with path.open("rb") as handle:
+        return handle.read(8) == b"\x89HDF\r\n\x1a\n"
+
+
+class _H5Strings:
+    """An h5py string dataset that reads back as ``str``."""
+
+    def __init__(self, dataset):
+        self._ds = dataset
+
+    shape = property(lambda self: self._ds.shape)
+    dtype = property(lambda self: np.dtype(str))
+
+    def __getitem__(self, item):
+        return strings(self._ds.asstr()[item])
+
+    def __setitem__(self, item, value):
+        self._ds[item] = np.asarray(value, dtype=object)
+
+    def resize(self, shape):
+        self._ds.resize(shape)
+
+
+class Group:
+    """One group of a store, the same for Zarr and HDF5: arrays by name, JSON-able attributes."""
+
+    def __init__(self, handle, fmt: str, key: str, store_path: Path | None = None):
+        self._h = handle
+        self.fmt = fmt
+        self.key = key
+        self.store_path = store_path
+
+    @property
+    def attrs(self) -> dict:
+        if self.fmt == "zarr":
+            return dict(self._h.attrs)
+        return {k: json.loads(v) for k, v in self._h.attrs.items()}
+
+    def update_attrs(self, values: dict) -> None:
+        if self.fmt == "zarr":
+            self._h.attrs.update(values)
+        else:
+            for k, v in values.items():
+                self._h.attrs[k] = json.dumps(v)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._h
+
+    def array_names(self) -> list[str]:
+        if self.fmt == "zarr":
+            return sorted(self._h.array_keys())
+        return sorted(self._h)
+
+    def __getitem__(self, name: str):
+        array = self._h[name]
+        if self.fmt == "hdf5" and array.dtype.kind == "O":
+            return _H5Strings(array)
+        return array
+
+    def create_array(self, name: str, shape: tuple, chunks: tuple, dtype) -> object:
+        if self.fmt == "zarr":
+            fill = "" if dtype is str else (False if dtype == "bool" else 0)
+            return self._h.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill)
+        import h5py
+
+        h5_dtype = h5py.string_dtype() if dtype is str else dtype
+        maxshape = (None, *shape[1:])
+        self._h.create_dataset(name, shape=shape, maxshape=maxshape, chunks=chunks, dtype=h5_dtype)
+        return self[name]
+
+    def nbytes_stored(self) -> int:
+        if self.fmt == "zarr":
+            return sum(int(self._h[name].nbytes_stored()) for name in self._h.array_keys())
+        return sum(int(self._h[name].id.get_storage_size()) for name in self._h)
+
+    def flush(self) -> None:
+        if self.fmt == "hdf5":
+            self._h.file.flush()
+
+
+class Store:
+    """An open feature store (Zarr folder or HDF5 file) whose schema has been checked."""
+
+    def __init__(self, path: Path, fmt: str, root, writable: bool):
+        self.path = path
+        self.fmt = fmt
+        self._root = root
+        self.writable = writable
+
+    def group_names(self) -> list[str]:
+        if self.fmt == "zarr":
+            return sorted(k for k in self._root.group_keys() if not k.startswith("_"))
+        return sorted(k for k in self._root if not k.startswith("_"))
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._root
+
+    def __getitem__(self, key: str) -> Group:
+        if key not in self._root:
+            held = ", ".join(self.group_names()) or "no groups"
+            raise MedtransferError(f"group {key!r} is not in store {self.path} (it holds: {held})")
+        return Group(self._root[key], self.fmt, key, self.path)
+
+    def create_group(self, key: str) -> Group:
+        return Group(self._root.create_group(key), self.fmt, key, self.path)
+
+    @property
+    def attrs(self) -> dict:
+        return Group(self._root, self.fmt, "/").attrs
+
+    def close(self) -> None:
+        if self.fmt == "hdf5":
+            self._root.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_store(path: str | Path, mode: str = "r", fmt: str | None = None) -> Store:
+    """Open (or with mode "a", create) a store and check that it is ours and of the schema we read."""
+    path = Path(path)
+    fmt = store_format(path, fmt)
+    if mode == "r" and not path.exists():
+        raise MedtransferError(f"feature store not found: {path}; create it with `medtransfer extract`")
+    try:
+        if fmt == "zarr":
+            if path.is_file():
+                raise MedtransferError(f"{path} is a file, not a Zarr folder (an HDF5 store needs a .h5 suffix)")
+            root = zarr.open_group(str(path), mode=mode)
+        else:
+            import h5py
+
+            if mode != "r":
+                path.parent.mkdir(parents=True, exist_ok=True)
+            root = h5py.File(path, mode)
+    except MedtransferError:
+        raise
+    except Exception as exc:  # zarr/h5py raise several types for something that is not a store
+        raise MedtransferError(f"{path} is not a readable {fmt} feature store: {exc}") from exc
+    store = Store(path, fmt, root, writable=mode != "r")
+    schema = store.attrs.get("schema")
+    if schema is None and mode != "r" and not store.group_names():
+        Group(root, fmt, "/").update_attrs({"schema": SCHEMA})
+    elif schema != SCHEMA:
+        store.close()
+        if isinstance(schema, str) and schema.startswith(SCHEMA_FAMILY):
+            raise MedtransferError(
+                f"{path} was written with feature-store schema {schema!r}; this medtransfer reads {SCHEMA!r}. "
+                "Re-extract into a new store (the old one stays readable by the medtransfer that wrote it)"
+            )
+        raise MedtransferError(f"{path} is not a medtransfer feature store (schema attribute: {schema!r})")
+    return store
+
+
+# --------------------------------------------------------------------------------------------- locking
+@contextlib.contextmanager
+def writer_lock(path: str | Path) -> Iterator[Path]:
+    """Hold ``<store>.lock`` (an flock, released by the OS even if the process dies; the pid inside says who).
+
+    A second writer stops at once with a clear error instead of interleaving writes.
+    """
+    lock_path = Path(str(Path(path)).rstrip("/") + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(lock_path, "a+")  # noqa: SIM115  (held for the whole block)
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise MedtransferError(
+                f"store {path} is being written by {holder} (lock {lock_path}); wait for it to finish, "
+                "then run again: finished rows are reused"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        handle.flush()
+        yield lock_path
+    finally:
+        with contextlib.suppress(OSError):
+            handle.seek(0)
+            handle.truncate()
+        handle.close()
+
+
+# --------------------------------------------------------------------------------------------- groups
 @dataclass(frozen=True)
 class GroupInfo:
     key: str
@@ -42,16 +275,21 @@ class GroupInfo:
     dim: int
     dtype: str
     complete: bool
+    embeddings: tuple[str, ...] = ()
+    n_valid: int = 0
+    bytes_on_disk: int = 0
+    preprocessing: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class FeatureSet:
-    """Features read back from a store, in the store's row order."""
+    """Features read back from a store: the valid rows, one per sample id (the last valid row of an id)."""
 
     key: str
     sample_ids: list[str]
     features: np.ndarray  # float32, N x D
     attrs: dict
+    image_sha: list[str] = field(default_factory=list)
 
     def rows_for(self, ids: list[str], what: str = "") -> np.ndarray:
         """Features for ``ids`` in that order; names the missing ids rather than silently dropping them."""
@@ -79,93 +317,184 @@ def group_key(backbone: str, weights: str, weights_fingerprint: str, preprocessi
     return f"{safe_backbone}__{weights_tag(weights)}__{preprocessing.get('input_size', 'x')}-{digest}"
 
 
-def open_store(path: str | Path, mode: str = "r") -> zarr.Group:
-    """Open (or with mode "a", create) a store and check that it is ours and of a schema we read."""
-    path = Path(path)
-    if mode == "r" and not path.exists():
-        raise MedtransferError(f"feature store not found: {path}; create it with `medtransfer extract`")
-    try:
-        root = zarr.open_group(str(path), mode=mode)
-    except Exception as exc:  # zarr raises several types for a folder that is not a store
-        raise MedtransferError(f"{path} is not a readable Zarr feature store: {exc}") from exc
-    schema = root.attrs.get("schema")
-    if schema is None and mode != "r" and not list(root.group_keys()):
-        root.attrs["schema"] = SCHEMA
-    elif schema != SCHEMA:
-        raise MedtransferError(
-            f"{path} has feature-store schema {schema!r}; this medtransfer reads {SCHEMA!r} "
-            "(re-extract into a new store)"
-        )
-    return root
+def feature_array(embedding: str | None) -> str:
+    if embedding in (None, "", "default", "features"):
+        return "features"
+    if embedding not in EMBEDDING_KINDS:
+        raise MedtransferError(f"unknown embedding {embedding!r}; use one of default, {', '.join(EMBEDDING_KINDS)}")
+    return f"features_{embedding}"
 
 
 def create_group(
-    root: zarr.Group,
+    store: Store,
     key: str,
-    sample_ids: list[str],
-    dim: int,
+    dims: dict[str, int],
     attrs: dict,
     dtype: str = "float16",
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
-) -> zarr.Group:
-    """Create an empty group (all chunks marked not done) or return the existing one if it matches."""
-    if key in root:
-        group = root[key]
-        stored_ids = group["sample_id"][:].tolist()
-        if stored_ids != list(sample_ids) or group.attrs.get("dim") != dim:
+) -> Group:
+    """Create an empty group with the feature arrays ``dims`` (name -> width) or return the existing one.
+
+    An existing group gets any feature array it lacks (extra embeddings asked later): its rows are then
+    pending again and are computed (or copied) on this run.
+    """
+    if key in store:
+        group = store[key]
+        existing = group.attrs
+        if existing.get("dim") != dims["features"] or existing.get("dtype") != dtype:
             raise MedtransferError(
-                f"group {key} exists in the store for other samples; use another --store or delete the group"
+                f"group {key} in {store.path} has dim {existing.get('dim')} / {existing.get('dtype')}, "
+                f"not {dims['features']} / {dtype}; use another --store"
             )
+        added = [name for name in dims if name not in group]
+        for name in added:
+            n = group["features"].shape[0]
+            group.create_array(name, (n, dims[name]), (existing["chunk_rows"], dims[name]), dtype)
+        if added:
+            n_chunks = group["chunk_done"].shape[0]
+            if n_chunks:
+                group["chunk_done"][:] = np.zeros(n_chunks, dtype=bool)
+            group.update_attrs({"complete": False, "embeddings": _embeddings(group)})
         return group
-    n = len(sample_ids)
-    group = root.create_group(key)
-    group.create_array("features", shape=(n, dim), chunks=(chunk_rows, dim), dtype=dtype, fill_value=0)
-    ids = group.create_array("sample_id", shape=(n,), chunks=(max(n, 1),), dtype=str)
-    ids[:] = np.asarray(sample_ids, dtype=str)
-    group.create_array("chunk_done", shape=(math.ceil(n / chunk_rows),), dtype=bool, fill_value=False)
-    group.attrs.update(
-        {**attrs, "schema": SCHEMA, "n": n, "dim": dim, "dtype": dtype, "chunk_rows": chunk_rows, "complete": False}
+    group = store.create_group(key)
+    for name, dim in dims.items():
+        group.create_array(name, (0, dim), (chunk_rows, dim), dtype)
+    for name in ROW_ARRAYS:
+        group.create_array(name, (0,), (4096,), str)
+    group.create_array("chunk_done", (0,), (1024,), "bool")
+    group.update_attrs(
+        {**attrs, "schema": SCHEMA, "n": 0, "dim": dims["features"], "dtype": dtype, "chunk_rows": chunk_rows,
+         "complete": False, "embeddings": _embeddings(group)}
     )
+    group.flush()
     return group
 
 
-def pending_chunks(group: zarr.Group) -> list[int]:
-    return np.flatnonzero(~group["chunk_done"][:]).tolist()
+def _embeddings(group: Group) -> list[str]:
+    return [name.removeprefix("features_") for name in group.array_names() if name.startswith("features_")]
 
 
-def write_chunk(group: zarr.Group, chunk_index: int, features: np.ndarray) -> None:
-    """Write one chunk's rows, then flag it done: a crash between the two leaves the chunk to be recomputed."""
+def feature_arrays(group: Group) -> list[str]:
+    return ["features"] + [f"features_{kind}" for kind in group.attrs.get("embeddings", [])]
+
+
+def chunk_done(group: Group) -> np.ndarray:
+    return np.asarray(group["chunk_done"][:], dtype=bool)
+
+
+def valid_row_mask(group: Group) -> np.ndarray:
+    """True for the rows whose chunk is flagged done (everything else is never read back)."""
+    n = group["sample_id"].shape[0]
+    done = chunk_done(group)
+    return np.repeat(done, group.attrs["chunk_rows"])[:n] if n else np.zeros(0, dtype=bool)
+
+
+def pending_chunks(group: Group) -> list[int]:
+    return np.flatnonzero(~chunk_done(group)).tolist()
+
+
+def append_rows(group: Group, sample_ids: list[str], shas: list[str], paths: list[str]) -> range:
+    """Append rows (ids, fingerprints, paths; no data yet) and their not-done chunk flags.
+
+    When the last chunk is partly filled and done, its flag is cleared first: that chunk is rewritten with its
+    old rows (copied) and the new ones, so a crash here costs at most that one chunk.
+    """
+    with storage_errors(group.store_path):
+        return _append_rows(group, sample_ids, shas, paths)
+
+
+def _append_rows(group: Group, sample_ids: list[str], shas: list[str], paths: list[str]) -> range:
+    chunk_rows = group.attrs["chunk_rows"]
+    n_old = group["sample_id"].shape[0]
+    n_new = n_old + len(sample_ids)
+    if n_new == n_old:
+        return range(n_old, n_old)
+    flags = group["chunk_done"]
+    if n_old % chunk_rows:
+        flags[n_old // chunk_rows] = False
+    for name in (*ROW_ARRAYS, *feature_arrays(group)):
+        array = group[name]
+        array.resize((n_new, *array.shape[1:]))
+    for name, values in zip(ROW_ARRAYS, (sample_ids, shas, paths), strict=True):
+        group[name][n_old:n_new] = np.asarray(values, dtype=str)
+    n_chunks_old = flags.shape[0]
+    flags.resize((math.ceil(n_new / chunk_rows),))
+    if flags.shape[0] > n_chunks_old:
+        flags[n_chunks_old:] = np.zeros(flags.shape[0] - n_chunks_old, dtype=bool)
+    group.update_attrs({"n": n_new, "complete": False})
+    group.flush()
+    return range(n_old, n_new)
+
+
+def write_chunk(group: Group, chunk_index: int, arrays: dict[str, np.ndarray], where: str = "") -> None:
+    """Write one chunk's rows of every feature array, then flag it done (the flag is the commit)."""
     chunk_rows = group.attrs["chunk_rows"]
     start = chunk_index * chunk_rows
-    if not np.isfinite(features).all():
-        raise MedtransferError(f"the backbone produced NaN/inf features for rows {start}..{start + len(features)}")
-    group["features"][start : start + len(features)] = features.astype(group.attrs["dtype"])
-    group["chunk_done"][chunk_index] = True
+    for name, values in arrays.items():
+        bad = ~np.isfinite(values).all(axis=1)
+        if bad.any():
+            row = start + int(np.flatnonzero(bad)[0])
+            image = group["image_path"][row]
+            raise MedtransferError(
+                f"the backbone produced NaN/inf features ({name}) for {int(bad.sum())} row(s) of store "
+                f"{group.store_path}, group {group.key}, e.g. image {image}{where}; nothing was written "
+                "for that chunk (try --precision fp32)"
+            )
+    dtype = group.attrs["dtype"]
+    with storage_errors(group.store_path):
+        for name, values in arrays.items():
+            store_rows(group, name, start, values.astype(dtype))
+        group.flush()
+        group["chunk_done"][chunk_index] = True
+        group.flush()
 
 
-def mark_complete(group: zarr.Group) -> None:
-    if not pending_chunks(group):
-        group.attrs["complete"] = True
+def store_rows(group: Group, name: str, start: int, values: np.ndarray) -> None:
+    group[name][start : start + len(values)] = values
+
+
+@contextlib.contextmanager
+def storage_errors(path: Path | None) -> Iterator[None]:
+    """A full disk (or any OS error while writing) -> one clear line naming the store; nothing is flagged done."""
+    try:
+        yield
+    except OSError as exc:
+        reason = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        raise MedtransferError(
+            f"cannot write to store {path}: {reason}; finished chunks are kept -- free space (or fix the cause) "
+            "and run the same command again to resume"
+        ) from exc
+
+
+def mark_complete(group: Group) -> bool:
+    complete = not pending_chunks(group)
+    group.update_attrs({"complete": complete})
+    group.flush()
+    return complete
+
+
+def group_info(group: Group) -> GroupInfo:
+    attrs = group.attrs
+    valid = valid_row_mask(group) if "chunk_done" in group else np.zeros(0, dtype=bool)
+    return GroupInfo(
+        key=group.key,
+        backbone=attrs.get("backbone", "?"),
+        weights=attrs.get("weights", "?"),
+        weights_source=attrs.get("weights_source", "?"),
+        n=int(attrs.get("n", 0)),
+        dim=int(attrs.get("dim", 0)),
+        dtype=str(attrs.get("dtype", "?")),
+        complete=bool(attrs.get("complete", False)),
+        embeddings=tuple(attrs.get("embeddings", ())),
+        n_valid=int(valid.sum()),
+        bytes_on_disk=group.nbytes_stored(),
+        preprocessing=dict(attrs.get("preprocessing", {})),
+    )
 
 
 def list_groups(path: str | Path) -> list[GroupInfo]:
-    root = open_store(path)
-    infos = []
-    for key in sorted(root.group_keys()):
-        attrs = dict(root[key].attrs)
-        infos.append(
-            GroupInfo(
-                key=key,
-                backbone=attrs.get("backbone", "?"),
-                weights=attrs.get("weights", "?"),
-                weights_source=attrs.get("weights_source", "?"),
-                n=int(attrs.get("n", 0)),
-                dim=int(attrs.get("dim", 0)),
-                dtype=str(attrs.get("dtype", "?")),
-                complete=bool(attrs.get("complete", False)),
-            )
-        )
-    return infos
+    with open_store(path) as store:
+        return [group_info(store[key]) for key in store.group_names()]
 
 
 def find_group(path: str | Path, backbone: str, weights: str | None = None) -> str:
@@ -184,18 +513,130 @@ def find_group(path: str | Path, backbone: str, weights: str | None = None) -> s
             f"the features of {backbone!r} in {path} are incomplete (an interrupted extract?); run extract again"
         )
     if len(complete) > 1:
+        weights_differ = len({i.weights for i in complete}) > 1
         raise MedtransferError(
             f"store {path} holds {len(complete)} feature groups for {backbone!r} "
-            f"({', '.join(i.key for i in complete)}); choose one with --weights"
+            f"({', '.join(i.key for i in complete)}); "
+            + ("choose one with --weights" if weights_differ else
+               "they differ in preprocessing (input size or pixel-cache inputs): keep the groups in separate stores")
         )
     return complete[0].key
 
 
-def read_features(path: str | Path, key: str) -> FeatureSet:
-    group = open_store(path)[key]
-    return FeatureSet(
-        key=key,
-        sample_ids=group["sample_id"][:].tolist(),
-        features=np.asarray(group["features"][:], dtype=np.float32),
-        attrs=dict(group.attrs),
-    )
+def group_embeddings(path: str | Path, key: str) -> list[str]:
+    """The extra embedding kinds group ``key`` holds besides the default (``features_<kind>`` arrays)."""
+    with open_store(path) as store:
+        group = store[key]
+        return [k for k in group.attrs.get("embeddings", []) if f"features_{k}" in group]
+
+
+def latest_valid_rows(sample_ids: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Row indices (ascending) of the last valid row of each id."""
+    last: dict[str, int] = {}
+    for row in np.flatnonzero(valid).tolist():
+        last[str(sample_ids[row])] = row
+    return np.asarray(sorted(last.values()), dtype=np.int64)
+
+
+def read_features(path: str | Path, key: str, embedding: str | None = None) -> FeatureSet:
+    """The valid rows of group ``key``: ``embedding`` None -> ``features``, else ``features_<embedding>``."""
+    name = feature_array(embedding)
+    with open_store(path) as store:
+        group = store[key]
+        if name not in group:
+            present = ["default", *group.attrs.get("embeddings", [])]
+            raise MedtransferError(
+                f"group {key} in {path} has no {embedding!r} embedding (it has: {', '.join(present)}); "
+                f"run `medtransfer extract ... --embedding {embedding}`"
+            )
+        ids = strings(group["sample_id"][:])
+        rows = latest_valid_rows(ids, valid_row_mask(group))
+        data = np.asarray(group[name][:], dtype=np.float32)[rows] if len(rows) else np.zeros((0, 0), np.float32)
+        shas = strings(group["image_sha"][:])[rows].tolist()
+        return FeatureSet(key=key, sample_ids=ids[rows].tolist(), features=data, attrs=group.attrs, image_sha=shas)
+
+
+# --------------------------------------------------------------------------------------------- info / verify
+def store_info(path: str | Path) -> list[dict]:
+    """One dict per group: key, backbone, weights, n, valid rows, dim, dtype, embeddings, bytes, complete."""
+    return [
+        {
+            "key": i.key, "backbone": i.backbone, "weights": i.weights, "n": i.n, "n_valid": i.n_valid,
+            "dim": i.dim, "dtype": i.dtype, "embeddings": list(i.embeddings), "bytes_on_disk": i.bytes_on_disk,
+            "complete": i.complete, "input_size": i.preprocessing.get("input_size"),
+            "pixel_source": i.preprocessing.get("pixel_source"),
+        }
+        for i in list_groups(path)
+    ]
+
+
+@dataclass(frozen=True)
+class VerifyProblem:
+    key: str
+    kind: str  # "incomplete", "nonfinite", "fingerprint", "missing-file", "layout"
+    message: str
+
+
+def verify_store(path: str | Path, check_files: bool = True) -> list[VerifyProblem]:
+    """Check every group: layout, chunks done, finite values in done chunks, image fingerprints (if files exist).
+
+    Returns the problems found (empty: the store is sound).
+    """
+    from medtransfer.extract.fingerprint import file_fingerprint
+
+    problems: list[VerifyProblem] = []
+    with open_store(path) as store:
+        for key in store.group_names():
+            group = store[key]
+            attrs = group.attrs
+            missing = [a for a in ("features", *ROW_ARRAYS, "chunk_done") if a not in group]
+            if missing or "chunk_rows" not in attrs:
+                problems.append(VerifyProblem(key, "layout", f"{key}: missing arrays/attrs {missing}"))
+                continue
+            n = group["sample_id"].shape[0]
+            done = chunk_done(group)
+            pending = np.flatnonzero(~done).tolist()
+            if pending:
+                problems.append(VerifyProblem(
+                    key, "incomplete",
+                    f"{key}: {len(pending)} of {len(done)} chunk(s) not done (e.g. chunk {pending[0]}); "
+                    "run extract again to finish them"))
+            valid = valid_row_mask(group)
+            for name in feature_arrays(group):
+                if group[name].shape[0] != n:
+                    problems.append(VerifyProblem(key, "layout", f"{key}: {name} has {group[name].shape[0]} rows, "
+                                                  f"sample_id {n}"))
+                    continue
+                rows_per_chunk = attrs["chunk_rows"]
+                for chunk in np.flatnonzero(done).tolist():
+                    start, stop = chunk * rows_per_chunk, min(n, (chunk + 1) * rows_per_chunk)
+                    values = np.asarray(group[name][start:stop], dtype=np.float32)
+                    bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
+                    if len(bad):
+                        row = start + int(bad[0])
+                        problems.append(VerifyProblem(
+                            key, "nonfinite",
+                            f"{key}/{name}: {len(bad)} row(s) with NaN/inf in done chunk {chunk} "
+                            f"(e.g. row {row}, id {group['sample_id'][row]})"))
+            if check_files:
+                ids = strings(group["sample_id"][:])
+                shas = strings(group["image_sha"][:])
+                paths = strings(group["image_path"][:])
+                bad_fp, absent = [], 0
+                for row in np.flatnonzero(valid).tolist():
+                    file = Path(paths[row])
+                    if not file.is_file():
+                        absent += 1
+                        continue
+                    if file_fingerprint(file) != shas[row]:
+                        bad_fp.append(row)
+                if bad_fp:
+                    row = bad_fp[0]
+                    problems.append(VerifyProblem(
+                        key, "fingerprint",
+                        f"{key}: {len(bad_fp)} image(s) changed since their features were computed "
+                        f"(e.g. id {ids[row]}: {paths[row]}); run extract again to recompute them"))
+                if absent:
+                    problems.append(VerifyProblem(
+                        key, "missing-file", f"{key}: {absent} source image(s) no longer exist (features kept)"))
+    return problems

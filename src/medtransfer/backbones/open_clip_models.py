@@ -29,9 +29,10 @@ from medtransfer.backbones.vit import ViTEmbedder
 from medtransfer.errors import MedtransferError
 
 # open_clip's own ViT blocks use nn.MultiheadAttention (fused in_proj inside; peft's LoRA wraps the whole
-# module) and an ``mlp`` Sequential of ``c_fc`` / ``c_proj`` linears.
+# module; other methods get its ``out_proj`` linear) and an ``mlp`` Sequential of ``c_fc`` / ``c_proj`` linears.
 OPEN_CLIP_VIT_TARGETS = PeftTargets(
     attention=("attn",),
+    attention_linear=("attn.out_proj",),
     mlp=("mlp.c_fc", "mlp.c_proj"),
     norm=("ln_1", "ln_2", "ln_pre", "ln_post"),
 )

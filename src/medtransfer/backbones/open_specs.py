@@ -77,11 +77,14 @@ def infer_targets(model: nn.Module) -> tuple[PeftTargets, str]:
     """PEFT targets and family ("vit" when attention linears exist) read off a built model."""
     attention, mlp, conv, norm = [], [], [], []
     mha: list[str] = []
+    mha_out: list[str] = []  # the Linear out_proj of each MultiheadAttention, for methods that cannot wrap MHA
     for name, module in model.named_modules():
         last = name.rsplit(".", 1)[-1]
         parent = name.rsplit(".", 2)[-2] if name.count(".") >= 1 else ""
         if any(name.startswith(m + ".") for m in mha):
-            continue  # inside nn.MultiheadAttention: peft wraps the whole module
+            if isinstance(module, nn.Linear):
+                mha_out.append(name)
+            continue  # inside nn.MultiheadAttention: peft's LoRA wraps the whole module
         if isinstance(module, nn.MultiheadAttention):
             mha.append(name)
             attention.append(name)
@@ -104,6 +107,9 @@ def infer_targets(model: nn.Module) -> tuple[PeftTargets, str]:
     return (
         PeftTargets(
             attention=_patterns(model, attention, linear),
+            attention_linear=_patterns(model, [n for n in attention if n not in mha] + mha_out, (nn.Linear,))
+            if mha
+            else (),
             mlp=_patterns(model, mlp, (nn.Linear,)) if family == "vit" else (),
             conv=_patterns(model, conv, (nn.Conv2d,)) if family == "cnn" else (),
             norm=_patterns(model, norm, NORM_TYPES),

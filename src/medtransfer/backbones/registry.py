@@ -53,9 +53,12 @@ class PeftTargets:
     ``attention`` / ``mlp``: the linear layers of ViT blocks (LoRA, adapters); ``conv``: a CNN's
     convolutions; ``norm``: normalisation layers (LN-tuning, or BatchNorm for CNNs). BitFit trains every
     parameter whose name ends in ``bias_suffix``. A test checks every pattern resolves on the built model.
+    ``attention_linear``: Linear-only attention patterns for methods that cannot wrap a fused attention module
+    (open_clip's ``nn.MultiheadAttention``: only peft's LoRA can); empty when ``attention`` is Linear already.
     """
 
     attention: tuple[str, ...] = ()
+    attention_linear: tuple[str, ...] = ()
     mlp: tuple[str, ...] = ()
     conv: tuple[str, ...] = ()
     norm: tuple[str, ...] = ()

@@ -28,9 +28,16 @@ def load_image(path: str | Path) -> np.ndarray:
             array = _load_pillow(path)
     except MedtransferError:
         raise
-    except (OSError, UnidentifiedImageError, ValueError, AttributeError, KeyError) as exc:
-        raise MedtransferError(f"cannot decode image {path}: {exc}") from exc
-    return _check_shape(array, path)
+    except (OSError, UnidentifiedImageError, ValueError, AttributeError, KeyError, TypeError, EOFError,
+            IndexError, NotImplementedError, RuntimeError) as exc:
+        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise MedtransferError(f"cannot decode image {path}: {first} (truncated or corrupt file?)") from exc
+    except Exception as exc:  # decoders raise their own types (pydicom's InvalidDicomError, ...)
+        raise MedtransferError(f"cannot decode image {path}: {type(exc).__name__}: {exc}") from exc
+    array = _check_shape(array, path)
+    if not np.isfinite(array).all():
+        array = np.nan_to_num(array, nan=0.0, posinf=1.0, neginf=0.0)
+    return array
 
 
 def _has_dicom_preamble(path: Path) -> bool:
@@ -41,7 +48,19 @@ def _has_dicom_preamble(path: Path) -> bool:
 
 def _load_pillow(path: Path) -> np.ndarray:
     with Image.open(path) as image:
+        if getattr(image, "n_frames", 1) > 1:
+            raise MedtransferError(
+                f"image {path} has {image.n_frames} frames: a volume or multi-frame image; medtransfer expects "
+                "2-D images (export one slice or frame per file)"
+            )
         image.load()
+        if image.mode in {"RGBA", "LA", "PA"} or (image.mode == "P" and "transparency" in image.info):
+            alpha = np.asarray(image.convert("RGBA"))[..., 3]
+            if (alpha < 255).any():
+                raise MedtransferError(
+                    f"image {path} has a transparency (alpha) channel with {int((alpha < 255).sum())} "
+                    "non-opaque pixels; flatten it to RGB or grayscale first"
+                )
         if image.mode in {"I;16", "I;16B", "I;16L", "I"}:
             raw = np.asarray(image)
             scale = 65535.0 if image.mode.startswith("I;16") or raw.max() <= 65535 else float(raw.max())
@@ -62,6 +81,12 @@ def _load_dicom(path: Path) -> np.ndarray:
     dataset = pydicom.dcmread(path)
     if "PixelData" not in dataset:
         raise MedtransferError(f"DICOM file has no pixel data: {path}")
+    frames = int(getattr(dataset, "NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise MedtransferError(
+            f"image {path} is a {frames}-frame DICOM (a volume or cine); medtransfer expects 2-D images "
+            "(export one slice or frame per file)"
+        )
     pixels = dataset.pixel_array
     photometric = str(getattr(dataset, "PhotometricInterpretation", "MONOCHROME2"))
     if photometric.startswith("MONOCHROME"):
@@ -90,7 +115,7 @@ def _check_shape(array: np.ndarray, path: Path) -> np.ndarray:
             "medtransfer expects 2-D images (export one slice or frame per file)"
         )
     if array.ndim not in (2, 3):
-        raise MedtransferError(f"image {path} has unsupported shape {array.shape}")
+        raise MedtransferError(f"image {path} has unsupported shape {array.shape}; expected H x W or H x W x 3")
     if min(array.shape[:2]) < 2:
-        raise MedtransferError(f"image {path} is degenerate: shape {array.shape}")
+        raise MedtransferError(f"image {path} is degenerate: shape {array.shape} (at least 2 x 2 pixels needed)")
     return np.ascontiguousarray(array, dtype=np.float32)

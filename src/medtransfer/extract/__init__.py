@@ -1,5 +1,21 @@
 """Stage: run frozen backbones over the images once and fill the feature store."""
 
-from medtransfer.extract.pipeline import ExtractResult, extract_features, resolve_device
+from medtransfer.extract.pipeline import (
+    ExtractResult,
+    expand_backbones,
+    extract_features,
+    extract_many,
+    resolve_device,
+)
+from medtransfer.extract.pixels import PixelCache, fill_pixel_cache, open_pixel_cache
 
-__all__ = ["ExtractResult", "extract_features", "resolve_device"]
+__all__ = [
+    "ExtractResult",
+    "PixelCache",
+    "expand_backbones",
+    "extract_features",
+    "extract_many",
+    "fill_pixel_cache",
+    "open_pixel_cache",
+    "resolve_device",
+]

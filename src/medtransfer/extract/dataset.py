@@ -12,7 +12,7 @@ from medtransfer.extract.preprocess import to_input
 
 
 class ImageDataset(Dataset):
-    """Item i -> (row, input tensor, error message or ""), so the main process can name the failing row."""
+    """Item i -> (i, input tensor, error message or ""), so the main process can name the failing image."""
 
     def __init__(self, paths: list[str], rows: list[int], preprocessing: Preprocessing):
         self.paths = paths
@@ -25,7 +25,7 @@ class ImageDataset(Dataset):
     def __getitem__(self, item: int) -> tuple[int, torch.Tensor, str]:
         row = self.rows[item]
         try:
-            return row, to_input(load_image(self.paths[row]), self.preprocessing), ""
+            return item, to_input(load_image(self.paths[row]), self.preprocessing), ""
         except MedtransferError as exc:
             size = self.preprocessing.input_size
-            return row, torch.zeros(3, size, size), str(exc)
+            return item, torch.zeros(3, size, size), str(exc)

@@ -30,6 +30,8 @@ class SplitSpec:
     shots: tuple[int, ...] = ()
     fewshot_seeds: int = 5
     seed: int = 0
+    fractions: tuple[float, ...] = ()  # label fractions of each fold's train, drawn per few-shot seed
+    fewshot_per_center: bool = False  # few-shot: n_shots per class *per center* (center-aware)
 
     def params(self) -> dict:
         params = {"val_fraction": self.val_fraction, "seed": self.seed}
@@ -38,7 +40,11 @@ class SplitSpec:
         if self.strategy == "holdout":
             params["test_fraction"] = self.test_fraction
         params["shots"] = list(self.shots)
-        params["fewshot_seeds"] = self.fewshot_seeds if self.shots else 0
+        params["fewshot_seeds"] = self.fewshot_seeds if self.shots or self.fractions else 0
+        if self.fractions:  # optional keys appear only when used: older specs keep byte-identical files
+            params["fractions"] = [float(f) for f in self.fractions]
+        if self.fewshot_per_center:
+            params["fewshot_per_center"] = True
         return params
 
 
@@ -50,6 +56,10 @@ def make_splits(manifest: Manifest, spec: SplitSpec) -> SplitsFile:
         raise MedtransferError(f"--val-fraction must be between 0 and 1, got {spec.val_fraction}")
     if any(n <= 0 for n in spec.shots):
         raise MedtransferError(f"shot counts must be positive, got {list(spec.shots)}")
+    if any(not 0 < f < 1 for f in spec.fractions):
+        raise MedtransferError(f"label fractions must be between 0 and 1 (exclusive), got {list(spec.fractions)}")
+    if spec.fewshot_per_center and "center" not in manifest.table.columns:
+        raise MedtransferError("center-aware few-shot needs a 'center' column in the manifest")
     table = manifest.table
     ids = table["id"].to_numpy()
     labels = table["label_index"].to_numpy()
@@ -66,6 +76,7 @@ def make_splits(manifest: Manifest, spec: SplitSpec) -> SplitsFile:
             held_out_center=held_out,
         )
         fold.fewshot = _fewshot(fold, manifest, spec, fold_index)
+        fold.fractions = _fractions(fold, manifest, spec, fold_index)
         folds.append(fold)
     return SplitsFile(
         manifest_fingerprint=manifest.fingerprint,
@@ -122,10 +133,33 @@ def _check_groups(labels: np.ndarray, patients: np.ndarray, n_splits: int, optio
             )
 
 
+def _fractions(fold: Fold, manifest: Manifest, spec: SplitSpec, fold_index: int) -> dict[float, dict[int, list[str]]]:
+    """Per seed, one random order of each class's training ids; fraction f takes max(1, round(f * n_class))
+    of each class (a prefix: nested across fractions for the same seed). Independent of the few-shot draw."""
+    if not spec.fractions:
+        return {}
+    label_of = dict(zip(manifest.table["id"], manifest.table["label_index"], strict=True))
+    by_class: dict[int, list[str]] = {}
+    for sample_id in fold.train:
+        by_class.setdefault(label_of[sample_id], []).append(sample_id)
+    subsets: dict[float, dict[int, list[str]]] = {float(f): {} for f in sorted(spec.fractions)}
+    for seed in range(max(spec.fewshot_seeds, 1)):
+        rng = np.random.default_rng([spec.seed, fold_index, seed, 1])
+        orders = {c: [ids[i] for i in rng.permutation(len(ids))] for c, ids in sorted(by_class.items())}
+        for fraction in sorted(spec.fractions):
+            subsets[float(fraction)][seed] = sorted(
+                s for ids in orders.values() for s in ids[: max(1, round(fraction * len(ids)))]
+            )
+    return subsets
+
+
 def _fewshot(fold: Fold, manifest: Manifest, spec: SplitSpec, fold_index: int) -> dict[int, dict[int, list[str]]]:
-    """For each seed, one random order of each class's training ids; each shot count takes a prefix (nested)."""
+    """For each seed, one random order of each class's training ids; each shot count takes a prefix (nested).
+    Center-aware (``fewshot_per_center``): the same per (class, center) cell present in the fold's train."""
     if not spec.shots:
         return {}
+    if spec.fewshot_per_center:
+        return _fewshot_per_center(fold, manifest, spec, fold_index)
     label_of = dict(zip(manifest.table["id"], manifest.table["label_index"], strict=True))
     by_class: dict[int, list[str]] = {}
     for sample_id in fold.train:  # fold.train is sorted: the draw does not depend on manifest row order
@@ -142,6 +176,28 @@ def _fewshot(fold: Fold, manifest: Manifest, spec: SplitSpec, fold_index: int) -
     for seed in range(spec.fewshot_seeds):
         rng = np.random.default_rng([spec.seed, fold_index, seed])
         orders = {c: [ids[i] for i in rng.permutation(len(ids))] for c, ids in sorted(by_class.items())}
+        for n_shots in sorted(spec.shots):
+            subsets[n_shots][seed] = sorted(s for ids in orders.values() for s in ids[:n_shots])
+    return subsets
+
+
+def _fewshot_per_center(fold: Fold, manifest: Manifest, spec: SplitSpec, fold_index: int):
+    table = manifest.table
+    cell_of = dict(zip(table["id"], zip(table["label_index"], table["center"].astype(str), strict=True), strict=True))
+    by_cell: dict[tuple[int, str], list[str]] = {}
+    for sample_id in fold.train:
+        by_cell.setdefault(cell_of[sample_id], []).append(sample_id)
+    max_shots = max(spec.shots)
+    for (class_index, center), ids in sorted(by_cell.items()):
+        if len(ids) < max_shots:
+            raise MedtransferError(
+                f"fold {fold_index}: class {manifest.classes[class_index]!r} at center {center!r} has {len(ids)} "
+                f"training samples, fewer than the {max_shots} shots per center asked for; lower --shots"
+            )
+    subsets: dict[int, dict[int, list[str]]] = {n: {} for n in sorted(spec.shots)}
+    for seed in range(spec.fewshot_seeds):
+        rng = np.random.default_rng([spec.seed, fold_index, seed])
+        orders = {cell: [ids[i] for i in rng.permutation(len(ids))] for cell, ids in sorted(by_cell.items())}
         for n_shots in sorted(spec.shots):
             subsets[n_shots][seed] = sorted(s for ids in orders.values() for s in ids[:n_shots])
     return subsets

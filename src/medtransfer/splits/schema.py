@@ -25,6 +25,8 @@ class Fold:
     test: list[str]
     held_out_center: str | None = None
     fewshot: dict[int, dict[int, list[str]]] = field(default_factory=dict)
+    # optional: fractions[fraction][seed] -> a class-stratified share of ``train`` (nested across fractions)
+    fractions: dict[float, dict[int, list[str]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -41,6 +43,10 @@ class SplitsFile:
     @property
     def shots(self) -> list[int]:
         return sorted({n for fold in self.folds for n in fold.fewshot})
+
+    @property
+    def fractions(self) -> list[float]:
+        return sorted({f for fold in self.folds for f in fold.fractions})
 
     @property
     def seeds(self) -> list[int]:
@@ -69,6 +75,10 @@ class SplitsFile:
                         str(n): {str(seed): ids for seed, ids in sorted(by_seed.items())}
                         for n, by_seed in sorted(f.fewshot.items())
                     },
+                    **({"fractions": {
+                        _fraction_key(fr): {str(seed): ids for seed, ids in sorted(by_seed.items())}
+                        for fr, by_seed in sorted(f.fractions.items())
+                    }} if f.fractions else {}),
                 }
                 for f in self.folds
             ],
@@ -81,6 +91,10 @@ class SplitsFile:
                 f"the splits file was made from another manifest (fingerprint {self.manifest_fingerprint}, "
                 f"this manifest {fingerprint}); run `medtransfer splits` again on this manifest"
             )
+
+
+def _fraction_key(fraction: float) -> str:
+    return repr(float(fraction))
 
 
 def save_splits(splits: SplitsFile, path: str | Path) -> Path:
@@ -121,6 +135,10 @@ def load_splits(path: str | Path) -> SplitsFile:
                     fewshot={
                         int(n): {int(seed): ids for seed, ids in by_seed.items()}
                         for n, by_seed in f.get("fewshot", {}).items()
+                    },
+                    fractions={
+                        float(fr): {int(seed): ids for seed, ids in by_seed.items()}
+                        for fr, by_seed in f.get("fractions", {}).items()
                     },
                 )
                 for f in document["folds"]

@@ -1,0 +1,136 @@
+"""Training throughput of adapt's loop against the model's own ceiling, in one process.
+
+ceiling: forward + backward of the same wrapped model (same method, precision, memory format) on random
+         tensors already on the device, nothing else;
+adapt:   ``medtransfer.adapt.train.fit`` on an in-memory uint8 PixelStore (on the device when it fits, as
+         ``run_adapt`` does): batch sampling, augmentation, normalisation, forward, class-weighted loss,
+         backward, gradient clipping, AdamW step and the LR schedule.
+Both run ``--steps`` timed steps after ``--warmup`` steps. Target on a GPU: adapt >= 85 % of the ceiling (bf16).
+
+    python benchmarks/adapt_step.py --backbone resnet18 --method lora --batch-size 64 --steps 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medtransfer.adapt.augment import AugmentSpec
+from medtransfer.adapt.config import AdaptConfig
+from medtransfer.adapt.data import PixelStore
+from medtransfer.adapt.methods import get_method
+from medtransfer.adapt.model import parameter_counts, set_train_mode
+from medtransfer.adapt.run import build_model, resolve_device
+from medtransfer.adapt.train import ImageInputs, autocast, fit
+from medtransfer.backbones import get_spec, load_backbone
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def ceiling(model, method, config, device, batch_size, size, channels_last, steps, warmup) -> float:
+    x = torch.randn(batch_size, 3, size, size, device=device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 2, (batch_size,), device=device)
+    forward = torch.compile(model) if config.compile else model
+    set_train_mode(model, method, config.train_norms)
+    for step in range(warmup + steps):
+        if step == warmup:
+            _sync(device)
+            start = time.perf_counter()
+        with autocast(device, config):
+            logits = forward(x)
+        F.cross_entropy(logits.float(), y).backward()
+        model.zero_grad(set_to_none=True)
+    _sync(device)
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+def adapt_loop(model, method, spec, config, device, batch_size, size, channels_last, steps, warmup) -> float:
+    n = batch_size * (warmup + steps)
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.randint(0, 256, (n, 1, size, size), dtype=torch.uint8, generator=generator)
+    store = PixelStore(pixels=pixels, rows={str(i): i for i in range(n)}, source="random")
+    store.to_device_if_small(device)
+    inputs = ImageInputs(store, spec.preprocessing, device, AugmentSpec(), channels_last, generator)
+    labels = np.arange(n) % 2
+    rows = torch.arange(n)
+
+    def run(epoch_rows: torch.Tensor) -> float:
+        cfg = dataclasses.replace(config, epochs=1, batch_size=batch_size, warmup_fraction=0.0)
+        _sync(device)
+        start = time.perf_counter()
+        fit(model, inputs, epoch_rows, labels[epoch_rows.numpy()], torch.zeros(0, dtype=torch.long),
+            np.zeros(0, dtype=int), 2, cfg, 1e-4, 1e-3, device, lambda: set_train_mode(model, method),
+            generator, progress=False)
+        _sync(device)
+        return time.perf_counter() - start
+
+    run(rows[: batch_size * warmup])
+    return steps * batch_size / run(rows[batch_size * warmup:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--method", default="lora")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"))
+    parser.add_argument("--image-size", type=int, default=None, help="override the backbone's input size")
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU runs)")
+    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    args = parser.parse_args()
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    spec = get_spec(args.backbone)
+    if args.image_size:
+        spec = dataclasses.replace(spec, preprocessing=dataclasses.replace(spec.preprocessing,
+                                                                           input_size=args.image_size))
+    size = spec.preprocessing.input_size
+    method = get_method(args.method)
+    config = AdaptConfig(precision=args.precision, compile=args.compile)
+    pristine = load_backbone(args.backbone, "random").model
+    channels_last = device.type == "cuda" and spec.family == "cnn"
+
+    def fresh():
+        model = build_model(pristine, spec, method, config, n_classes=2, seed=0).to(device)
+        return model.to(memory_format=torch.channels_last) if channels_last else model
+
+    model = fresh()
+    trainable, total = parameter_counts(model)
+    top = ceiling(model, method, config, device, args.batch_size, size, channels_last, args.steps, args.warmup)
+    ours = adapt_loop(fresh(), method, spec, config, device, args.batch_size, size, channels_last, args.steps,
+                      args.warmup)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    bf16 = args.precision == "bf16" or (args.precision == "auto" and device.type == "cuda")
+    figures = {
+        "backbone": args.backbone, "method": method.label(config), "device": name, "batch_size": args.batch_size,
+        "image_size": size, "precision": "bf16" if bf16 else "fp32", "channels_last": channels_last,
+        "trainable_pct": round(100 * trainable / total, 3), "ceiling_images_per_s": round(top, 2),
+        "adapt_images_per_s": round(ours, 2), "fraction_of_ceiling": round(ours / top, 3),
+    }
+    print(json.dumps(figures, indent=1))
+    print(f"adapt {ours:.1f} img/s vs ceiling {top:.1f} img/s: {100 * ours / top:.1f}% "
+          f"({figures['method']} on {args.backbone}, {name}, {figures['precision']})")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(figures, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,365 @@
+"""The adaptation-method registry: each method declares what it trains and how it wraps a backbone.
+
+A method's ``apply(backbone, spec, config)`` freezes / wraps the embedding model and returns it (a
+``peft.PeftModel`` for the ``peft`` methods); the classification head added by ``adapt.model`` is always
+trainable. ``declared(model)`` names the parameters the method promises to train, computed from names
+alone (not from ``requires_grad``), so a test can check that exactly those receive gradients.
+
+Targets come from the backbone registry (``BackboneSpec.targets``): attention + MLP linears for ViTs,
+convolutions for CNNs. Before wrapping, every pattern must match at least one module (peft's rule:
+``name == t or name.endswith("." + t)``) and every matched module must be a type the method supports.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from medtransfer.adapt.config import AdaptConfig
+from medtransfer.backbones.registry import BackboneSpec, matches_target, resolve_targets
+from medtransfer.errors import MedtransferError
+
+NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
+HEAD_PREFIX = "head."
+LOG = logging.getLogger("medtransfer.adapt")
+
+
+@dataclass(frozen=True)
+class AdaptMethod:
+    name: str
+    description: str
+    trains: str  # what a person reads: which parameters this method trains
+    default_lr: float
+    apply: Callable[[nn.Module, BackboneSpec, AdaptConfig], nn.Module] = field(repr=False)
+    # names (of the *backbone* after apply) this method trains; the head is always trained on top
+    declares: Callable[[str, nn.Module, BackboneSpec], bool] = field(repr=False)
+    is_peft: bool = False  # uses peft: checkpoints hold adapter weights (+ head) only
+    adapter_prefixes: tuple[str, ...] = ()  # peft parameter-name markers, e.g. "lora_"
+    supported: tuple[type, ...] = ()  # module types the peft method can wrap; () = no target modules needed
+    norm_stats: str = "frozen"  # "train": BatchNorm running statistics update; "frozen": BN kept in eval mode
+    backbone_eval: bool = False  # the whole backbone runs in eval mode (frozen features, no dropout)
+    # "standardize": the head standardises embeddings with the mean / std of (up to 1024) training rows,
+    # measured on the pretrained backbone before training (well-conditioned head for every backbone);
+    # "probe": also fit probe's logreg on them and start the head there (LP-FT); "default": identity
+    head_init: str = "standardize"
+    default_augment: str = "cxr"
+    uses_rank: bool = False
+    refit_with_val: bool = False  # full regime: retrain on train + val for the epochs val chose (as probe does)
+
+    def label(self, config: AdaptConfig) -> str:
+        """The results table's ``method`` value: ranks are part of it so that r4/r8/r16 rows coexist."""
+        return f"{self.name}-r{config.rank}" if self.uses_rank else self.name
+
+
+METHODS: dict[str, AdaptMethod] = {}
+
+
+def register_method(method: AdaptMethod) -> AdaptMethod:
+    if method.name in METHODS:
+        raise ValueError(f"adapt method {method.name!r} registered twice")
+    METHODS[method.name] = method
+    return method
+
+
+def get_method(name: str) -> AdaptMethod:
+    if name not in METHODS:
+        raise MedtransferError(f"unknown adapt method {name!r}; known: {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def method_table() -> list[dict]:
+    return [{"name": m.name, "lr": m.default_lr, "trains": m.trains, "description": m.description}
+            for m in METHODS.values()]
+
+
+# --- helpers -----------------------------------------------------------------------------------------------
+
+
+def target_patterns(spec: BackboneSpec, method: str, supported: tuple[type, ...] = ()) -> tuple[str, ...]:
+    """attention + MLP patterns for ViTs, convolution patterns for CNNs; an error when the family has none.
+
+    A method that cannot wrap a fused attention module (only LoRA wraps ``nn.MultiheadAttention``) gets the
+    backbone's Linear-only attention patterns (``targets.attention_linear``) instead.
+    """
+    targets = spec.targets
+    attention = targets.attention
+    if targets.attention_linear and nn.MultiheadAttention not in supported:
+        attention = targets.attention_linear
+    patterns = attention + targets.mlp if spec.family == "vit" else targets.conv
+    if not patterns:
+        kind = "attention/mlp" if spec.family == "vit" else "conv"
+        raise MedtransferError(
+            f"backbone {spec.name!r} (family {spec.family}) declares no {kind} PEFT targets, so method "
+            f"{method!r} has nothing to wrap; add them to its BackboneSpec.targets"
+        )
+    return patterns
+
+
+def check_targets(model: nn.Module, spec: BackboneSpec, method: str, patterns: tuple[str, ...],
+                  supported: tuple[type, ...] = ()) -> dict[str, nn.Module]:
+    """Every pattern matches >= 1 module and every matched module is a supported type; returns name -> module."""
+    modules = dict(model.named_modules())
+    for pattern in patterns:
+        if not any(name and matches_target(name, (pattern,)) for name in modules):
+            sample = ", ".join(n for n in list(modules)[1:6])
+            raise MedtransferError(
+                f"target pattern {pattern!r} of backbone {spec.name!r} matches no module (method {method!r}); "
+                f"module names look like: {sample}, ...; fix BackboneSpec.targets"
+            )
+    matched = {name: modules[name] for name in resolve_targets(model, patterns)}
+    if supported:
+        for name, module in matched.items():
+            if not isinstance(module, supported):
+                kinds = ", ".join(t.__name__ for t in supported)
+                raise MedtransferError(
+                    f"method {method!r} cannot apply to backbone {spec.name!r}: target {name!r} is a "
+                    f"{type(module).__name__}, and peft's {method} supports only {kinds}"
+                )
+    return matched
+
+
+def norm_modules(model: nn.Module, spec: BackboneSpec) -> list[str]:
+    """Normalisation modules: the registry's ``targets.norm`` patterns, or else every LayerNorm/GroupNorm/BN."""
+    if spec.targets.norm:
+        check_targets(model, spec, "ln-tune", spec.targets.norm)
+        return resolve_targets(model, spec.targets.norm)
+    return [name for name, module in model.named_modules() if isinstance(module, NORM_TYPES)]
+
+
+def _param_names_of(model: nn.Module, module_names: list[str]) -> set[str]:
+    names = set()
+    for module_name in module_names:
+        module = model.get_submodule(module_name)
+        names.update(f"{module_name}.{p}" for p, _ in module.named_parameters(recurse=False))
+    return names
+
+
+def _freeze(model: nn.Module) -> None:
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+
+
+def _unfreeze_norms(model: nn.Module, spec: BackboneSpec) -> None:
+    names = _param_names_of(model, norm_modules(model, spec))
+    for name, parameter in model.named_parameters():
+        if name in names:
+            parameter.requires_grad_(True)
+
+
+def _is_bias(name: str, spec: BackboneSpec) -> bool:
+    suffix = spec.targets.bias_suffix
+    return name == suffix or name.endswith("." + suffix)
+
+
+def _in_features(module: nn.Module) -> int | None:
+    if isinstance(module, nn.Linear):
+        return module.in_features
+    if isinstance(module, nn.Conv2d):
+        return module.in_channels // module.groups * math.prod(module.kernel_size)
+    return None
+
+
+def _blockwise(modules: dict[str, nn.Module], block: int, method: str, spec: BackboneSpec) -> list[str]:
+    """OFT/BOFT split each target's input into blocks of ``block``: the targets whose input size is not a
+    multiple are left out (named in a warning, e.g. a ResNet's 3x7x7 stem); an error if none is left."""
+    excluded = [name for name, module in modules.items() if (_in_features(module) or block) % block]
+    if len(excluded) == len(modules):
+        sizes = sorted({_in_features(m) for m in modules.values()} - {None})
+        raise MedtransferError(
+            f"method {method!r} cannot apply to backbone {spec.name!r}: no target's input size {sizes} is a "
+            f"multiple of the block size {block}; choose another block size (AdaptConfig.extra)"
+        )
+    if excluded:
+        LOG.warning("%s on %s: %d target(s) left out, input size not a multiple of block size %d: %s",
+                    method, spec.name, len(excluded), block, ", ".join(excluded[:5]) + (" ..." if len(excluded) > 5
+                                                                                        else ""))
+    return excluded
+
+
+def _exact(names: list[str]) -> str | None:
+    """peft's ``exclude_modules`` as one regex of exact names (a list would match by suffix: "conv1" would
+    exclude every block's conv1, not only the stem)."""
+    return "|".join(re.escape(n) for n in names) if names else None
+
+
+# --- non-peft methods ------------------------------------------------------------------------------------
+
+
+def _apply_fft(model: nn.Module, spec: BackboneSpec, config: AdaptConfig) -> nn.Module:
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
+    return model
+
+
+def _apply_lp(model: nn.Module, spec: BackboneSpec, config: AdaptConfig) -> nn.Module:
+    _freeze(model)
+    return model
+
+
+def _apply_bitfit(model: nn.Module, spec: BackboneSpec, config: AdaptConfig) -> nn.Module:
+    _freeze(model)
+    found = 0
+    for name, parameter in model.named_parameters():
+        if _is_bias(name, spec):
+            parameter.requires_grad_(True)
+            found += 1
+    if not found:
+        raise MedtransferError(
+            f"method 'bitfit' cannot apply to backbone {spec.name!r}: it has no parameter named "
+            f"*.{spec.targets.bias_suffix}"
+        )
+    if config.train_norms:
+        _unfreeze_norms(model, spec)
+    return model
+
+
+def _apply_ln_tune(model: nn.Module, spec: BackboneSpec, config: AdaptConfig) -> nn.Module:
+    _freeze(model)
+    if not norm_modules(model, spec):
+        raise MedtransferError(f"method 'ln-tune' cannot apply to backbone {spec.name!r}: it has no norm layers")
+    _unfreeze_norms(model, spec)
+    return model
+
+
+def _declares_all(name: str, model: nn.Module, spec: BackboneSpec) -> bool:
+    return True
+
+
+def _declares_none(name: str, model: nn.Module, spec: BackboneSpec) -> bool:
+    return False
+
+
+def _declares_bitfit(name: str, model: nn.Module, spec: BackboneSpec) -> bool:
+    return _is_bias(name, spec)
+
+
+def _declares_norms(name: str, model: nn.Module, spec: BackboneSpec) -> bool:
+    return name in _param_names_of(model, norm_modules(model, spec))
+
+
+# --- peft methods --------------------------------------------------------------------------------------------
+
+
+def _peft_apply(make_config: Callable, method: str, supported: tuple[type, ...]):
+    def apply(model: nn.Module, spec: BackboneSpec, config: AdaptConfig) -> nn.Module:
+        import peft
+
+        patterns = target_patterns(spec, method, supported)
+        matched = check_targets(model, spec, method, patterns, supported)
+        peft_config = make_config(peft, list(patterns), matched, spec, config)
+        try:
+            wrapped = peft.get_peft_model(model, peft_config)
+        except (ValueError, TypeError, RuntimeError, NotImplementedError) as exc:
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise MedtransferError(
+                f"method {method!r} cannot apply to backbone {spec.name!r}: peft says: {first}"
+            ) from exc
+        if config.train_norms:
+            _unfreeze_norms(wrapped, spec)
+        return wrapped
+
+    return apply
+
+
+def _lora(peft, patterns, matched, spec, config):
+    return peft.LoraConfig(r=config.rank, lora_alpha=config.lora_alpha, lora_dropout=config.dropout,
+                           target_modules=patterns)
+
+
+def _dora(peft, patterns, matched, spec, config):
+    return peft.LoraConfig(r=config.rank, lora_alpha=config.lora_alpha, lora_dropout=config.dropout,
+                           target_modules=patterns, use_dora=True)
+
+
+def _vera(peft, patterns, matched, spec, config):
+    return peft.VeraConfig(r=config.rank, vera_dropout=config.dropout, target_modules=patterns,
+                           projection_prng_key=config.seed)
+
+
+def _ia3(peft, patterns, matched, spec, config):
+    feedforward = [p for p in spec.targets.mlp if p in patterns] if spec.family == "vit" else []
+    return peft.IA3Config(target_modules=patterns, feedforward_modules=feedforward)
+
+
+def _loha(peft, patterns, matched, spec, config):
+    return peft.LoHaConfig(r=config.rank, alpha=config.lora_alpha, module_dropout=config.dropout,
+                           target_modules=patterns)
+
+
+def _lokr(peft, patterns, matched, spec, config):
+    return peft.LoKrConfig(r=config.rank, alpha=config.lora_alpha, module_dropout=config.dropout,
+                           target_modules=patterns)
+
+
+def _oft(peft, patterns, matched, spec, config):
+    size = int(config.extra.get("oft_block_size", 32))
+    excluded = _blockwise(matched, size, "oft", spec)
+    return peft.OFTConfig(r=0, oft_block_size=size, module_dropout=config.dropout, target_modules=patterns,
+                          exclude_modules=_exact(excluded))
+
+
+def _boft(peft, patterns, matched, spec, config):
+    size = int(config.extra.get("boft_block_size", 4))
+    excluded = _blockwise(matched, size, "boft", spec)
+    return peft.BOFTConfig(boft_block_size=size, boft_n_butterfly_factor=int(config.extra.get("boft_butterfly", 1)),
+                           boft_dropout=config.dropout, target_modules=patterns, exclude_modules=_exact(excluded))
+
+
+def _declares_prefixes(prefixes: tuple[str, ...]):
+    def declares(name: str, model: nn.Module, spec: BackboneSpec) -> bool:
+        return any(f".{p}" in name or name.startswith(p) for p in prefixes)
+
+    return declares
+
+
+LINEAR_CONV = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+LORA_TYPES = (*LINEAR_CONV, nn.MultiheadAttention)  # peft LoRA wraps MHA (open_clip ViTs), DoRA does not
+PEFT_LR = 1e-4
+FFT_LR = 1e-5
+
+register_method(AdaptMethod(
+    name="fft", description="full fine-tuning", trains="every backbone parameter + head",
+    default_lr=FFT_LR, apply=_apply_fft, declares=_declares_all, norm_stats="train"))
+register_method(AdaptMethod(
+    name="lp", description="linear probe in the training loop (frozen backbone, features standardised on train)",
+    trains="head only", default_lr=1e-3, apply=_apply_lp, declares=_declares_none, backbone_eval=True,
+    default_augment="none", refit_with_val=True))
+register_method(AdaptMethod(
+    name="lp-ft", description="linear probe (logreg, C tuned on val) initialises the head, then full fine-tuning",
+    trains="every backbone parameter + head (initialised from the probe)", default_lr=FFT_LR, apply=_apply_fft,
+    declares=_declares_all, norm_stats="train", head_init="probe"))
+register_method(AdaptMethod(
+    name="bitfit", description="BitFit: biases only", trains="every *.bias + head", default_lr=PEFT_LR,
+    apply=_apply_bitfit, declares=_declares_bitfit))
+register_method(AdaptMethod(
+    name="ln-tune", description="normalisation layers only (LayerNorm; BatchNorm for CNNs, statistics too)",
+    trains="norm-layer weights and biases + head", default_lr=PEFT_LR, apply=_apply_ln_tune,
+    declares=_declares_norms, norm_stats="train"))
+_PEFT = [
+    ("lora", "LoRA (peft), alpha = 2 x rank unless given", "LoRA A/B on the targets", _lora, LORA_TYPES,
+     ("lora_A", "lora_B"), True),
+    ("dora", "DoRA: weight-decomposed LoRA (peft use_dora)", "LoRA A/B + magnitude vectors on the targets", _dora,
+     LINEAR_CONV, ("lora_A", "lora_B", "lora_magnitude_vector"), True),
+    ("vera", "VeRA (peft): frozen shared random projections, trained scaling vectors",
+     "VeRA lambda_b / lambda_d vectors", _vera, (nn.Linear,), ("vera_lambda_",), True),
+    ("ia3", "(IA)^3 (peft): learned rescaling of target activations", "IA3 scaling vectors", _ia3,
+     (nn.Linear, nn.Conv2d, nn.Conv3d), ("ia3_l",), False),
+    ("loha", "LoHa (peft): low-rank Hadamard product", "LoHa factors on the targets", _loha,
+     (nn.Linear, nn.Conv1d, nn.Conv2d), ("hada_",), True),
+    ("lokr", "LoKr (peft): low-rank Kronecker product", "LoKr factors on the targets", _lokr,
+     (nn.Linear, nn.Conv1d, nn.Conv2d), ("lokr_",), True),
+    ("oft", "OFT (peft): orthogonal fine-tuning, block size 32 (targets whose input it does not divide are skipped)",
+     "OFT rotation blocks on the targets", _oft, (nn.Linear, nn.Conv2d), ("oft_",), False),
+    ("boft", "BOFT (peft): butterfly orthogonal fine-tuning, block size 4", "BOFT blocks and scales on the targets",
+     _boft, (nn.Linear, nn.Conv2d), ("boft_",), False),
+]
+for _name, _description, _trains, _make, _supported, _prefixes, _rank in _PEFT:
+    register_method(AdaptMethod(
+        name=_name, description=_description, trains=f"{_trains} + head", default_lr=PEFT_LR,
+        apply=_peft_apply(_make, _name, _supported), declares=_declares_prefixes(_prefixes), is_peft=True,
+        adapter_prefixes=_prefixes, supported=_supported, uses_rank=_rank))

@@ -1,0 +1,191 @@
+"""The logreg head over a whole set of tasks at once: every (task, C) fit of the tuning grid is one stacked
+problem for ``probe.solver``, then (full regime) one more stacked solve refits each task on train + val.
+
+Tasks whose training rows outnumber the feature dimension (full data, label fractions) share the store's
+feature matrix (``SharedDesign``: standardization folded into the weights); few-shot tasks are gathered,
+preprocessed and reduced to their row space (``DenseDesign`` + ``reduce_rows``).
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from threadpoolctl import threadpool_limits
+
+from medtransfer.metrics import confusion, mcc_from_confusion, predict_labels
+from medtransfer.probe.features import Affine, fit_affine
+from medtransfer.probe.solver import (
+    DenseDesign,
+    SharedDesign,
+    pick_device,
+    reduce_rows,
+    softmax_probabilities,
+    solve_logreg,
+)
+
+
+@dataclass
+class LinearFit:
+    """Raw-feature weights of every (task, C): scores = x @ v[t, p] + offset[t, p]."""
+
+    v: np.ndarray  # [T, P, D, Q]
+    offset: np.ndarray  # [T, P, Q]
+    converged: np.ndarray  # [T, P]
+
+
+def class_weights(y: np.ndarray, balanced: bool) -> np.ndarray:
+    """Per-sample weights: scikit-learn's "balanced" (n / (K n_c), K = classes present) or all ones."""
+    if not balanced:
+        return np.ones(len(y))
+    classes, counts = np.unique(y, return_counts=True)
+    per_class = len(y) / (len(classes) * counts)
+    return per_class[np.searchsorted(classes, y)]
+
+
+def fit_linear_grid(
+    x_all: np.ndarray,
+    y_all: np.ndarray,
+    train_rows: list[np.ndarray],
+    Cs: np.ndarray,
+    n_classes: int,
+    steps: tuple[str, ...],
+    balanced: bool,
+    device: str = "auto",
+    max_iter: int = 200,
+    tol: float = 1e-4,
+) -> LinearFit:
+    """Fit every (task, C): ``train_rows[t]`` indexes ``x_all`` (already l2-normalized if asked for).
+    ``Cs`` is [P] (same grid for every task) or [T, P]. On the CPU the solve runs single-threaded unless
+    ``MEDTRANSFER_PROBE_THREADS`` says otherwise: its many small ops lose more to thread synchronization than
+    they gain, badly so on a shared machine (measured: 4x slower with 2 threads on a loaded 2-core box)."""
+    dev = pick_device(device)
+    threads = int(os.environ.get("MEDTRANSFER_PROBE_THREADS", "1")) if dev.type == "cpu" else None
+    with _threads(threads), threadpool_limits(threads):
+        return _fit_linear_grid(x_all, y_all, train_rows, Cs, n_classes, steps, balanced, dev, max_iter, tol)
+
+
+def _fit_linear_grid(x_all, y_all, train_rows, Cs, n_classes, steps, balanced, dev, max_iter, tol) -> LinearFit:
+    dtype = torch.float32 if dev.type != "cpu" or x_all.shape[1] >= 256 else torch.float64
+    cs = np.asarray(Cs, dtype=float)
+    cs = np.broadcast_to(cs, (len(train_rows), cs.shape[-1])) if cs.ndim == 1 else cs
+    n_c, dim = cs.shape[1], x_all.shape[1]
+    q = 1 if n_classes == 2 else n_classes
+    v = np.zeros((len(train_rows), n_c, dim, q), dtype=np.float32)
+    offset = np.zeros((len(train_rows), n_c, q), dtype=np.float32)
+    converged = np.zeros((len(train_rows), n_c), dtype=bool)
+    affines = [fit_affine(x_all[rows], steps) for rows in train_rows]
+    large = [t for t, rows in enumerate(train_rows) if len(rows) >= dim or affines[t].a.ndim == 2]
+    small = [t for t in range(len(train_rows)) if t not in set(large)]
+    diag_large = [t for t in large if affines[t].a.ndim == 1]
+    matrix_large = [t for t in large if affines[t].a.ndim == 2]
+    x_dev = torch.as_tensor(x_all, dtype=dtype, device=dev) if diag_large else None
+    if diag_large:  # shared design: one matmul over all rows serves every task and C
+        mask = np.zeros((len(diag_large), len(x_all)))
+        for g, t in enumerate(diag_large):
+            mask[g, train_rows[t]] = class_weights(y_all[train_rows[t]], balanced)
+        mu = torch.as_tensor(np.stack([affines[t].mu for t in diag_large]), dtype=dtype, device=dev)
+        scale = torch.as_tensor(np.stack([affines[t].a for t in diag_large]), dtype=dtype, device=dev)
+        y = torch.as_tensor(y_all, device=dev).expand(len(diag_large), -1)
+        sol = solve_logreg(SharedDesign(x_dev, mu, scale), y, torch.as_tensor(mask, dtype=dtype, device=dev),
+                           torch.as_tensor(cs[diag_large], dtype=dtype, device=dev), n_classes, max_iter, tol)
+        _store(diag_large, sol.w, sol.b, sol.converged, affines, v, offset, converged)
+    buckets = [(bucket, True) for bucket in _buckets(small, [len(r) for r in train_rows])]
+    for group, reduce in [*buckets, (matrix_large, False)]:
+        if not group:
+            continue
+        n_max = max(len(train_rows[t]) for t in group)
+        k = affines[group[0]].a.shape[1] if affines[group[0]].a.ndim == 2 else dim
+        z = np.zeros((len(group), n_max, k))
+        y = np.zeros((len(group), n_max), dtype=np.int64)
+        sw = np.zeros((len(group), n_max))
+        for g, t in enumerate(group):
+            rows = train_rows[t]
+            z[g, : len(rows)] = affines[t](x_all[rows])
+            y[g, : len(rows)] = y_all[rows]
+            sw[g, : len(rows)] = class_weights(y_all[rows], balanced)
+        dtype = torch.float64  # small gathered problems: exact arithmetic is cheap and the Gram needs it
+        zt = torch.as_tensor(z, dtype=dtype, device=dev)
+        back = None
+        if reduce and n_max < k:
+            zt, back = reduce_rows(zt)
+        sol = solve_logreg(DenseDesign(zt), torch.as_tensor(y, device=dev),
+                           torch.as_tensor(sw, dtype=dtype, device=dev),
+                           torch.as_tensor(cs[group], dtype=dtype, device=dev), n_classes, max_iter, tol)
+        w = sol.w if back is None else torch.einsum("gdn,gpnq->gpdq", back, sol.w)
+        _store(group, w, sol.b, sol.converged, affines, v, offset, converged)
+    return LinearFit(v=v, offset=offset, converged=converged)
+
+
+def _buckets(tasks: list[int], sizes: list[int], spread: float = 1.5) -> list[list[int]]:
+    """Tasks grouped by training-set size (each bucket's largest <= spread x its smallest): little padding."""
+    buckets: list[list[int]] = []
+    for t in sorted(tasks, key=lambda t: sizes[t]):
+        if buckets and sizes[t] <= spread * max(sizes[buckets[-1][0]], 1):
+            buckets[-1].append(t)
+        else:
+            buckets.append([t])
+    return buckets
+
+
+@contextmanager
+def _threads(n: int | None):
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _store(tasks, w, b, conv, affines: list[Affine], v, offset, converged) -> None:
+    w, b = w.double().cpu().numpy(), b.double().cpu().numpy()
+    for g, t in enumerate(tasks):
+        a, mu = affines[t].a, affines[t].mu.astype(np.float64)
+        raw = a[None, :, None] * w[g] if a.ndim == 1 else np.einsum("dk,pkq->pdq", a, w[g])  # [P, D, Q]
+        v[t] = raw
+        offset[t] = b[g] - np.einsum("d,pdq->pq", mu, raw)
+        converged[t] = conv[g].cpu().numpy()
+
+
+def probabilities_many(fit: LinearFit, tasks, x: np.ndarray, n_classes: int, grid_index=None) -> np.ndarray:
+    """P(class) of rows ``x`` for several tasks in one matmul: every grid entry ([T, P, n, K]) or, with
+    ``grid_index`` (one entry per task), the chosen one ([T, n, K])."""
+    tasks = np.asarray(tasks)
+    v = fit.v[tasks] if grid_index is None else fit.v[tasks, np.asarray(grid_index)][:, None]
+    off = fit.offset[tasks] if grid_index is None else fit.offset[tasks, np.asarray(grid_index)][:, None]
+    t, p, d, q = v.shape
+    threads = int(os.environ.get("MEDTRANSFER_PROBE_THREADS", "1"))
+    with _threads(threads):
+        return _probabilities(x, v, off, t, p, d, q, n_classes, grid_index is None)
+
+
+def _probabilities(x, v, off, t, p, d, q, n_classes, every) -> np.ndarray:
+    xt = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32))
+    flat = torch.as_tensor(np.ascontiguousarray(v.transpose(2, 0, 1, 3).reshape(d, t * p * q)))
+    scores = (xt @ flat).reshape(len(x), t, p, q).permute(1, 2, 0, 3).double()
+    scores = scores + torch.as_tensor(off, dtype=torch.float64)[:, :, None, :]
+    proba = softmax_probabilities(scores, n_classes).numpy()
+    return proba if every else proba[:, 0]
+
+
+def fast_mcc(labels: np.ndarray, proba: np.ndarray, threshold: float = 0.5) -> float:
+    n_classes = proba.shape[-1]
+    return float(mcc_from_confusion(confusion(labels, predict_labels(proba, threshold), n_classes)))
+
+
+def choose_on_val(val_labels: np.ndarray, val_proba: np.ndarray) -> int:
+    """Index of the best validation MCC (threshold 0.5 / argmax) over the grid; ties broken by the lower
+    validation log loss (then the earlier, more regularized candidate) -- so a grid where every candidate
+    separates the validation rows does not fall back to the most shrunk, least calibrated one."""
+    mcc = np.array([fast_mcc(val_labels, p) for p in val_proba])
+    tied = np.flatnonzero(mcc >= mcc.max() - 1e-12)
+    if len(tied) == 1:
+        return int(tied[0])
+    picked = np.take_along_axis(np.asarray(val_proba)[tied], val_labels[None, :, None].astype(int), axis=2)[..., 0]
+    log_loss = -np.log(np.clip(picked, 1e-15, 1)).mean(1)
+    return int(tied[np.argmin(log_loss + 1e-12 * np.arange(len(tied)))])

@@ -1,0 +1,86 @@
+"""Feature variants from the store and preprocessing fitted on a task's training rows only.
+
+Preprocessing is a spec string joined by ``+``, applied in order: ``l2`` (each row scaled to unit norm: needs no
+fitted statistic), ``standardize`` (train mean / std per feature; a constant feature keeps std 1, as
+scikit-learn's StandardScaler), ``pcaN`` (centred PCA to N components, fitted on the training rows), ``none``.
+Default: ``standardize``. Every fitted step is affine, so a fitted preprocessing is ``(x - mu) @ A``
+(``A`` diagonal or a matrix) and a linear head's weights fold back onto raw features.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from medtransfer import cache_schema
+from medtransfer.errors import MedtransferError
+
+EMBEDDING_KINDS = ("cls", "mean", "cls_mean", "last4")
+_STEP = re.compile(r"^(l2|standardize|none|pca(\d+))$")
+
+
+def parse_preprocess(spec: str) -> tuple[str, ...]:
+    steps = tuple(part.strip().lower() for part in spec.split("+") if part.strip()) or ("none",)
+    for step in steps:
+        if not _STEP.match(step):
+            raise MedtransferError(
+                f"unknown preprocessing step {step!r} in {spec!r}; use l2, standardize, pcaN or none joined by +"
+            )
+    if "l2" in steps and steps.index("l2") != 0:
+        raise MedtransferError(f"l2 normalization must come first in --preprocess (got {spec!r})")
+    return tuple(s for s in steps if s != "none")
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms > 0, norms, 1.0)
+
+
+@dataclass
+class Affine:
+    """x -> (x - mu) @ A (A a vector = diagonal, or a [D, k] matrix)."""
+
+    mu: np.ndarray
+    a: np.ndarray
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        centred = x - self.mu
+        return centred * self.a if self.a.ndim == 1 else centred @ self.a
+
+
+def fit_affine(x_train: np.ndarray, steps: tuple[str, ...]) -> Affine:
+    """The fitted (non-l2) steps as one affine map; ``x_train`` already l2-normalized when l2 is asked for."""
+    dim = x_train.shape[1]
+    pca = [int(step[3:]) for step in steps if step.startswith("pca")]
+    if len(pca) > 1 or (pca and "standardize" in steps and steps.index("standardize") > steps.index(f"pca{pca[0]}")):
+        raise MedtransferError("preprocessing: at most one pcaN step, after standardize")
+    if "standardize" not in steps and not pca:
+        return Affine(np.zeros(dim, dtype=x_train.dtype), np.ones(dim, dtype=x_train.dtype))
+    mu = x_train.mean(0)
+    a = np.ones(dim, dtype=x_train.dtype)
+    if "standardize" in steps:
+        sd = x_train.std(0)
+        a = (1.0 / np.where(sd > 1e-12, sd, 1.0)).astype(x_train.dtype)
+    if pca:
+        _, _, vt = np.linalg.svd((x_train - mu) * a, full_matrices=False)
+        return Affine(mu, (a[:, None] * vt[: pca[0]].T).astype(x_train.dtype))
+    return Affine(mu, a)
+
+
+def apply_preprocess(x_train: np.ndarray, others: list[np.ndarray], steps: tuple[str, ...]):
+    """Fit on ``x_train`` and transform it and every array of ``others``."""
+    if "l2" in steps:
+        x_train, others = l2_normalize(x_train), [l2_normalize(o) for o in others]
+    affine = fit_affine(x_train, steps)
+    return affine(x_train), [affine(o) for o in others]
+
+
+def read_embedding(store, key: str, embedding: str | None) -> cache_schema.FeatureSet:
+    """The store's default ``features`` (embedding None / "default") or the ``features_<kind>`` variant."""
+    if embedding in (None, "", "default", "features"):
+        return cache_schema.read_features(store, key)
+    if embedding not in EMBEDDING_KINDS:
+        raise MedtransferError(f"unknown --embedding {embedding!r}; choose default, {', '.join(EMBEDDING_KINDS)}")
+    return cache_schema.read_features(store, key, embedding=embedding)
