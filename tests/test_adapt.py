@@ -8,19 +8,19 @@ import pandas as pd
 import pytest
 import torch
 
-from medtransfer.adapt import run_adapt
-from medtransfer.adapt.augment import AugmentSpec, augment_batch
-from medtransfer.data.manifest import load_manifest
-from medtransfer.data.synthetic import SyntheticSpec, make_synthetic_dataset
-from medtransfer.errors import MedtransferError
-from medtransfer.splits import SplitSpec, make_splits, save_splits
-from test_adapt_support import (
+from adapt_support import (
     SIZE,
     TINY_CNN,
     TINY_VIT,
     one_thread,  # noqa: F401  (fixture)
     register_tiny_backbones,
 )
+from medtransfer.adapt import run_adapt
+from medtransfer.adapt.augment import AugmentSpec, augment_batch
+from medtransfer.data.manifest import load_manifest
+from medtransfer.data.synthetic import SyntheticSpec, make_synthetic_dataset
+from medtransfer.errors import MedtransferError
+from medtransfer.splits import SplitSpec, make_splits, save_splits
 
 register_tiny_backbones()
 pytestmark = pytest.mark.usefixtures("one_thread")

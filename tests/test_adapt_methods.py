@@ -9,19 +9,19 @@ import numpy as np
 import pytest
 import torch
 
-from medtransfer.adapt.config import AdaptConfig
-from medtransfer.adapt.methods import METHODS, get_method
-from medtransfer.adapt.model import parameter_counts
-from medtransfer.adapt.run import build_model
-from medtransfer.backbones import get_spec, load_backbone
-from medtransfer.errors import MedtransferError
-from test_adapt_support import (
+from adapt_support import (
     SIZE,
     TINY_CNN,
     TINY_VIT,
     one_thread,  # noqa: F401  (fixture)
     register_tiny_backbones,
 )
+from medtransfer.adapt.config import AdaptConfig
+from medtransfer.adapt.methods import METHODS, get_method
+from medtransfer.adapt.model import parameter_counts
+from medtransfer.adapt.run import build_model
+from medtransfer.backbones import get_spec, load_backbone
+from medtransfer.errors import MedtransferError
 
 register_tiny_backbones()
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import zarr
 
+from extract_support import NAN, TINY, extract_kwargs, make_images, register_tiny, write_manifest
 from medtransfer import cache_schema
 from medtransfer.errors import MedtransferError
 from medtransfer.extract import extract_features
-from test_extract_fixtures import NAN, TINY, extract_kwargs, make_images, register_tiny, write_manifest
 
 FORMATS = ["zarr.zarr", "hdf5.h5"]
 
@@ -257,7 +257,7 @@ def test_full_disk_names_the_store_and_the_run_resumes(data, store_name, monkeyp
 KILL_SCRIPT = """
 import sys, time, torch
 sys.path.insert(0, {tests!r})
-import test_extract_fixtures as fx
+import extract_support as fx
 from medtransfer.backbones import REGISTRY, register
 fx.register_tiny()
 class Slow(fx.TinyCNN):
@@ -283,8 +283,8 @@ def test_sigkill_mid_run_then_resume(tmp_path, store_name):
     import time
     from pathlib import Path
 
+    from extract_support import TinyCNN, _spec
     from medtransfer.backbones import REGISTRY, register
-    from test_extract_fixtures import TinyCNN, _spec
 
     images = make_images(tmp_path / "img", 40)
     manifest = write_manifest(tmp_path / "m.csv", images)

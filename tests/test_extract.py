@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from extract_support import PREP, TINY, TINY2, extract_kwargs, make_images, register_tiny, write_manifest
 from medtransfer import cache_schema
 from medtransfer.backbones import REGISTRY, BackboneSpec, Preprocessing, register
 from medtransfer.errors import MedtransferError
 from medtransfer.extract import dataset as dataset_module
 from medtransfer.extract import expand_backbones, extract_features, extract_many, open_pixel_cache, pipeline
 from medtransfer.extract import pixels as pixels_module
-from test_extract_fixtures import PREP, TINY, TINY2, extract_kwargs, make_images, register_tiny, write_manifest
 
 VIT = "tiny-test-vit"
 

@@ -14,7 +14,7 @@ from medtransfer.probe import run as run_module
 from medtransfer.probe.summary import summarize, summary_table
 from medtransfer.probe.threshold import best_mcc_threshold, choose_threshold
 from medtransfer.results import read_results
-from test_probe_fixtures import make_features, make_splits_file, setup, write_store
+from probe_support import make_features, make_splits_file, setup, write_store
 
 
 def test_every_head_fits_and_beats_chance(tmp_path, monkeypatch):
