@@ -26,9 +26,10 @@ from medtransfer.adapt.config import AdaptConfig
 from medtransfer.adapt.data import PixelStore
 from medtransfer.adapt.methods import get_method
 from medtransfer.adapt.model import parameter_counts, set_train_mode
-from medtransfer.adapt.run import build_model, resolve_device
+from medtransfer.adapt.run import build_model
 from medtransfer.adapt.train import ImageInputs, autocast, fit
 from medtransfer.backbones import get_spec, load_backbone
+from medtransfer.device import resolve_device
 
 
 def _sync(device: torch.device) -> None:

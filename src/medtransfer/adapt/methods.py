@@ -22,10 +22,11 @@ from torch import nn
 
 from medtransfer.adapt.config import AdaptConfig
 from medtransfer.backbones.registry import BackboneSpec, matches_target, resolve_targets
-from medtransfer.errors import MedtransferError
+from medtransfer.errors import MedtransferError, first_line
+from medtransfer.registry import Registry
 
 NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
-HEAD_PREFIX = "head."
+HEAD_PREFIX = "head."  # parameter names of the classification head (``Classifier.head``)
 LOG = logging.getLogger("medtransfer.adapt")
 
 
@@ -56,20 +57,15 @@ class AdaptMethod:
         return f"{self.name}-r{config.rank}" if self.uses_rank else self.name
 
 
-METHODS: dict[str, AdaptMethod] = {}
+METHODS: Registry[AdaptMethod] = Registry("adapt method")
 
 
 def register_method(method: AdaptMethod) -> AdaptMethod:
-    if method.name in METHODS:
-        raise ValueError(f"adapt method {method.name!r} registered twice")
-    METHODS[method.name] = method
-    return method
+    return METHODS.add(method)
 
 
 def get_method(name: str) -> AdaptMethod:
-    if name not in METHODS:
-        raise MedtransferError(f"unknown adapt method {name!r}; known: {', '.join(METHODS)}")
-    return METHODS[name]
+    return METHODS.lookup(name)
 
 
 def method_table() -> list[dict]:
@@ -255,9 +251,8 @@ def _peft_apply(make_config: Callable, method: str, supported: tuple[type, ...])
         try:
             wrapped = peft.get_peft_model(model, peft_config)
         except (ValueError, TypeError, RuntimeError, NotImplementedError) as exc:
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise MedtransferError(
-                f"method {method!r} cannot apply to backbone {spec.name!r}: peft says: {first}"
+                f"method {method!r} cannot apply to backbone {spec.name!r}: peft says: {first_line(exc, 200)}"
             ) from exc
         if config.train_norms:
             _unfreeze_norms(wrapped, spec)

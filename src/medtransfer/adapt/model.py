@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from medtransfer.adapt.methods import NORM_TYPES, AdaptMethod
+from medtransfer.adapt.methods import HEAD_PREFIX, AdaptMethod
 
 
 class Head(nn.Module):
@@ -87,16 +87,7 @@ def trained_state(model: nn.Module, method: AdaptMethod) -> dict[str, torch.Tens
     method updates statistics (BatchNorm) or the head's standardisation."""
     state = {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters() if p.requires_grad}
     for name, buffer in model.named_buffers():
-        if name.startswith("head.") or method.norm_stats == "train":
+        if name.startswith(HEAD_PREFIX) or method.norm_stats == "train":
             state[name] = buffer.detach().to("cpu", copy=True)
     return state
 
-
-def load_trained_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    result = model.load_state_dict(state, strict=False)
-    if result.unexpected_keys:
-        raise RuntimeError(f"checkpoint holds unknown tensors, e.g. {result.unexpected_keys[:3]}")
-
-
-def norm_module_count(model: nn.Module) -> int:
-    return sum(isinstance(m, NORM_TYPES) for m in model.modules())

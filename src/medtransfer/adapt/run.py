@@ -39,7 +39,8 @@ from medtransfer.adapt.train import (
 )
 from medtransfer.backbones.registry import BackboneSpec, load_backbone
 from medtransfer.data.manifest import Manifest, load_manifest
-from medtransfer.errors import MedtransferError
+from medtransfer.device import resolve_device
+from medtransfer.errors import MedtransferError, first_line
 from medtransfer.metrics import compute_metrics
 from medtransfer.probe.run import Task, tasks_for
 from medtransfer.results import ResultRow, write_results
@@ -48,18 +49,6 @@ from medtransfer.splits.schema import SplitsFile, load_splits
 RUNS_FOLDER = "adapt-runs"
 STANDARDIZE_ROWS = 1024
 PROBE_C_GRID = tuple(float(c) for c in np.logspace(-4, 3, 8))  # probe's logreg grid
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as exc:
-        raise MedtransferError(f"unknown --device {device!r}; use auto, cpu, cuda or cuda:N") from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise MedtransferError(f"--device {device} asked for, but torch sees no CUDA device; use --device cpu")
-    return resolved
 
 
 def make_config(config: AdaptConfig | None, overrides: dict) -> AdaptConfig:
@@ -338,9 +327,9 @@ def _smoke_forward(model, images, rows, method, spec) -> None:
         with torch.no_grad():
             model(images(rows, False))
     except (RuntimeError, ValueError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise MedtransferError(
-            f"method {method.name!r} cannot apply to backbone {spec.name!r}: the wrapped model fails: {first}"
+            f"method {method.name!r} cannot apply to backbone {spec.name!r}: the wrapped model fails: "
+            f"{first_line(exc, 200)}"
         ) from exc
 
 

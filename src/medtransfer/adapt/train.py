@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from medtransfer.adapt.augment import AugmentSpec, augment_batch
 from medtransfer.adapt.config import AdaptConfig
 from medtransfer.adapt.data import PixelStore, normalize
+from medtransfer.adapt.methods import HEAD_PREFIX
 from medtransfer.backbones.registry import Preprocessing
 from medtransfer.errors import MedtransferError
 from medtransfer.metrics import compute_metrics
@@ -113,7 +114,7 @@ def param_groups(module: nn.Module, lr: float, head_lr: float, weight_decay: flo
     groups: dict[tuple[bool, bool], list] = {}
     for name, parameter in module.named_parameters():
         if parameter.requires_grad:
-            groups.setdefault((name.startswith("head."), parameter.ndim >= 2), []).append(parameter)
+            groups.setdefault((name.startswith(HEAD_PREFIX), parameter.ndim >= 2), []).append(parameter)
     return [{"params": params, "lr": head_lr if is_head else lr, "weight_decay": weight_decay if decay else 0.0}
             for (is_head, decay), params in sorted(groups.items())]
 

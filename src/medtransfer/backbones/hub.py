@@ -1,16 +1,15 @@
-"""Turn a failed weight download into a one-line error that says what to do instead."""
+"""Fetching published weights: a failed download becomes a one-line error that says what to do instead."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
-from medtransfer.errors import MedtransferError
+from torch import nn
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:160] if text else "no detail"
+from medtransfer.errors import MedtransferError, first_line
 
 
 @contextlib.contextmanager
@@ -21,13 +20,26 @@ def download_guard(what: str, url: str | None = None, hint: str = "") -> Iterato
     https://huggingface.co/microsoft/rad-dino into a folder".
     """
     try:
-        yield
+        with _quiet_hub_logging():
+            yield
     except MedtransferError:
         raise
     except (OSError, RuntimeError, ValueError, ImportError, KeyError) as exc:
         # URLError, requests/httpx errors and huggingface_hub's errors (HfHubHTTPError, LocalEntryNotFoundError)
         # are OSErrors; open_clip and timm raise RuntimeError for missing pretrained files.
         raise MedtransferError(_message(what, url, hint, exc)) from exc
+
+
+@contextlib.contextmanager
+def _quiet_hub_logging() -> Iterator[None]:
+    """huggingface_hub logs each failed request on stderr before raising: our one-line error says it all."""
+    logger = logging.getLogger("huggingface_hub")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _message(what: str, url: str | None, hint: str, exc: BaseException) -> str:
@@ -47,7 +59,42 @@ def _message(what: str, url: str | None, hint: str, exc: BaseException) -> str:
             f"repository for {what}{where} not found (or private without a token): check the name, or log in "
             f"with `hf auth login`; or {todo}"
         )
+    detail = first_line(exc, 160, default="no detail")
     return (
-        f"could not load the published weights of {what}{where} ({type(exc).__name__}: {_first_line(exc)}); "
+        f"could not load the published weights of {what}{where} ({type(exc).__name__}: {detail}); "
         f"on a machine without network, {todo}, or use --weights random"
     )
+
+
+def checkpoint_loaders(
+    make: Callable[[], nn.Module],
+    load: Callable[[nn.Module, Path], None],
+    fetch: Callable[[], str | Path],
+    what: str,
+    url: str | None,
+    hint: str,
+    find_file: Callable[[Path], Path] | None = None,
+) -> tuple[Callable[[bool], nn.Module], Callable[[Path], nn.Module]]:
+    """``(build, local_loader)`` for a backbone whose published weights are one checkpoint file.
+
+    ``build(pretrained)``: ``make()``, then (pretrained) ``fetch()`` the file behind the download guard and
+    ``load`` it. ``local_loader(path)`` (``--weights PATH``): ``find_file`` turns a folder into its checkpoint
+    file, then ``make()`` and ``load`` as above, so the published and the local weights take one code path.
+    """
+
+    def build(pretrained: bool) -> nn.Module:
+        model = make()
+        if pretrained:
+            with download_guard(what, url=url, hint=hint):
+                path = fetch()
+            load(model, Path(path))
+        return model
+
+    def load_local(path: Path) -> nn.Module:
+        if find_file is not None:
+            path = find_file(path)
+        model = make()
+        load(model, path)
+        return model
+
+    return build, load_local

@@ -25,7 +25,7 @@ import torch
 import torchvision
 from torch import nn
 
-from medtransfer.backbones.hub import download_guard
+from medtransfer.backbones.hub import checkpoint_loaders
 from medtransfer.backbones.registry import (
     BackboneSpec,
     PeftTargets,
@@ -33,6 +33,7 @@ from medtransfer.backbones.registry import (
     load_state_dict_strict,
     read_state_dict,
     register,
+    strip_ddp_prefix,
 )
 from medtransfer.backbones.vit import ViTEmbedder
 from medtransfer.errors import MedtransferError
@@ -81,7 +82,7 @@ def rename_legacy_swin(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
 
 def vision_tensors(state: dict[str, torch.Tensor], drop: tuple[str, ...]) -> dict[str, torch.Tensor]:
     """The image encoder's tensors of a MedCLIP checkpoint, prefix removed, projection dropped."""
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state = strip_ddp_prefix(state)
     if not any(k.startswith(VISION_PREFIX) for k in state):
         return {k: v for k, v in state.items() if not k.startswith(drop)}  # already an encoder state dict
     return {
@@ -187,21 +188,13 @@ def fetch_medclip(name: str) -> Path:
     return folder / WEIGHTS_NAME
 
 
-def _builder(name: str, make: Callable[[], nn.Module], load: Callable[[nn.Module, Path], None]):
-    def build(pretrained: bool) -> nn.Module:
-        model = make()
-        if pretrained:
-            with download_guard(f"MedCLIP ({name})", url=MEDCLIP_URLS[name], hint=_hint(name)):
-                path = fetch_medclip(name)
-            load(model, path)
-        return model
-
-    def load_local(path: Path) -> nn.Module:
-        model = make()
-        load(model, path)
-        return model
-
-    return build, load_local
+def _builder(
+    name: str, make: Callable[[], nn.Module], load: Callable[[nn.Module, Path], None]
+) -> tuple[Callable[[bool], nn.Module], Callable[[Path], nn.Module]]:
+    # no find_file: ``read_medclip_checkpoint`` takes the file, a folder holding it or the zip
+    return checkpoint_loaders(
+        make, load, lambda: fetch_medclip(name), f"MedCLIP ({name})", MEDCLIP_URLS[name], _hint(name)
+    )
 
 
 def _hint(name: str) -> str:

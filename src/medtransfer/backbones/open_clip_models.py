@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from medtransfer.backbones.hf_vits import CLIP_MEAN, CLIP_STD
-from medtransfer.backbones.hub import download_guard
+from medtransfer.backbones.hub import checkpoint_loaders
 from medtransfer.backbones.registry import (
     BackboneSpec,
     PeftTargets,
@@ -24,6 +24,7 @@ from medtransfer.backbones.registry import (
     load_state_dict_strict,
     read_state_dict,
     register,
+    strip_ddp_prefix,
 )
 from medtransfer.backbones.vit import ViTEmbedder
 from medtransfer.errors import MedtransferError
@@ -62,7 +63,7 @@ def build_vision_tower(embed_dim: int, vision_cfg: dict, quick_gelu: bool = Fals
 
 def visual_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The image tower's tensors from an open_clip checkpoint (full CLIP or tower-only; DDP prefix removed)."""
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state = strip_ddp_prefix(state)
     if any(k.startswith("visual.") for k in state):
         return {k.removeprefix("visual."): v for k, v in state.items() if k.startswith("visual.")}
     return state
@@ -73,6 +74,22 @@ def load_open_clip_file(visual: nn.Module, path: Path) -> None:
     if not state:
         raise MedtransferError(f"checkpoint {path} holds no image-tower (visual.*) tensors")
     load_state_dict_strict(visual, state, path)
+
+
+def load_open_clip_tower(model: nn.Module, path: Path) -> None:
+    """``load_open_clip_file`` into the tower of a built model: a ``ViTEmbedder`` keeps it as ``backbone``;
+    towers used as they are (``wrap_tower``) are the tower."""
+    load_open_clip_file(getattr(model, "backbone", model), path)
+
+
+def find_open_clip_file(path: Path) -> Path:
+    """``--weights FOLDER``: the open_clip checkpoint in it (a Hugging Face snapshot of an open_clip repo)."""
+    if not path.is_dir():
+        return path
+    files = sorted(path.glob("open_clip_*.safetensors")) + sorted(path.glob("open_clip_*.bin"))
+    if not files:
+        raise MedtransferError(f"{path} holds no open_clip_model.safetensors / open_clip_pytorch_model.bin")
+    return files[0]
 
 
 # ---- embedding wrappers ------------------------------------------------------------------------------
@@ -151,27 +168,15 @@ def _open_clip_builder(
     hint: str,
     wrap: Callable[[nn.Module], nn.Module],
 ) -> tuple[Callable[[bool], nn.Module], Callable[[Path], nn.Module]]:
-    def build(pretrained: bool) -> nn.Module:
-        visual = make_tower()
-        if pretrained:
-            with download_guard(what, url=url, hint=hint):
-                path = fetch()
-            if not path:
-                raise MedtransferError(f"open_clip knows no download for {what}; {hint} and pass --weights PATH")
-            load_open_clip_file(visual, Path(path))
-        return wrap(visual)
+    def fetch_file() -> str:
+        path = fetch()
+        if not path:  # a MedtransferError passes the download guard unchanged
+            raise MedtransferError(f"open_clip knows no download for {what}; {hint} and pass --weights PATH")
+        return path
 
-    def load_local(path: Path) -> nn.Module:
-        if path.is_dir():
-            files = sorted(path.glob("open_clip_*.safetensors")) + sorted(path.glob("open_clip_*.bin"))
-            if not files:
-                raise MedtransferError(f"{path} holds no open_clip_model.safetensors / open_clip_pytorch_model.bin")
-            path = files[0]
-        visual = make_tower()
-        load_open_clip_file(visual, path)
-        return wrap(visual)
-
-    return build, load_local
+    return checkpoint_loaders(
+        lambda: wrap(make_tower()), load_open_clip_tower, fetch_file, what, url, hint, find_open_clip_file
+    )
 
 
 def _clip_l_tower() -> nn.Module:

@@ -14,9 +14,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from medtransfer.backbones.hf_vits import hf_from_pretrained, hf_state_dict_file
-from medtransfer.backbones.hub import download_guard
-from medtransfer.backbones.open_clip_models import load_open_clip_file, wrap_tower
+from medtransfer.backbones.hf_vits import CLIP_MEAN, CLIP_STD, hf_from_pretrained, hf_state_dict_file
+from medtransfer.backbones.hub import checkpoint_loaders, download_guard
+from medtransfer.backbones.open_clip_models import (
+    build_vision_tower,
+    find_open_clip_file,
+    load_open_clip_tower,
+    wrap_tower,
+)
 from medtransfer.backbones.registry import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -205,10 +210,9 @@ def resolve_open_clip(rest: str) -> BackboneSpec:
     if tag and not pcfg:
         tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
         raise MedtransferError(f"open_clip {arch} has no pretrained tag {tag!r}; known tags: {tags}")
-    from open_clip.model import _build_vision_tower
 
     def make() -> nn.Module:
-        visual = _build_vision_tower(cfg["embed_dim"], cfg["vision_cfg"], quick_gelu=pcfg.get("quick_gelu", False))
+        visual = build_vision_tower(cfg["embed_dim"], cfg["vision_cfg"], quick_gelu=pcfg.get("quick_gelu", False))
         return wrap_tower(visual, cfg["embed_dim"])
 
     meta_model, n = _meta_count(make)
@@ -217,33 +221,21 @@ def resolve_open_clip(rest: str) -> BackboneSpec:
     size = size[-1] if isinstance(size, (list, tuple)) else size
     hub = pcfg.get("hf_hub", "").rstrip("/")
 
-    def _tower(model: nn.Module) -> nn.Module:
-        return getattr(model, "backbone", model)
+    def fetch() -> str:
+        if not tag:  # a MedtransferError passes the download guard unchanged
+            tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
+            raise MedtransferError(f"open_clip:{arch} has no pretrained tag; write open_clip:{arch}/<tag> ({tags})")
+        return download_pretrained(pcfg)
 
-    def build(pretrained: bool) -> nn.Module:
-        model = make()
-        if pretrained:
-            if not tag:
-                tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
-                raise MedtransferError(f"open_clip:{arch} has no pretrained tag; write open_clip:{arch}/<tag> ({tags})")
-            with download_guard(
-                f"open_clip {arch}/{tag}",
-                url=f"https://huggingface.co/{hub}" if hub else None,
-                hint=f"download the weights of https://huggingface.co/{hub}" if hub else "",
-            ):
-                path = download_pretrained(pcfg)
-            load_open_clip_file(_tower(model), Path(path))
-        return model
-
-    def load_local(path: Path) -> nn.Module:
-        if path.is_dir():
-            files = sorted(path.glob("open_clip_*.safetensors")) + sorted(path.glob("open_clip_*.bin"))
-            if not files:
-                raise MedtransferError(f"{path} holds no open_clip_model.safetensors / open_clip_pytorch_model.bin")
-            path = files[0]
-        model = make()
-        load_open_clip_file(_tower(model), path)
-        return model
+    build, load_local = checkpoint_loaders(
+        make,
+        load_open_clip_tower,
+        fetch,
+        f"open_clip {arch}/{tag}",
+        url=f"https://huggingface.co/{hub}" if hub else None,
+        hint=f"download the weights of https://huggingface.co/{hub}" if hub else "",
+        find_file=find_open_clip_file,
+    )
 
     return BackboneSpec(
         name=f"open_clip:{rest}",
@@ -258,8 +250,8 @@ def resolve_open_clip(rest: str) -> BackboneSpec:
             input_size=int(size),
             resize="center-crop",
             crop_fraction=1.0,
-            mean=tuple(pcfg.get("mean") or (0.48145466, 0.4578275, 0.40821073)),
-            std=tuple(pcfg.get("std") or (0.26862954, 0.26130258, 0.27577711)),
+            mean=tuple(pcfg.get("mean") or CLIP_MEAN),
+            std=tuple(pcfg.get("std") or CLIP_STD),
             interpolation=pcfg.get("interpolation", "bicubic"),
         ),
         targets=targets,

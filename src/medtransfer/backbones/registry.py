@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from medtransfer.errors import MedtransferError
+from medtransfer.errors import MedtransferError, first_line
+from medtransfer.registry import Registry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -131,7 +132,7 @@ class LoadedBackbone:
         return self.spec.preprocessing
 
 
-REGISTRY: dict[str, BackboneSpec] = {}
+REGISTRY: Registry[BackboneSpec] = Registry("backbone")
 SEED_BACKBONES: tuple[str, ...] = (
     # the published benchmark's backbones (``--backbone seed``)
     "resnet50", "densenet121", "dinov2-s", "dinov2-b", "dinov2-l", "clip-l", "biomedclip", "pubmedclip",
@@ -147,10 +148,7 @@ def register_open_spec(prefix: str, resolver: Callable[[str], BackboneSpec]) -> 
 
 
 def register(spec: BackboneSpec) -> BackboneSpec:
-    if spec.name in REGISTRY:
-        raise ValueError(f"backbone {spec.name!r} registered twice")
-    REGISTRY[spec.name] = spec
-    return spec
+    return REGISTRY.add(spec)
 
 
 def get_spec(name: str) -> BackboneSpec:
@@ -232,8 +230,7 @@ def read_state_dict(path: Path, wrappers: tuple[str, ...] = ("state_dict", "mode
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt files
-        first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-        raise MedtransferError(f"cannot read checkpoint {path}: {first}") from exc
+        raise MedtransferError(f"cannot read checkpoint {path}: {first_line(exc, 160)}") from exc
     for key in wrappers:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -241,6 +238,11 @@ def read_state_dict(path: Path, wrappers: tuple[str, ...] = ("state_dict", "mode
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise MedtransferError(f"checkpoint {path} holds no state dict of tensors")
     return state
+
+
+def strip_ddp_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Checkpoints saved from a ``DistributedDataParallel`` / ``DataParallel`` model prefix every key "module."."""
+    return {k.removeprefix("module."): v for k, v in state.items()}
 
 
 def load_state_dict_file(model: nn.Module, path: Path) -> None:

@@ -17,6 +17,7 @@ from medtransfer.backbones.registry import (
     load_state_dict_strict,
     read_state_dict,
     register,
+    strip_ddp_prefix,
 )
 
 CNN_PREPROCESSING = Preprocessing(input_size=224, resize="squash")
@@ -45,7 +46,7 @@ def _drop_head(head: str):
     """``--weights FILE`` for a torchvision checkpoint: the file holds the full classifier; drop its head."""
 
     def load(model: nn.Module, path: Path) -> None:
-        state = {k.removeprefix("module."): v for k, v in read_state_dict(path).items()}
+        state = strip_ddp_prefix(read_state_dict(path))
         state = {k: v for k, v in state.items() if not k.startswith(head + ".")}
         load_state_dict_strict(model, state, path)
 

@@ -13,6 +13,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from medtransfer.errors import MedtransferError
+
 POOLINGS = ("cls", "mean", "cls+mean", "pooler")
 
 TokensFn = Callable[[nn.Module, torch.Tensor], torch.Tensor]
@@ -58,7 +60,10 @@ class ViTEmbedder(nn.Module):
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
         """B x N x token_dim, after the model's final norm; prefix (class, register) tokens first."""
         if self._tokens_fn is None:
-            raise NotImplementedError("this backbone exposes no token sequence")
+            raise MedtransferError(
+                "this backbone exposes only a pooled embedding, no token sequence: cls/mean/cls_mean/last4 "
+                "embeddings are not available for it"
+            )
         return self._tokens_fn(self.backbone, x)
 
     def _project(self, v: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from medtransfer.errors import MedtransferError
+from medtransfer.errors import MedtransferError, first_line
 
 DICOM_SUFFIXES = {".dcm", ".dicom"}
 
@@ -30,8 +30,9 @@ def load_image(path: str | Path) -> np.ndarray:
         raise
     except (OSError, UnidentifiedImageError, ValueError, AttributeError, KeyError, TypeError, EOFError,
             IndexError, NotImplementedError, RuntimeError) as exc:
-        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise MedtransferError(f"cannot decode image {path}: {first} (truncated or corrupt file?)") from exc
+        raise MedtransferError(
+            f"cannot decode image {path}: {first_line(exc, 200)} (truncated or corrupt file?)"
+        ) from exc
     except Exception as exc:  # decoders raise their own types (pydicom's InvalidDicomError, ...)
         raise MedtransferError(f"cannot decode image {path}: {type(exc).__name__}: {exc}") from exc
     array = _check_shape(array, path)

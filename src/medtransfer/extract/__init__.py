@@ -1,11 +1,11 @@
 """Stage: run frozen backbones over the images once and fill the feature store."""
 
+from medtransfer.device import resolve_device
 from medtransfer.extract.pipeline import (
     ExtractResult,
     expand_backbones,
     extract_features,
     extract_many,
-    resolve_device,
 )
 from medtransfer.extract.pixels import PixelCache, fill_pixel_cache, open_pixel_cache
 

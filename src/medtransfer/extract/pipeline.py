@@ -23,8 +23,9 @@ from tqdm.auto import tqdm
 
 from medtransfer import cache_schema
 from medtransfer.backbones import load_backbone
-from medtransfer.backbones.registry import Preprocessing
+from medtransfer.backbones.registry import SEED_BACKBONES, Preprocessing
 from medtransfer.data.manifest import Manifest, load_manifest
+from medtransfer.device import resolve_device
 from medtransfer.errors import MedtransferError
 from medtransfer.extract.dataset import ImageDataset
 from medtransfer.extract.embed import make_embedder, parse_embeddings
@@ -39,11 +40,6 @@ from medtransfer.extract.pixels import (
 )
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-# ``--backbone seed`` when the registry declares no ``SEED_BACKBONES``: the benchmark's 11 as registered now
-SEED_FALLBACK = (
-    "resnet50", "densenet121", "dinov2-s", "dinov2-b", "dinov2-l", "clip-l", "biomedclip", "pubmedclip",
-    "medclip-resnet", "medclip-swin", "rad-dino",
-)
 
 
 @dataclass(frozen=True)
@@ -63,18 +59,6 @@ class ExtractResult:
         return self.n_computed / self.seconds if self.seconds > 0 else float("nan")
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as exc:
-        raise MedtransferError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise MedtransferError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
-    return resolved
-
-
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype, or None for fp32: "auto" is bf16 on a GPU, fp32 on the CPU."""
     if precision not in PRECISIONS:
@@ -91,15 +75,11 @@ def default_workers() -> int:
 
 
 def expand_backbones(names: list[str] | tuple[str, ...] | str) -> list[str]:
-    """``seed`` -> the benchmark's backbones (the registry's ``SEED_BACKBONES`` if declared); duplicates dropped."""
-    from medtransfer.backbones import registry
-
+    """``seed`` -> the benchmark's backbones (the registry's ``SEED_BACKBONES``); duplicates dropped."""
     names = [names] if isinstance(names, str) else list(names)
     out: list[str] = []
     for name in names:
-        expanded = (
-            list(getattr(registry, "SEED_BACKBONES", None) or SEED_FALLBACK) if name == "seed" else [name]
-        )
+        expanded = list(SEED_BACKBONES) if name == "seed" else [name]
         out.extend(n for n in expanded if n not in out)
     if not out:
         raise MedtransferError("no backbone given; use --backbone NAME (repeatable) or --backbone seed")

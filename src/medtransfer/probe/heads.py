@@ -30,7 +30,7 @@ from sklearn.linear_model import LogisticRegression, RidgeClassifier
 from sklearn.neural_network import MLPClassifier
 from sklearn.svm import LinearSVC
 
-from medtransfer.errors import MedtransferError
+from medtransfer.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -44,20 +44,15 @@ class HeadSpec:
     class_weighting: str = "sample weights"  # how "balanced" reaches the head (documentation)
 
 
-HEADS: dict[str, HeadSpec] = {}
+HEADS: Registry[HeadSpec] = Registry("probe head", sort_known=True, known_suffix=" or all")
 
 
 def register_head(spec: HeadSpec) -> HeadSpec:
-    if spec.name in HEADS:
-        raise ValueError(f"probe head {spec.name!r} registered twice")
-    HEADS[spec.name] = spec
-    return spec
+    return HEADS.add(spec)
 
 
 def get_head(name: str) -> HeadSpec:
-    if name not in HEADS:
-        raise MedtransferError(f"unknown probe head {name!r}; known: {', '.join(sorted(HEADS))} or all")
-    return HEADS[name]
+    return HEADS.lookup(name)
 
 
 def resolve_heads(names) -> list[HeadSpec]:

@@ -30,7 +30,7 @@ from sklearn.model_selection import StratifiedKFold
 from tqdm.auto import tqdm
 
 from medtransfer import cache_schema
-from medtransfer.errors import MedtransferError
+from medtransfer.errors import MedtransferError, first_line
 from medtransfer.metrics import compute_metrics, predict_labels
 from medtransfer.probe import batched
 from medtransfer.probe.features import apply_preprocess, l2_normalize, parse_preprocess, read_embedding
@@ -254,7 +254,7 @@ def _run_head(ctx: _Context, head: HeadSpec, tasks: list[Task], bar):
             try:
                 params, tune_labels, val_proba, test_proba, seconds, n_train = _fit_sklearn(ctx, head, task)
             except Exception as exc:  # a head that cannot fit this task: a failed row, never a crash
-                row.status, row.error = "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+                row.status, row.error = "failed", f"{type(exc).__name__}: {first_line(exc, 300, default='no message')}"
                 bar.update()
                 yield row, None
                 continue
