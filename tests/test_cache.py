@@ -11,7 +11,7 @@ import pytest
 import zarr
 
 from extract_support import NAN, TINY, extract_kwargs, make_images, register_tiny, write_manifest
-from medtransfer import cache_schema
+from medtransfer import cache_schema, cache_store
 from medtransfer.errors import MedtransferError
 from medtransfer.extract import extract_features
 
@@ -60,7 +60,7 @@ def test_hdf5_and_zarr_hold_the_same_features(data):
     # --format hdf5 with a suffix-less path
     explicit = extract_features(manifest, TINY, tmp / "plain", fmt="hdf5", **extract_kwargs())
     assert explicit.store_format == "hdf5" and (tmp / "plain").is_file()
-    assert cache_schema.store_format(tmp / "plain") == "hdf5"
+    assert cache_store.store_format(tmp / "plain") == "hdf5"
 
 
 @pytest.mark.parametrize("store_name", FORMATS)
@@ -185,7 +185,7 @@ def test_second_writer_stops_with_a_clear_error(data):
     store = tmp / "s.zarr"
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time\nfrom medtransfer.cache_schema import writer_lock\n"
+         "import sys, time\nfrom medtransfer.cache_store import writer_lock\n"
          f"with writer_lock({str(store)!r}):\n    print('locked', flush=True)\n    sys.stdin.readline()\n"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )

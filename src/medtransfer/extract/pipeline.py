@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from medtransfer import cache_schema
+from medtransfer import cache_schema, cache_store
 from medtransfer.backbones import load_backbone
 from medtransfer.backbones.registry import SEED_BACKBONES, Preprocessing
 from medtransfer.data.manifest import Manifest, load_manifest
@@ -148,7 +148,7 @@ def extract_many(
         raise MedtransferError("--batch-size and the chunk size must be positive")
     names = expand_backbones(backbones)
     kinds = parse_embeddings(embeddings)
-    fmt = cache_schema.store_format(store, fmt)
+    fmt = cache_store.store_format(store, fmt)
     manifest = load_manifest(manifest_path, label_column=label_column, min_classes=1)
     paths = manifest.table["image"].tolist()
     shas = fingerprints(paths)
@@ -219,13 +219,13 @@ def _extract_one(manifest: Manifest, paths, shas, name, store_path, fmt, weights
         embed = make_embedder(loaded.model, kinds, name)
     dims = _output_dims(embed, prep, kinds, loaded.spec.embed_dim)
     start = time.perf_counter()
-    with cache_schema.writer_lock(store_path), cache_schema.open_store(store_path, "a", fmt) as store:
+    with cache_store.writer_lock(store_path), cache_schema.open_store(store_path, "a", fmt) as store:
         group = cache_schema.create_group(store, key, dims, _group_attrs(loaded, weights, prep_dict), dtype,
                                           chunk_rows)
         chunk_rows = group.attrs["chunk_rows"]
         arrays = cache_schema.feature_arrays(group)
-        stored_ids = cache_schema.strings(group["sample_id"][:])
-        stored_shas = cache_schema.strings(group["image_sha"][:])
+        stored_ids = cache_store.strings(group["sample_id"][:])
+        stored_shas = cache_store.strings(group["image_sha"][:])
         valid = cache_schema.valid_row_mask(group)
         n_old = len(stored_ids)
         latest: dict[str, int] = {str(i): row for row, i in enumerate(stored_ids)}
@@ -242,7 +242,7 @@ def _extract_one(manifest: Manifest, paths, shas, name, store_path, fmt, weights
         manifest_ids = set(manifest.ids)
         stale = [r for r in np.flatnonzero(~valid).tolist() if str(stored_ids[r]) not in manifest_ids]
         if stale:  # pending rows of another manifest: fingerprint their files again (they may have changed)
-            stored_paths = cache_schema.strings(group["image_path"][:])
+            stored_paths = cache_store.strings(group["image_path"][:])
             with contextlib.suppress(MedtransferError):
                 for r, sha in zip(stale, fingerprints([str(stored_paths[r]) for r in stale]), strict=True):
                     refresh[r] = (sha, str(stored_paths[r]))
@@ -253,7 +253,7 @@ def _extract_one(manifest: Manifest, paths, shas, name, store_path, fmt, weights
                 array = group[column]
                 for r in refresh_rows:
                     array[r] = refresh[r][offset]
-            stored_shas = cache_schema.strings(group["image_sha"][:])
+            stored_shas = cache_store.strings(group["image_sha"][:])
         preserved: dict[int, dict[str, np.ndarray]] = {}
         if new and n_old % chunk_rows and valid[n_old - 1]:
             lo = (n_old // chunk_rows) * chunk_rows  # the partial last chunk is reopened: keep its rows
@@ -264,7 +264,7 @@ def _extract_one(manifest: Manifest, paths, shas, name, store_path, fmt, weights
         pending = cache_schema.pending_chunks(group)
         n = group["sample_id"].shape[0]
         rows = [r for c in pending for r in range(c * chunk_rows, min((c + 1) * chunk_rows, n))]
-        all_shas = cache_schema.strings(group["image_sha"][:]) if new else stored_shas
+        all_shas = cache_store.strings(group["image_sha"][:]) if new else stored_shas
         ready: dict[int, dict[str, np.ndarray]] = {}
         copy_from: dict[int, int] = {}
         compute: list[int] = []
@@ -284,10 +284,10 @@ def _extract_one(manifest: Manifest, paths, shas, name, store_path, fmt, weights
         writer = _ChunkWriter(group, pending, chunk_rows, n, ready, arrays)
         writer.flush()
         if compute:
-            all_paths = cache_schema.strings(group["image_path"][:])
+            all_paths = cache_store.strings(group["image_path"][:])
             dataset = _dataset(compute, all_paths, all_shas, prep, cache, workers, progress, batch_size)
             manifest_row = {sample_id: k for k, sample_id in enumerate(manifest.ids)}
-            ids_now = cache_schema.strings(group["sample_id"][:])
+            ids_now = cache_store.strings(group["sample_id"][:])
 
             def where(row: int) -> str:
                 sample_id = str(ids_now[row])

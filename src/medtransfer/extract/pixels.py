@@ -33,7 +33,7 @@ import zarr
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from medtransfer import cache_schema
+from medtransfer import cache_store
 from medtransfer.data.images import load_image
 from medtransfer.errors import MedtransferError
 from medtransfer.extract.fingerprint import fingerprints
@@ -129,7 +129,7 @@ def open_pixel_cache(path: str | Path, size: int, dtype: str | None = None) -> P
             done = np.asarray(group["chunk_done"][:], dtype=bool)
             n = group["image_sha"].shape[0]
             valid = np.repeat(done, group.attrs["chunk_rows"])[:n]
-            shas = cache_schema.strings(group["image_sha"][:])
+            shas = cache_store.strings(group["image_sha"][:])
             index = {str(shas[row]): row for row in np.flatnonzero(valid).tolist()}
             return PixelCache(path, size, candidate, group, index, np.asarray(group["orig_shape"][:]))
     present = sorted(root.group_keys())
@@ -179,7 +179,7 @@ def fill_pixel_cache(
     if size < 8:
         raise MedtransferError(f"pixel size {size} is too small; use the backbones' input size (e.g. 224)")
     path = Path(path)
-    with cache_schema.writer_lock(path):
+    with cache_store.writer_lock(path):
         root = _open_root(path, "a")
         key = pixel_group_key(size, dtype)
         if key not in root:
@@ -195,7 +195,7 @@ def fill_pixel_cache(
         group = root[key]
         chunk_rows = group.attrs["chunk_rows"]
         n_old = group["image_sha"].shape[0]
-        stored = cache_schema.strings(group["image_sha"][:]).tolist()
+        stored = cache_store.strings(group["image_sha"][:]).tolist()
         known = set(stored)
         new_paths, new_shas = [], []
         for image_path, sha in zip(image_paths, shas, strict=True):
@@ -227,7 +227,7 @@ def fill_pixel_cache(
         rows = [r for c in pending for r in range(c * chunk_rows, min((c + 1) * chunk_rows, n))]
         decoded = 0
         if rows:
-            all_paths = cache_schema.strings(group["image_path"][:])
+            all_paths = cache_store.strings(group["image_path"][:])
             decoded = _decode_rows(group, all_paths, rows, pending, chunk_rows, n, size, dtype, num_workers,
                                    progress, after_chunk, preserved)
     return open_pixel_cache(path, size, dtype), decoded

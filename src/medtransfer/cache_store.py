@@ -1,0 +1,192 @@
+"""One small interface over the two store formats (a Zarr folder, an HDF5 file) and the writer lock.
+
+``cache_schema`` defines what a feature store holds; this module only hides how Zarr and h5py differ (string
+arrays, JSON attributes, resizable datasets) and keeps two processes from writing one store at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from medtransfer.errors import MedtransferError
+
+HDF5_SUFFIXES = {".h5", ".hdf5", ".hdf"}
+
+
+def strings(values) -> np.ndarray:
+    """A string array read back from zarr (numpy StringDType) or h5py, as a plain ``<U`` array."""
+    values = np.asarray(values)
+    return np.asarray(values.tolist(), dtype=str) if values.size else np.zeros(0, dtype=str)
+
+
+def store_format(path: str | Path, fmt: str | None = None) -> str:
+    """"zarr" or "hdf5": explicit ``fmt`` wins, else a ``.h5``/``.hdf5`` suffix means HDF5."""
+    if fmt not in (None, "auto", "zarr", "hdf5"):
+        raise MedtransferError(f"unknown store format {fmt!r}; use zarr or hdf5")
+    if fmt in ("zarr", "hdf5"):
+        return fmt
+    path = Path(path)
+    if path.suffix.lower() in HDF5_SUFFIXES or (path.is_file() and _is_hdf5(path)):
+        return "hdf5"
+    return "zarr"
+
+
+def _is_hdf5(path: Path) -> bool:
+    with path.open("rb") as handle:
+        return handle.read(8) == b"\x89HDF\r\n\x1a\n"
+
+
+class _H5Strings:
+    """An h5py string dataset that reads back as ``str``."""
+
+    def __init__(self, dataset):
+        self._ds = dataset
+
+    shape = property(lambda self: self._ds.shape)
+    dtype = property(lambda self: np.dtype(str))
+
+    def __getitem__(self, item):
+        return strings(self._ds.asstr()[item])
+
+    def __setitem__(self, item, value):
+        self._ds[item] = np.asarray(value, dtype=object)
+
+    def resize(self, shape):
+        self._ds.resize(shape)
+
+
+class Group:
+    """One group of a store, the same for Zarr and HDF5: arrays by name, JSON-able attributes."""
+
+    def __init__(self, handle, fmt: str, key: str, store_path: Path | None = None):
+        self._h = handle
+        self.fmt = fmt
+        self.key = key
+        self.store_path = store_path
+
+    @property
+    def attrs(self) -> dict:
+        if self.fmt == "zarr":
+            return dict(self._h.attrs)
+        return {k: json.loads(v) for k, v in self._h.attrs.items()}
+
+    def update_attrs(self, values: dict) -> None:
+        if self.fmt == "zarr":
+            self._h.attrs.update(values)
+        else:
+            for k, v in values.items():
+                self._h.attrs[k] = json.dumps(v)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._h
+
+    def array_names(self) -> list[str]:
+        if self.fmt == "zarr":
+            return sorted(self._h.array_keys())
+        return sorted(self._h)
+
+    def __getitem__(self, name: str):
+        array = self._h[name]
+        if self.fmt == "hdf5" and array.dtype.kind == "O":
+            return _H5Strings(array)
+        return array
+
+    def create_array(self, name: str, shape: tuple, chunks: tuple, dtype) -> object:
+        if self.fmt == "zarr":
+            fill = "" if dtype is str else (False if dtype == "bool" else 0)
+            return self._h.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill)
+        import h5py
+
+        h5_dtype = h5py.string_dtype() if dtype is str else dtype
+        maxshape = (None, *shape[1:])
+        self._h.create_dataset(name, shape=shape, maxshape=maxshape, chunks=chunks, dtype=h5_dtype)
+        return self[name]
+
+    def nbytes_stored(self) -> int:
+        if self.fmt == "zarr":
+            return sum(int(self._h[name].nbytes_stored()) for name in self._h.array_keys())
+        return sum(int(self._h[name].id.get_storage_size()) for name in self._h)
+
+    def flush(self) -> None:
+        if self.fmt == "hdf5":
+            self._h.file.flush()
+
+
+class Store:
+    """An open feature store (Zarr folder or HDF5 file) whose schema has been checked."""
+
+    def __init__(self, path: Path, fmt: str, root, writable: bool):
+        self.path = path
+        self.fmt = fmt
+        self._root = root
+        self.writable = writable
+
+    def group_names(self) -> list[str]:
+        if self.fmt == "zarr":
+            return sorted(k for k in self._root.group_keys() if not k.startswith("_"))
+        return sorted(k for k in self._root if not k.startswith("_"))
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._root
+
+    def __getitem__(self, key: str) -> Group:
+        if key not in self._root:
+            held = ", ".join(self.group_names()) or "no groups"
+            raise MedtransferError(f"group {key!r} is not in store {self.path} (it holds: {held})")
+        return Group(self._root[key], self.fmt, key, self.path)
+
+    def create_group(self, key: str) -> Group:
+        return Group(self._root.create_group(key), self.fmt, key, self.path)
+
+    @property
+    def attrs(self) -> dict:
+        return Group(self._root, self.fmt, "/").attrs
+
+    def close(self) -> None:
+        if self.fmt == "hdf5":
+            self._root.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def writer_lock(path: str | Path) -> Iterator[Path]:
+    """Hold ``<store>.lock`` (an flock, released by the OS even if the process dies; the pid inside says who).
+
+    A second writer stops at once with a clear error instead of interleaving writes.
+    """
+    lock_path = Path(str(Path(path)).rstrip("/") + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(lock_path, "a+")  # noqa: SIM115  (held for the whole block)
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise MedtransferError(
+                f"store {path} is being written by {holder} (lock {lock_path}); wait for it to finish, "
+                "then run again: finished rows are reused"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        handle.flush()
+        yield lock_path
+    finally:
+        with contextlib.suppress(OSError):
+            handle.seek(0)
+            handle.truncate()
+        handle.close()
