@@ -81,10 +81,9 @@ def test_lp_agrees_with_probe_logreg(data, tmp_path):
     extract_features(manifest_path, TINY_CNN, store, weights="random", progress=False, num_workers=0,
                      pixel_cache=True)
     probe = run_probe(store, splits_path, [TINY_CNN], tmp_path / "probe", regimes=("full",), progress=False)
-    # the convex head problem run to convergence (validation loss picks the epoch count, then lp refits on
-    # train + val as probe does), as logreg solves it
-    options = {"epochs": 100, "lr": 3e-2, "weight_decay": 0.0, "folds": None, "patience": 100,
-               "early_stopping": "loss"}
+    # lp's own defaults (None: the method's) train the convex head problem to convergence: validation loss
+    # picks the epoch count, then lp refits on train + val as probe does
+    options = {"epochs": None, "lr": None, "folds": None}
     lp = _adapt(data, TINY_CNN, "lp", tmp_path / "lp", **options)
     merged = probe.merge(lp, on=["fold", "regime"], suffixes=("_probe", "_lp"))
     assert len(merged) == 3

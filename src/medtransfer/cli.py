@@ -285,8 +285,10 @@ def adapt(
     rank: Annotated[int | None, typer.Option(help="LoRA/DoRA/VeRA/LoHa/LoKr rank (default 8).")] = None,
     alpha: Annotated[float | None, typer.Option(help="LoRA alpha (default 2 x rank).")] = None,
     dropout: Annotated[float | None, typer.Option(help="Adapter dropout (default 0).")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Maximum epochs (default 20).")] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate (default: PEFT 1e-4, FFT 1e-5, LP 1e-3).")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Maximum epochs (default 20; lp 100, stopping on validation loss).")
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate (default: PEFT 1e-4, FFT 1e-5, LP 3e-2).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size (default 32).")] = None,
     grad_accumulation: Annotated[int | None, typer.Option(help="Gradient-accumulation steps.")] = None,
     optimizer: Annotated[str | None, typer.Option(help="adamw (default) or sgd.")] = None,

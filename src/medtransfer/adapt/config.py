@@ -13,7 +13,7 @@ class AdaptConfig:
     """Everything the training loop needs to know; ``None`` means "the method's default".
 
     ``lr``: learning rate of the backbone's trainable parameters (method default: PEFT 1e-4, FFT 1e-5,
-    LP 1e-3). The freshly initialised head learns at ``lr * head_lr_scale`` (LP: ``lr``).
+    LP 3e-2). The freshly initialised head learns at ``lr * head_lr_scale`` (LP: ``lr``).
     ``rank`` / ``alpha`` / ``dropout``: LoRA-family options; alpha defaults to 2 x rank (the published
     benchmark used alpha 1 at every rank, which scales the update by 1/rank and starves high ranks).
     ``early_stopping``: "mcc" (validation MCC, higher is better) or "loss" (validation loss);

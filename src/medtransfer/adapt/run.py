@@ -116,7 +116,7 @@ def run_adapt(
         manifest = load_manifest(manifest, label_column=splits_file.label_column)
     splits_file.check_manifest(manifest.fingerprint)
     adapt_method = get_method(method)
-    config = make_config(config, overrides)
+    config = make_config(config or AdaptConfig(**adapt_method.config_defaults), overrides)
     torch_device = resolve_device(device)
     tasks = select_tasks(splits_file, regimes, shots, folds, seeds)
     n_classes = len(splits_file.classes)
