@@ -288,11 +288,14 @@ def _run_task(pristine, spec: BackboneSpec, method: AdaptMethod, label: str, con
         **({"rank": config.rank, "alpha": config.lora_alpha, "dropout": config.dropout} if method.uses_rank else {}),
         **({"train_norms": True} if config.train_norms else {}),
     }, sort_keys=True)
+    best = result.history[result.best_epoch - 1] if result.best_epoch else {}
     row.extra = {
         "trainable_params": trainable, "total_params": total, "pct_trainable": pct,
         "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
         "peak_memory_mb": result.peak_memory_mb, "train_seconds": result.train_seconds,
-        "best_val_" + config.early_stopping: result.best_score, "device": str(device),
+        # both validation figures of the epoch kept, whichever of them chose it
+        "best_val_mcc": best.get("val_mcc", float("nan")), "best_val_loss": best.get("val_loss", float("nan")),
+        "device": str(device),
         "refit_epochs": refit_epochs,
     }
     prediction = pd.DataFrame({
