@@ -174,3 +174,43 @@ def test_backbones_command_lists_the_registry(cli):
     assert result.exit_code == 0
     assert "resnet18" in result.output and "dinov2-b" in result.output
     assert len(REGISTRY) >= 14
+
+
+def test_a_results_folder_refuses_rows_of_another_splits_file(pipeline, small_manifest, tmp_path, cli):
+    other = tmp_path / "loco.json"
+    assert cli("splits", small_manifest, "--strategy", "loco", "--out", other).exit_code == 0
+    before = (pipeline / "results" / "results.parquet").read_bytes()
+    _one_line_error(cli("probe", "--store", pipeline / "f.zarr", "--splits", other, "--backbone", "resnet18",
+                        "--out", pipeline / "results"), "another splits file", "another --out")
+    assert (pipeline / "results" / "results.parquet").read_bytes() == before, "nothing was mixed in"
+
+
+def test_replaced_rows_take_their_predictions_with_them(tmp_path):
+    from medtransfer.results import PREDICTIONS_FILE, ResultRow, write_results
+
+    key = {"backbone": "b", "method": "m", "regime": "full", "shots": 0, "seed": 0, "fold": 0}
+    predictions = pd.DataFrame([{**key, "fraction": 0.0, "id": "a", "label": 1, "probability": 0.9}])
+    write_results(tmp_path, [ResultRow(**key, mcc=0.5, splits="s1")], predictions)
+    write_results(tmp_path, [ResultRow(**key, status="failed", error="boom", splits="s1")], None)
+    table = pd.read_parquet(tmp_path / "results.parquet")
+    assert len(table) == 1 and table["status"].iloc[0] == "failed"
+    assert pd.read_parquet(tmp_path / PREDICTIONS_FILE).empty, "the failed row's stale predictions are gone"
+
+
+def test_a_store_refuses_another_studys_images_under_the_same_ids(pipeline, small_manifest, tmp_path, cli):
+    """Two studies with the same relative file names in one store: the second must not overwrite the first."""
+    import shutil
+
+    other = tmp_path / "study-b"
+    shutil.copytree(small_manifest.parent, other)
+    images = sorted((other / "images").glob("*.png"))
+    first, second = images[0].read_bytes(), images[1].read_bytes()
+    images[0].write_bytes(second)
+    images[1].write_bytes(first)
+    before = pd.read_parquet(pipeline / "results" / "results.parquet")
+    _one_line_error(cli("extract", other / "manifest.csv", "--backbone", "resnet18", "--weights", "random",
+                        "--store", pipeline / "f.zarr"), "already in store", "`id` column")
+    assert cli("probe", "--store", pipeline / "f.zarr", "--splits", pipeline / "splits.json", "--backbone",
+               "resnet18", "--out", tmp_path / "again").exit_code == 0
+    again = pd.read_parquet(tmp_path / "again" / "results.parquet")
+    pd.testing.assert_series_equal(again["mcc"], before["mcc"])

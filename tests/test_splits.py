@@ -107,3 +107,35 @@ def test_not_a_splits_file(tmp_path):
     (tmp_path / "x.json").write_text('{"schema": "other"}')
     with pytest.raises(MedtransferError, match="not a medtransfer splits file"):
         load_splits(tmp_path / "x.json")
+
+
+def test_loco_refuses_patients_seen_at_two_centers(tmp_path, small_manifest):
+    table = pd.read_csv(small_manifest)
+    patient = table["patient"].value_counts().index[0]  # a patient with several images
+    rows = table.index[table["patient"] == patient]
+    table.loc[rows[0], "center"] = "center-elsewhere"
+    table.to_csv(tmp_path / "m.csv", index=False)
+    with pytest.raises(MedtransferError, match=f"more than one center.*{patient}"):
+        make_splits(load_manifest(tmp_path / "m.csv", check_files=False), SplitSpec(strategy="loco"))
+
+
+@pytest.mark.parametrize(("option", "spec"), [("--test-fraction", {"strategy": "holdout", "test_fraction": 0.4}),
+                                              ("--val-fraction", {"val_fraction": 0.4})])
+def test_a_fraction_that_folds_cannot_meet_is_refused(manifest, option, spec):
+    with pytest.raises(MedtransferError, match=f"{option} 0.4 cannot be met.*0.5 is the nearest"):
+        make_splits(manifest, SplitSpec(n_folds=3, **spec))
+
+
+def test_splits_file_carries_patients_for_inner_cv(manifest):
+    from types import SimpleNamespace
+
+    from medtransfer.probe.run import _inner_splits
+
+    splits = make_splits(manifest, SplitSpec(n_folds=3))
+    assert splits.groups == dict(zip(manifest.table["id"], manifest.table["patient"], strict=True))
+    all_ids = list(splits.labels)
+    context = SimpleNamespace(y_all=np.array([splits.labels[i] for i in all_ids]), splits=splits,
+                              all_ids=all_ids, inner_folds=3)
+    rows = np.array([all_ids.index(i) for i in splits.folds[0].train])
+    for fit, evaluate in _inner_splits(context, rows):
+        assert not {splits.groups[all_ids[r]] for r in rows[fit]} & {splits.groups[all_ids[r]] for r in rows[evaluate]}

@@ -7,6 +7,7 @@ is there: rows with the same key are replaced, others kept, so several runs can 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ KEY = ["backbone", "method", "regime", "shots", "seed", "fold", "fraction"]
 KEY_DEFAULTS = {"fraction": 0.0}
 RESULTS_FILE = "results.parquet"
 PREDICTIONS_FILE = "predictions.parquet"
+LOG = logging.getLogger("medtransfer.results")
 
 
 @dataclass
@@ -51,6 +53,7 @@ class ResultRow:
     status: str = "ok"  # "ok" or "failed"; a failed row says why in ``error``
     error: str = ""
     weights: str = ""
+    splits: str = ""  # fingerprint of the splits file the task came from (SplitsFile.fingerprint)
     hyperparameters: str = ""  # JSON of what tuning chose, e.g. {"C": 0.1}
     extra: dict = field(default_factory=dict)  # stage-specific columns (e.g. adapt's trainable_params)
 
@@ -61,29 +64,60 @@ class ResultRow:
 
 
 def write_results(out: str | Path, rows: list[ResultRow], predictions: pd.DataFrame | None = None) -> Path:
-    """Merge ``rows`` (and their predictions) into the tables under ``out``; returns the Parquet path."""
+    """Merge ``rows`` (and their predictions) into the tables under ``out``; returns the Parquet path.
+
+    A folder holds the results of one splits file: rows of another are refused, not mixed into its folds.
+    Rows (and predictions) with the key of a new row are replaced, and the replacement is logged.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    table = _merge(out / RESULTS_FILE, pd.DataFrame([r.as_record() for r in rows]))
+    new = _with_key(pd.DataFrame([r.as_record() for r in rows]))
+    old = _with_key(pd.read_parquet(out / RESULTS_FILE)) if (out / RESULTS_FILE).exists() else None
+    if old is not None:
+        _check_same_splits(out, old, new)
+    table, replaced = _merge(old, new)
+    if replaced:
+        LOG.warning("%s: replaced %d earlier row(s) with the same key by this run's", out, replaced)
     table.to_parquet(out / RESULTS_FILE, index=False)
     table.to_csv(out / "results.csv", index=False)
-    if predictions is not None and not predictions.empty:
-        _merge(out / PREDICTIONS_FILE, predictions).to_parquet(out / PREDICTIONS_FILE, index=False)
+    if old is not None or predictions is not None:
+        # stale predictions go with their rows, even when the new row (a failed fit) has none
+        earlier = _with_key(pd.read_parquet(out / PREDICTIONS_FILE)) if (out / PREDICTIONS_FILE).exists() else None
+        merged, _ = _merge(earlier, _with_key(predictions) if predictions is not None else None, drop=new)
+        if merged is not None:
+            merged.to_parquet(out / PREDICTIONS_FILE, index=False)
     return out / RESULTS_FILE
 
 
-def _merge(path: Path, new: pd.DataFrame) -> pd.DataFrame:
-    new = _with_key(new)
-    if not path.exists() or new.empty:
-        return new.sort_values(KEY, kind="stable").reset_index(drop=True) if not new.empty else new
-    old = _with_key(pd.read_parquet(path))
-    new_keys = set(map(tuple, new[KEY].itertuples(index=False)))
-    keep = [tuple(k) not in new_keys for k in old[KEY].itertuples(index=False)]
-    merged = pd.concat([old[keep], new], ignore_index=True)
-    return merged.sort_values(KEY, kind="stable").reset_index(drop=True)
+def _check_same_splits(out: Path, old: pd.DataFrame, new: pd.DataFrame) -> None:
+    before = set(old.get("splits", pd.Series(dtype=str)).dropna()) - {""}
+    now = set(new.get("splits", pd.Series(dtype=str)).dropna()) - {""}
+    if before and now and before != now:
+        raise MedtransferError(
+            f"results folder {out} holds results of another splits file ({', '.join(sorted(before))}; these rows "
+            f"come from {', '.join(sorted(now))}): their folds differ, so write them to another --out"
+        )
 
 
-def _with_key(table: pd.DataFrame) -> pd.DataFrame:
+def _merge(old: pd.DataFrame | None, new: pd.DataFrame | None, drop: pd.DataFrame | None = None):
+    """``old`` without the rows whose key is in ``drop`` (default ``new``), plus ``new``; and how many went."""
+    drop = new if drop is None else drop
+    if old is None or old.empty or drop is None or drop.empty:
+        kept, replaced = old, 0
+    else:
+        drop_keys = set(map(tuple, drop[KEY].itertuples(index=False)))
+        keep = [tuple(k) not in drop_keys for k in old[KEY].itertuples(index=False)]
+        kept, replaced = old[keep], len(keep) - sum(keep)
+    parts = [part for part in (kept, new) if part is not None and not part.empty]
+    if not parts:
+        return (kept if kept is not None else new), replaced
+    merged = pd.concat(parts, ignore_index=True)
+    return merged.sort_values(KEY, kind="stable").reset_index(drop=True), replaced
+
+
+def _with_key(table: pd.DataFrame | None) -> pd.DataFrame | None:
+    if table is None:
+        return None
     missing = [k for k in KEY_DEFAULTS if k not in table.columns and not table.empty]
     if missing:
         table = table.assign(**{k: KEY_DEFAULTS[k] for k in missing})

@@ -149,6 +149,7 @@ def run_adapt(
             row.weights = loaded.weights  # as probe writes it: "default", "random" or the path
             row.extra["weights_source"] = loaded.weights_source
             _save_done(task_dir, row, prediction)
+        row.splits = splits_file.fingerprint
         rows.append(row)
         write_results(out, [row], prediction)
     return pd.DataFrame([r.as_record() for r in rows])

@@ -232,6 +232,8 @@ def _extract_one(manifest: Manifest, paths, shas, name, store_path, fmt, weights
         by_sha: dict[str, int] = {}
         for row in np.flatnonzero(valid).tolist():
             by_sha.setdefault(str(stored_shas[row]), row)
+        stored_paths = cache_store.strings(group["image_path"][:])
+        _refuse_id_collisions(manifest, shas, paths, latest, valid, stored_shas, stored_paths, store_path)
         new, refresh = [], {}
         for i, sha, path in zip(manifest.ids, shas, paths, strict=True):
             row = latest.get(i)
@@ -242,7 +244,6 @@ def _extract_one(manifest: Manifest, paths, shas, name, store_path, fmt, weights
         manifest_ids = set(manifest.ids)
         stale = [r for r in np.flatnonzero(~valid).tolist() if str(stored_ids[r]) not in manifest_ids]
         if stale:  # pending rows of another manifest: fingerprint their files again (they may have changed)
-            stored_paths = cache_store.strings(group["image_path"][:])
             with contextlib.suppress(MedtransferError):
                 for r, sha in zip(stale, fingerprints([str(stored_paths[r]) for r in stale]), strict=True):
                     refresh[r] = (sha, str(stored_paths[r]))
@@ -415,3 +416,21 @@ def _versions() -> dict[str, str]:
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[package] = metadata.version(package)
     return versions
+
+
+def _refuse_id_collisions(manifest, shas, paths, latest, valid, stored_shas, stored_paths, store_path) -> None:
+    """An id whose stored row came from another file with other content is another study's sample: appending
+    would make the newest row win for both studies, silently giving the first one wrong features."""
+    clashes = [
+        (sample_id, str(stored_paths[row]))
+        for sample_id, sha, path in zip(manifest.ids, shas, paths, strict=True)
+        if (row := latest.get(sample_id)) is not None and valid[row]
+        and str(stored_shas[row]) != sha and str(stored_paths[row]) != str(path)
+    ]
+    if clashes:
+        sample_id, other = clashes[0]
+        raise MedtransferError(
+            f"{len(clashes)} id(s) of manifest {manifest.path.name} are already in store {store_path} for other "
+            f"images (e.g. id {sample_id!r} came from {other}): ids must be unique across the studies sharing a "
+            "store; give the manifest an `id` column that tells the studies apart, or use another --store"
+        )

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedGroupKFold
 from tqdm.auto import tqdm
 
 from medtransfer import cache_schema
@@ -170,6 +170,7 @@ def run_probe(
                 for head in head_specs:
                     for row, prediction in _run_head(context, head, tasks, bar):
                         row.weights = features.attrs.get("weights", "")
+                        row.splits = splits.fingerprint
                         for name, value in settings.items():
                             setattr(row, name, value)
                         rows.append(row)
@@ -386,14 +387,16 @@ def _logreg_batched_cv(ctx: _Context, head: HeadSpec, tasks: list[Task]) -> dict
 
 
 def _inner_splits(ctx: _Context, rows: np.ndarray):
-    """Stratified inner folds of a task's training rows, or why there can be none."""
+    """Stratified inner folds of a task's training rows, grouped by patient when the splits file says who is who
+    (as the outer folds are); or why there can be none."""
     y = ctx.y_all[rows]
-    smallest = int(np.bincount(y)[np.unique(y)].min())
+    groups = np.array([ctx.splits.groups.get(ctx.all_ids[r], ctx.all_ids[r]) for r in rows])
+    smallest = min(len(np.unique(groups[y == c])) for c in np.unique(y))
     k = min(ctx.inner_folds, smallest)
     if k < 2:
-        return (f"inner-CV tuning needs at least 2 training samples of every class (the smallest has {smallest}); "
+        return (f"inner-CV tuning needs at least 2 training patients of every class (the smallest has {smallest}); "
                 "use --tune val")
-    return list(StratifiedKFold(k, shuffle=True, random_state=0).split(rows, y))
+    return list(StratifiedGroupKFold(k, shuffle=True, random_state=0).split(rows, y, groups))
 
 
 def _fit_sklearn(ctx: _Context, head: HeadSpec, task: Task):

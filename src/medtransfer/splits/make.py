@@ -84,6 +84,7 @@ def make_splits(manifest: Manifest, spec: SplitSpec) -> SplitsFile:
         label_column=manifest.label_column,
         classes=list(manifest.classes),
         labels=dict(zip(ids.tolist(), labels.tolist(), strict=True)),
+        groups=dict(zip(ids.tolist(), patients.tolist(), strict=True)),
         strategy=spec.strategy,
         params=spec.params(),
         folds=folds,
@@ -102,11 +103,18 @@ def _outer(table, spec: SplitSpec):
                 "leave-one-center-out needs a 'center' column with at least two centers; "
                 f"the manifest has {len(centers)}"
             )
+        spanning = table.groupby("patient")["center"].nunique()
+        spanning = sorted(spanning[spanning > 1].index)
+        if spanning:
+            raise MedtransferError(
+                f"{len(spanning)} patient(s) have images at more than one center (e.g. {spanning[:3]}), so holding "
+                "out a center would put them in train and test; give each patient one center in the manifest"
+            )
         for center in centers:
             held = (table["center"] == center).to_numpy()
             yield index[~held], index[held], center
         return
-    n_splits = spec.n_folds if spec.strategy == "kfold" else max(2, round(1 / spec.test_fraction))
+    n_splits = spec.n_folds if spec.strategy == "kfold" else _splits_for(spec.test_fraction, "--test-fraction")
     _check_groups(labels, patients, n_splits, "--folds" if spec.strategy == "kfold" else "--test-fraction")
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=spec.seed)
     for train_val, test in splitter.split(index, labels, patients):
@@ -115,8 +123,20 @@ def _outer(table, spec: SplitSpec):
             return
 
 
+def _splits_for(fraction: float, option: str) -> int:
+    """Held-out parts are one of k patient-grouped folds, so a fraction must be close to 1/k."""
+    n_splits = max(2, round(1 / fraction))
+    if abs(1 / n_splits - fraction) > 0.035:  # 0.3 -> 1/3 is close enough; 0.4 -> 1/2 is not
+        near = ", ".join(f"{1 / k:.3g}" for k in range(2, 11))
+        raise MedtransferError(
+            f"{option} {fraction} cannot be met: the held-out part is one of k patient-grouped folds, so the "
+            f"fraction is 1/k ({near}); {option} {1 / n_splits:.3g} is the nearest"
+        )
+    return n_splits
+
+
 def _carve_val(train_val: np.ndarray, labels, patients, val_fraction: float, seed: int):
-    n_splits = max(2, round(1 / val_fraction))
+    n_splits = _splits_for(val_fraction, "--val-fraction")
     _check_groups(labels[train_val], patients[train_val], n_splits, "--val-fraction")
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     inner_train, inner_val = next(splitter.split(train_val, labels[train_val], patients[train_val]))

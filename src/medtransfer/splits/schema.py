@@ -6,8 +6,10 @@ Written with sorted keys and no timestamps: the same inputs give byte-identical 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from medtransfer.errors import MedtransferError
@@ -39,6 +41,8 @@ class SplitsFile:
     strategy: str
     params: dict
     folds: list[Fold]
+    # id -> patient: lets a consumer that splits training rows again (probe's inner CV) keep patients together
+    groups: dict[str, str] = field(default_factory=dict)
 
     @property
     def shots(self) -> list[int]:
@@ -52,6 +56,11 @@ class SplitsFile:
     def seeds(self) -> list[int]:
         return sorted({s for fold in self.folds for by_seed in fold.fewshot.values() for s in by_seed})
 
+    @cached_property
+    def fingerprint(self) -> str:
+        """Hash of the whole file's content: results rows carry it, so rows of different splits never mix."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
     def to_json(self) -> str:
         document = {
             "schema": SCHEMA,
@@ -64,6 +73,7 @@ class SplitsFile:
             "strategy": self.strategy,
             "params": self.params,
             "labels": self.labels,
+            **({"groups": self.groups} if self.groups else {}),
             "folds": [
                 {
                     "fold": f.fold,
@@ -123,6 +133,7 @@ def load_splits(path: str | Path) -> SplitsFile:
             label_column=manifest["label_column"],
             classes=manifest["classes"],
             labels={str(k): int(v) for k, v in document["labels"].items()},
+            groups={str(k): str(v) for k, v in document.get("groups", {}).items()},
             strategy=document["strategy"],
             params=document["params"],
             folds=[
