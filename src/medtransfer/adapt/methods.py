@@ -252,7 +252,7 @@ def _peft_apply(make_config: Callable, method: str, supported: tuple[type, ...])
         peft_config = make_config(peft, list(patterns), matched, spec, config)
         try:
             wrapped = peft.get_peft_model(model, peft_config)
-        except (ValueError, TypeError, RuntimeError, NotImplementedError) as exc:
+        except (ValueError, TypeError, RuntimeError) as exc:  # peft's "unsupported layer" errors are RuntimeErrors
             raise MedtransferError(
                 f"method {method!r} cannot apply to backbone {spec.name!r}: peft says: {first_line(exc, 200)}"
             ) from exc

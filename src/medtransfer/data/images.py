@@ -28,8 +28,9 @@ def load_image(path: str | Path) -> np.ndarray:
             array = _load_pillow(path)
     except MedtransferError:
         raise
+    # RuntimeError also covers pydicom's error for transfer syntaxes it cannot decode (a RuntimeError subclass)
     except (OSError, UnidentifiedImageError, ValueError, AttributeError, KeyError, TypeError, EOFError,
-            IndexError, NotImplementedError, RuntimeError) as exc:
+            IndexError, RuntimeError) as exc:
         raise MedtransferError(
             f"cannot decode image {path}: {first_line(exc, 200)} (truncated or corrupt file?)"
         ) from exc
