@@ -29,10 +29,9 @@ from PIL import Image
 
 from medtransfer.backbones import load_backbone
 from medtransfer.data.images import load_image
-from medtransfer.device import resolve_device
+from medtransfer.device import resolve_device, resolve_precision
 from medtransfer.extract import extract_features, fill_pixel_cache
 from medtransfer.extract.fingerprint import fingerprints
-from medtransfer.extract.pipeline import resolve_precision
 from medtransfer.extract.preprocess import to_input
 
 

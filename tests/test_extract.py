@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from extract_support import PREP, TINY, TINY2, extract_kwargs, make_images, register_tiny, write_manifest
-from medtransfer import cache_schema
+from medtransfer import cache_schema, device
 from medtransfer.backbones import REGISTRY, BackboneSpec, Preprocessing, register
 from medtransfer.errors import MedtransferError
 from medtransfer.extract import dataset as dataset_module
@@ -150,10 +150,10 @@ def test_token_variants_need_a_vit(data):
 
 def test_precision_and_device_options(data):
     tmp, _, manifest = data
-    assert pipeline.resolve_precision("auto", torch.device("cpu")) is None
-    assert pipeline.resolve_precision("auto", torch.device("cuda")) is torch.bfloat16
+    assert device.resolve_precision("auto", torch.device("cpu")) is None
+    assert device.resolve_precision("auto", torch.device("cuda")) is torch.bfloat16
     with pytest.raises(MedtransferError, match="unknown precision"):
-        pipeline.resolve_precision("fp8", torch.device("cpu"))
+        device.resolve_precision("fp8", torch.device("cpu"))
     bf16 = extract_features(manifest, TINY, tmp / "s.zarr", precision="bf16", **extract_kwargs())
     assert bf16.n_computed == 10
     if not torch.cuda.is_available():

@@ -44,11 +44,11 @@ import zarr
 
 from medtransfer.cache_store import Group, Store, store_format, strings
 from medtransfer.errors import MedtransferError
+from medtransfer.vocabulary import EMBEDDING_KINDS
 
 SCHEMA = "medtransfer.features/2"
 SCHEMA_FAMILY = "medtransfer.features/"
 DEFAULT_CHUNK_ROWS = 256
-EMBEDDING_KINDS = ("cls", "mean", "cls_mean", "last4")
 ROW_ARRAYS = ("sample_id", "image_sha", "image_path")
 
 

@@ -8,12 +8,14 @@ is there: rows with the same key are replaced, others kept, so several runs can 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import pandas as pd
 
 from medtransfer.errors import MedtransferError
+from medtransfer.metrics import METRICS
 
 KEY = ["backbone", "method", "regime", "shots", "seed", "fold", "fraction"]
 # Defaults of key columns added after the first tables were written (older tables lack them).
@@ -56,6 +58,24 @@ class ResultRow:
     splits: str = ""  # fingerprint of the splits file the task came from (SplitsFile.fingerprint)
     hyperparameters: str = ""  # JSON of what tuning chose, e.g. {"C": 0.1}
     extra: dict = field(default_factory=dict)  # stage-specific columns (e.g. adapt's trainable_params)
+
+    @classmethod
+    def create(cls, *, metrics: Mapping[str, float] | None = None, extra: Mapping[str, object] | None = None,
+               **columns: object) -> ResultRow:
+        """The one way to build a row: ``metrics`` must be names in ``metrics.METRICS`` and ``columns`` fields of
+        the row, so a misspelt or new name is an error here rather than a column silently missing."""
+        metrics = dict(metrics or {})
+        unknown_metrics = sorted(set(metrics) - set(METRICS))
+        if unknown_metrics:
+            raise ValueError(f"not metrics of medtransfer.metrics.METRICS: {unknown_metrics}")
+        names = {f.name for f in fields(cls)} - {"extra"}
+        unknown_columns = sorted(set(columns) - names)
+        if unknown_columns:
+            raise ValueError(f"not columns of ResultRow: {unknown_columns}; stage-specific columns go in extra")
+        clash = sorted(set(extra or {}) & names)
+        if clash:
+            raise ValueError(f"extra repeats ResultRow columns: {clash}")
+        return cls(**columns, **metrics, extra=dict(extra or {}))
 
     def as_record(self) -> dict:
         record = asdict(self)

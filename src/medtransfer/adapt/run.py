@@ -1,6 +1,6 @@
 """``run_adapt``: train a backbone with one method on every task of the splits file and write result rows.
 
-Tasks are exactly probe's (``probe.run.tasks_for``): per fold, the full regime trains on ``train`` and
+Tasks are exactly probe's (``splits.tasks.tasks_for``): per fold, the full regime trains on ``train`` and
 few-shot regimes on their k-per-class subsets; the fold's ``val`` rows drive early stopping (probe tunes C
 on them); ``test`` rows are used for nothing but the reported metrics. Unlike probe's full regime, adapt
 does not refit on train + val (val picks the epoch). Every task starts from the same pretrained weights.
@@ -42,9 +42,9 @@ from medtransfer.data.manifest import Manifest, load_manifest
 from medtransfer.device import resolve_device
 from medtransfer.errors import MedtransferError, first_line
 from medtransfer.metrics import compute_metrics
-from medtransfer.probe.run import Task, tasks_for
 from medtransfer.results import ResultRow, write_results
 from medtransfer.splits.schema import SplitsFile, load_splits
+from medtransfer.splits.tasks import Task, tasks_for
 
 RUNS_FOLDER = "adapt-runs"
 STANDARDIZE_ROWS = 1024

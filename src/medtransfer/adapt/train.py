@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from medtransfer import weighting
 from medtransfer.adapt.augment import AugmentSpec, augment_batch
 from medtransfer.adapt.config import AdaptConfig
 from medtransfer.adapt.data import PixelStore, normalize
@@ -104,9 +105,8 @@ class FitResult:
 
 
 def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
-    counts = np.bincount(labels, minlength=n_classes).astype(float)
-    weights = np.where(counts > 0, len(labels) / (n_classes * np.maximum(counts, 1)), 0.0)
-    return torch.tensor(weights, dtype=torch.float32)
+    """The loss's per-class weights: ``weighting.class_weights`` ("balanced") as a tensor."""
+    return torch.tensor(weighting.class_weights(labels, n_classes, "balanced"), dtype=torch.float32)
 
 
 def param_groups(module: nn.Module, lr: float, head_lr: float, weight_decay: float) -> list[dict]:

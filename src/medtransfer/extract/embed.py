@@ -14,8 +14,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from medtransfer.cache_schema import EMBEDDING_KINDS
 from medtransfer.errors import MedtransferError
+from medtransfer.vocabulary import EMBEDDING_KINDS
 
 Embedder = Callable[[torch.Tensor], dict[str, torch.Tensor]]
 

@@ -25,7 +25,7 @@ from medtransfer import cache_schema, cache_store
 from medtransfer.backbones import load_backbone
 from medtransfer.backbones.registry import SEED_BACKBONES, Preprocessing
 from medtransfer.data.manifest import Manifest, load_manifest
-from medtransfer.device import resolve_device
+from medtransfer.device import resolve_device, resolve_precision
 from medtransfer.errors import MedtransferError
 from medtransfer.extract.dataset import ImageDataset
 from medtransfer.extract.embed import make_embedder, parse_embeddings
@@ -38,8 +38,6 @@ from medtransfer.extract.pixels import (
     fill_pixel_cache,
     normalize_raw,
 )
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -57,15 +55,6 @@ class ExtractResult:
     @property
     def images_per_second(self) -> float:
         return self.n_computed / self.seconds if self.seconds > 0 else float("nan")
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for fp32: "auto" is bf16 on a GPU, fp32 on the CPU."""
-    if precision not in PRECISIONS:
-        raise MedtransferError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" else "fp32"
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 def default_workers() -> int:

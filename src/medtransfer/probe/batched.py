@@ -27,6 +27,7 @@ from medtransfer.probe.solver import (
     softmax_probabilities,
     solve_logreg,
 )
+from medtransfer.weighting import sample_weights
 
 
 @dataclass
@@ -39,12 +40,9 @@ class LinearFit:
 
 
 def class_weights(y: np.ndarray, balanced: bool) -> np.ndarray:
-    """Per-sample weights: scikit-learn's "balanced" (n / (K n_c), K = classes present) or all ones."""
-    if not balanced:
-        return np.ones(len(y))
-    classes, counts = np.unique(y, return_counts=True)
-    per_class = len(y) / (len(classes) * counts)
-    return per_class[np.searchsorted(classes, y)]
+    """Per-sample weights (``weighting.sample_weights``) for labels coded 0..K-1."""
+    y = np.asarray(y, dtype=np.int64)
+    return sample_weights(y, int(y.max()) + 1 if len(y) else 0, "balanced" if balanced else "none")
 
 
 def fit_linear_grid(

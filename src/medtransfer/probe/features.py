@@ -16,8 +16,8 @@ import numpy as np
 
 from medtransfer import cache_schema
 from medtransfer.errors import MedtransferError
+from medtransfer.vocabulary import EMBEDDING_KINDS
 
-EMBEDDING_KINDS = ("cls", "mean", "cls_mean", "last4")
 _STEP = re.compile(r"^(l2|standardize|none|pca(\d+))$")
 
 

@@ -2,5 +2,9 @@
 
 from medtransfer.splits.make import STRATEGIES, SplitSpec, make_splits
 from medtransfer.splits.schema import SCHEMA, Fold, SplitsFile, load_splits, save_splits
+from medtransfer.splits.tasks import Task, tasks_for
 
-__all__ = ["SCHEMA", "STRATEGIES", "Fold", "SplitSpec", "SplitsFile", "load_splits", "make_splits", "save_splits"]
+__all__ = [
+    "SCHEMA", "STRATEGIES", "Fold", "SplitSpec", "SplitsFile", "Task", "load_splits", "make_splits", "save_splits",
+    "tasks_for",
+]

@@ -1,0 +1,24 @@
+"""The words every stage shares, defined once: the CLI's choices, the store's attributes and the results table's
+columns all spell these the same way, so a new embedding kind or regime is one edit here."""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Feature variants a store group can hold (``features_<kind>``); "default" is the backbone's own embedding.
+EMBEDDING_KINDS: tuple[str, ...] = ("cls", "mean", "cls_mean", "last4")
+
+# Mixed precision for extract and adapt: "auto" is bf16 autocast on CUDA, fp32 on the CPU.
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+
+# Training regimes a task can be in (``Task.regime``, the results table's ``regime`` column).
+REGIMES: tuple[str, ...] = ("full", "fewshot", "fraction")
+
+# Class weighting of a loss or a head: "balanced" is n / (n_classes * n_class), scikit-learn's rule.
+CLASS_WEIGHTS: tuple[str, ...] = ("balanced", "none")
+
+# Where hyperparameters are tuned: the fold's ``val`` rows, or inner cross-validation on the training rows.
+TUNING: tuple[str, ...] = ("val", "cv")
+
+# Logistic regression's grid of C (scikit-learn's inverse L2 strength), shared by probe and adapt's lp head.
+LOGREG_C_GRID: tuple[float, ...] = tuple(float(c) for c in np.logspace(-4, 3, 8))
