@@ -9,9 +9,10 @@ import torch
 from extract_support import PREP, TINY, TINY2, extract_kwargs, make_images, register_tiny, write_manifest
 from medtransfer import cache_schema, device
 from medtransfer.backbones import REGISTRY, BackboneSpec, Preprocessing, register
+from medtransfer.data.fingerprint import fingerprints
 from medtransfer.errors import MedtransferError
 from medtransfer.extract import dataset as dataset_module
-from medtransfer.extract import expand_backbones, extract_features, extract_many, open_pixel_cache, pipeline
+from medtransfer.extract import expand_backbones, extract_features, extract_many, open_pixel_cache
 from medtransfer.extract import pixels as pixels_module
 
 VIT = "tiny-test-vit"
@@ -74,7 +75,6 @@ def test_pixel_cache_decodes_once_for_all_backbones(data, monkeypatch):
 def test_pixel_cache_is_resumable_and_incremental(data, monkeypatch):
     tmp, images, manifest = data
     path = tmp / "p.zarr"
-    shas = pipeline.fingerprints([str(p) for p in images])
     calls = []
 
     def crash(chunk):
@@ -83,15 +83,15 @@ def test_pixel_cache_is_resumable_and_incremental(data, monkeypatch):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        pixels_module.fill_pixel_cache(path, [str(p) for p in images], shas, 32, "uint8", chunk_rows=4,
+        pixels_module.fill_pixel_cache(path, [str(p) for p in images], size=32, dtype="uint8", chunk_rows=4,
                                        progress=False, after_chunk=crash)
-    cache, decoded = pixels_module.fill_pixel_cache(path, [str(p) for p in images], shas, 32, "uint8", chunk_rows=4,
-                                                    progress=False)
+    cache, decoded = pixels_module.fill_pixel_cache(path, [str(p) for p in images], size=32, dtype="uint8",
+                                                    chunk_rows=4, progress=False)
     assert decoded == 6 and len(cache.index) == 10
     more = make_images(tmp / "img", 3, seed=3, prefix="more")
-    more_shas = pipeline.fingerprints([str(p) for p in more])
-    cache, decoded = pixels_module.fill_pixel_cache(path, [str(p) for p in images + more], shas + more_shas, 32,
-                                                    "uint8", progress=False)
+    more_shas = fingerprints([str(p) for p in more])
+    cache, decoded = pixels_module.fill_pixel_cache(path, [str(p) for p in images + more], size=32, dtype="uint8",
+                                                    progress=False)
     assert decoded == 3  # the reopened partial chunk keeps its rows; only the new images are decoded
     assert cache.load_shas(more_shas).dtype == np.uint8
     with pytest.raises(MedtransferError, match="no 64-px group"):

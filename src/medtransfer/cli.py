@@ -141,7 +141,7 @@ def extract(
     label_column: Annotated[str, typer.Option(help="Manifest column holding the label.")] = "label",
 ) -> None:
     """Embed every image once with each frozen backbone; re-running computes only what is missing."""
-    from medtransfer.extract import extract_many
+    from medtransfer.extract import ExtractOptions, extract_many
 
     def report(result) -> None:
         speed = f" ({result.images_per_second:.1f} img/s)" if result.n_computed else ", the rest already in the store"
@@ -151,12 +151,12 @@ def extract(
             f"{store}/{result.group_key}\n  weights: {result.weights_source}"
         )
 
-    extract_many(
-        manifest, backbone, store, weights=weights, label_column=label_column, batch_size=batch_size, device=device,
-        num_workers=None if workers < 0 else workers, fmt=format, precision=precision,
-        embeddings=[*embedding, *(["last4"] if layers else [])], pixel_cache=pixel_cache,
-        pixel_size=pixel_size or None, on_result=report,
+    options = ExtractOptions(
+        weights=weights, label_column=label_column, batch_size=batch_size, device=device, precision=precision,
+        num_workers=None if workers < 0 else workers, embeddings=(*embedding, *(["last4"] if layers else [])),
+        fmt=format, pixel_cache=pixel_cache, pixel_size=pixel_size or None,
     )
+    extract_many(manifest, backbone, store, options, on_result=report)
 
 
 cache_app = typer.Typer(help="Inspect and check feature stores.", no_args_is_help=True)
