@@ -61,7 +61,7 @@ class Images:
     paths: list[str]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RowPlan:
     """Everything one run does to a group, decided before anything is written."""
 

@@ -88,7 +88,7 @@ def open_store(path: str | Path, mode: str = "r", fmt: str | None = None) -> Sto
 
 
 # --------------------------------------------------------------------------------------------- groups
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class GroupInfo:
     key: str
     backbone: str

@@ -41,7 +41,7 @@ from medtransfer.extract.pixels import (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ExtractResult:
     backbone: str
     group_key: str
@@ -76,7 +76,7 @@ def expand_backbones(names: list[str] | tuple[str, ...] | str) -> list[str]:
     return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ExtractOptions:
     """How to extract: what every backbone of one call shares. Pass one to ``extract_features`` /
     ``extract_many``, or keyword overrides (``extract_features(m, "resnet18", s, weights="random")``)."""
@@ -105,7 +105,7 @@ class ExtractOptions:
         return replace(self, embeddings=parse_embeddings(self.embeddings))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class _Job:
     """One call's resolved inputs, shared by every backbone it runs."""
 
@@ -121,7 +121,7 @@ class _Job:
     lenient: bool  # several backbones: embedding variants that do not apply to one are skipped
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class _Backbone:
     """A loaded backbone ready to embed: its model, embedder, preprocessing and the group it fills."""
 
