@@ -19,10 +19,6 @@ import re
 from pathlib import Path
 
 FRAME_POLICIES = ("refuse", "first", "middle", "all")
-FRAMES_HELP = (
-    "Multi-frame files (DICOM cine/volumes, multi-page TIFF): refuse (stop with a hint), first, middle "
-    "(one frame per row, same id), or all (one row per frame, id <id>#f0003)."
-)
 _LOCATOR = re.compile(r"^(?P<path>.+)#f(?P<frame>\d+)$")
 
 

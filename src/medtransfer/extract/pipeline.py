@@ -94,13 +94,14 @@ def extract_features(
     pixel_size: int | None = None,
     pixel_dtype: str = "uint16",
     preprocessing: Preprocessing | None = None,
+    frames: str = "refuse",
 ) -> ExtractResult:
     """Embed every image of the manifest with ``backbone``; returns what was computed and how fast."""
     return extract_many(
         manifest_path, [backbone], store, weights=weights, label_column=label_column, batch_size=batch_size,
         device=device, num_workers=num_workers, dtype=dtype, chunk_rows=chunk_rows, progress=progress, fmt=fmt,
         precision=precision, embeddings=embeddings, pixel_cache=pixel_cache, pixel_size=pixel_size,
-        pixel_dtype=pixel_dtype, preprocessing=preprocessing,
+        pixel_dtype=pixel_dtype, preprocessing=preprocessing, frames=frames,
     )[0]
 
 
@@ -124,12 +125,14 @@ def extract_many(
     pixel_dtype: str = "uint16",
     preprocessing: Preprocessing | None = None,
     on_result=None,
+    frames: str = "refuse",
 ) -> list[ExtractResult]:
     """Several backbones, one manifest: fingerprints (and the pixel cache) computed once, then each backbone.
 
     ``pixel_cache``: a Zarr path, True for ``<store>.pixels.zarr``, or None/False to decode per backbone.
     ``pixel_size``: the cached size (default: the largest input size of the backbones).
     ``preprocessing``: override every backbone's preprocessing (tests, small inputs).
+    ``frames``: the multi-frame policy (refuse, first, middle, all; ``medtransfer.data.frames``).
     """
     if dtype not in ("float16", "float32"):
         raise MedtransferError(f"feature dtype must be float16 or float32, not {dtype!r}")
@@ -138,7 +141,7 @@ def extract_many(
     names = expand_backbones(backbones)
     kinds = parse_embeddings(embeddings)
     fmt = cache_store.store_format(store, fmt)
-    manifest = load_manifest(manifest_path, label_column=label_column, min_classes=1)
+    manifest = load_manifest(manifest_path, label_column=label_column, min_classes=1, frames=frames)
     paths = manifest.table["image"].tolist()
     shas = fingerprints(paths)
     torch_device = resolve_device(device)
