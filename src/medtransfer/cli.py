@@ -15,6 +15,12 @@ from rich.console import Console
 
 from medtransfer.errors import MedtransferError
 
+# --frames on splits, extract and adapt (the policy lives in medtransfer.data.frames; give all three the same one)
+FRAMES_HELP = (
+    "Multi-frame files (DICOM cine/volumes, multi-page TIFF): refuse (stop with a hint), first or middle (that "
+    "frame, same id), or all (one row per frame, id <id>#f0003). Use the same policy for splits, extract, adapt."
+)
+
 app = typer.Typer(
     help="How well do pretrained backbones transfer to your medical-imaging task?\n\n"
     "Pipeline: manifest -> splits -> extract (feature store) -> probe / adapt -> report.",
@@ -92,12 +98,13 @@ def splits(
     fewshot_per_center: Annotated[
         bool, typer.Option("--fewshot-per-center", help="Few-shot: N shots per class per center.")
     ] = False,
+    frames: Annotated[str, typer.Option(help=FRAMES_HELP)] = "refuse",
 ) -> None:
     """Make folds and few-shot subsets: the single definition of folds that probe and adapt read."""
     from medtransfer.data.manifest import load_manifest
     from medtransfer.splits import SplitSpec, make_splits, save_splits
 
-    loaded = load_manifest(manifest, label_column=label_column, check_files=False)
+    loaded = load_manifest(manifest, label_column=label_column, check_files=False, frames=frames)
     spec = SplitSpec(strategy=strategy, n_folds=folds, val_fraction=val_fraction, test_fraction=test_fraction,
                      shots=_int_list(shots), fewshot_seeds=seeds, seed=seed,
                      fractions=_float_list(fractions), fewshot_per_center=fewshot_per_center)
@@ -139,6 +146,7 @@ def extract(
     pixel_size: Annotated[int, typer.Option(help="Pixel-cache image size; 0: the largest backbone input.")] = 0,
     workers: Annotated[int, typer.Option(help="DataLoader decode workers; -1 picks by core count.")] = -1,
     label_column: Annotated[str, typer.Option(help="Manifest column holding the label.")] = "label",
+    frames: Annotated[str, typer.Option(help=FRAMES_HELP)] = "refuse",
 ) -> None:
     """Embed every image once with each frozen backbone; re-running computes only what is missing."""
     from medtransfer.extract import ExtractOptions, extract_many
@@ -154,7 +162,7 @@ def extract(
     options = ExtractOptions(
         weights=weights, label_column=label_column, batch_size=batch_size, device=device, precision=precision,
         num_workers=None if workers < 0 else workers, embeddings=(*embedding, *(["last4"] if layers else [])),
-        fmt=format, pixel_cache=pixel_cache, pixel_size=pixel_size or None,
+        fmt=format, pixel_cache=pixel_cache, pixel_size=pixel_size or None, frames=frames,
     )
     extract_many(manifest, backbone, store, options, on_result=report)
 
@@ -310,6 +318,7 @@ def adapt(
     pixel_cache: Annotated[Path | None, typer.Option(help="extract's pixel cache, read instead of decoding.")] = None,
     workers: Annotated[int | None, typer.Option(help="Image-decoding workers (default 0).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue a killed run from its last epoch.")] = False,
+    frames: Annotated[str, typer.Option(help=FRAMES_HELP)] = "refuse",
 ) -> None:
     """Train a backbone (full fine-tuning, linear probe or a PEFT method) on the splits file's tasks."""
     from medtransfer.adapt import run_adapt
@@ -323,7 +332,7 @@ def adapt(
         rank=rank, alpha=alpha, dropout=dropout, epochs=epochs, lr=lr, batch_size=batch_size,
         grad_accumulation=grad_accumulation, optimizer=optimizer, balance=balance, early_stopping=early_stopping,
         patience=patience, augment=augment, hflip=hflip or None, train_norms=train_norms or None, refit=refit,
-        precision=precision, compile=compile or None, num_workers=workers,
+        precision=precision, compile=compile or None, num_workers=workers, frames=frames,
     )
     console.print(fold_table(table, f"{backbone} + {table['method'].iloc[0]}"))
     console.print(f"results -> {out / 'results.csv'}")

@@ -103,17 +103,19 @@ def run_adapt(
     pixel_cache: str | Path | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    frames: str = "refuse",
     **overrides,
 ) -> pd.DataFrame:
     """Train ``backbone`` with ``method`` on every selected task; write rows under ``out``; return them.
 
     ``overrides`` are ``AdaptConfig`` fields (epochs=, lr=, rank=, alpha=, batch_size=, ...); ``None`` values
     are ignored so a CLI can pass its options straight through. ``pixel_cache``: extract's pixel-cache Zarr
-    (``--pixel-cache``), read instead of decoding the image files when it holds them all.
+    (``--pixel-cache``), read instead of decoding the image files when it holds them all. ``frames``: the
+    multi-frame policy the splits file was made with (``medtransfer.data.frames``).
     """
     splits_file = splits if isinstance(splits, SplitsFile) else load_splits(splits)
     if not isinstance(manifest, Manifest):
-        manifest = load_manifest(manifest, label_column=splits_file.label_column)
+        manifest = load_manifest(manifest, label_column=splits_file.label_column, frames=frames)
     splits_file.check_manifest(manifest.fingerprint)
     adapt_method = get_method(method)
     config = make_config(config or AdaptConfig(**adapt_method.config_defaults), overrides)

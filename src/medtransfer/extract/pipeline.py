@@ -95,6 +95,7 @@ class ExtractOptions:
     pixel_size: int | None = None  # cached size; None: the largest input size of the backbones
     pixel_dtype: str = "uint16"
     preprocessing: Preprocessing | None = None  # override every backbone's preprocessing (tests, small inputs)
+    frames: str = "refuse"  # multi-frame policy: refuse, first, middle, all (``medtransfer.data.frames``)
     progress: bool = True
 
     def checked(self) -> ExtractOptions:
@@ -150,7 +151,8 @@ def extract_many(manifest_path: str | Path, backbones: list[str] | tuple[str, ..
     options = replace(options or ExtractOptions(), **overrides).checked()
     names = expand_backbones(backbones)
     fmt = cache_store.store_format(store, options.fmt)
-    manifest = load_manifest(manifest_path, label_column=options.label_column, min_classes=1)
+    manifest = load_manifest(manifest_path, label_column=options.label_column, min_classes=1,
+                             frames=options.frames)
     paths = manifest.table["image"].tolist()
     images = cache_rows.Images(keys=list(manifest.ids), shas=fingerprints(paths), paths=paths)
     torch_device = resolve_device(options.device)
