@@ -91,6 +91,7 @@ def manifest_from_dicom(
 ) -> DicomImport:
     """Scan ``root``, join ``labels`` and, with ``out``, write the manifest and ``<out>.unmatched.csv``."""
     table = labels if isinstance(labels, pd.DataFrame) else read_label_table(labels)
+    _check_join(table, join)  # before the scan: a wrong column name should not cost a scan of the tree
     scan = scan_dicom_tree(root, workers=workers, progress=progress)
     result = join_labels(scan, table, join, root=Path(root))
     if out is not None:
@@ -100,12 +101,7 @@ def manifest_from_dicom(
 
 def join_labels(scan: DicomScan, table: pd.DataFrame, join: DicomJoin, *, root: Path) -> DicomImport:
     """Filter the scanned images, attach labels, and account for what did not match."""
-    if join.join != FILE_JOIN and join.join not in HEADER_FIELDS:
-        raise MedtransferError(
-            f"--join {join.join!r}: join on one of {', '.join(HEADER_FIELDS)} or {FILE_JOIN!r} (the file name)"
-        )
-    columns = [join.key_column, join.label_column] + ([join.center_column] if join.center_column else [])
-    require_columns(table, columns, source="the label table", option="--labels-key / --label-column / --center-column")
+    _check_join(table, join)
     images = scan.images.copy()
     filtered: Counter = Counter()
     for tag, wanted, what in (("Modality", join.modalities, "modality"), ("ViewPosition", join.views, "view")):
@@ -164,6 +160,15 @@ def join_labels(scan: DicomScan, table: pd.DataFrame, join: DicomJoin, *, root: 
     manifest = manifest.sort_values(["patient", "study_date", "id"], kind="stable").reset_index(drop=True)
     return DicomImport(manifest=manifest, scan=scan, filtered_out=filtered, unlabelled=unlabelled,
                        labels_without_images=without_images)
+
+
+def _check_join(table: pd.DataFrame, join: DicomJoin) -> None:
+    if join.join != FILE_JOIN and join.join not in HEADER_FIELDS:
+        raise MedtransferError(
+            f"--join {join.join!r}: join on one of {', '.join(HEADER_FIELDS)} or {FILE_JOIN!r} (the file name)"
+        )
+    columns = [join.key_column, join.label_column] + ([join.center_column] if join.center_column else [])
+    require_columns(table, columns, source="the label table", option="--labels-key / --label-column / --center-column")
 
 
 def write_import(result: DicomImport, out: str | Path) -> tuple[Path, Path]:

@@ -26,6 +26,6 @@ CC = DatasetPreset(
     negative=("Alive", "Survived", "Discharged", "0"),
     center="CoCross",
     strategy="kfold",
-    paper=Figures(images=389, patients=150, centers=1, balance="63:37"),
+    paper=Figures(images=389, patients=150, centers=None, balance="63:37"),
     unconfirmed=("raw layout (DICOM tree, PatientID = ID)", "label sheet file name"),
 )

@@ -33,6 +33,6 @@ CAR = DatasetPreset(
     modalities=("CR", "DX"),
     one_image_per_patient=True,
     strategy="kfold",
-    paper=Figures(images=99, patients=None, centers=1, balance="71:29"),
+    paper=Figures(images=99, patients=None, centers=None, balance="71:29"),
     unconfirmed=("label sheet file name", "PATIENT_ID = DICOM PatientID", "one radiograph per patient"),
 )

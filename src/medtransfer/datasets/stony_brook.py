@@ -36,14 +36,14 @@ _COMMON = dict(
 NY_SMALL = DatasetPreset(
     name="NY_small",
     one_image_per_patient=True,
-    paper=Figures(images=1365, patients=1365, centers=1, balance="87:13"),
+    paper=Figures(images=1365, patients=1365, centers=None, balance="87:13"),
     unconfirmed=("outcome column (mortality assumed)", "which CXR is kept (earliest)", "label file name"),
     **_COMMON,
 )
 
 NY_ALL = DatasetPreset(
     name="NY_all",
-    paper=Figures(images=13639, patients=1365, centers=1, balance="64:36"),
+    paper=Figures(images=13639, patients=1365, centers=None, balance="64:36"),
     unconfirmed=("outcome column (mortality assumed)", "label file name"),
     **_COMMON,
 )
