@@ -76,7 +76,7 @@ def _coerce(cls: type[MethodOptions], name: str, value: Any) -> Any:
             try:
                 return convert(value)
             except ValueError:
-                raise MedtransferError(f"option {name} expects a {type_name}, got {value!r}") from None
+                raise MedtransferError(f"option {name} expects type {type_name}, got {value!r}") from None
     return value
 
 
@@ -91,7 +91,7 @@ def _boolean(text: str) -> bool:
 class LowRankOptions(MethodOptions):
     """LoRA, DoRA, LoHa, LoKr: rank, scaling and dropout of the low-rank update."""
 
-    rank: int = option(8, "rank r of the update (also part of the method's label, e.g. lora-r8)", rule=AT_LEAST_ONE)
+    rank: int = option(8, "rank r of the update (part of the method label, e.g. lora-r8, loha-r8)", rule=AT_LEAST_ONE)
     alpha: float | None = option(
         None, "scaling alpha; default 2 x rank (the published benchmark's alpha 1 at every rank scales the "
         "update by 1/rank and starves high ranks)", rule=POSITIVE_OR_UNSET)
