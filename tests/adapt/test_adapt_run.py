@@ -126,6 +126,33 @@ def test_errors_the_user_can_fix(data, tmp_path):
         _adapt(data, TINY_CNN, "lora", tmp_path, learning_rate=1)
     with pytest.raises(MedtransferError, match="no task left"):
         _adapt(data, TINY_CNN, "lora", tmp_path, folds=(7,))
+    with pytest.raises(MedtransferError, match=r"^--precision must be auto, fp32, bf16, fp16, got 'fp8'$"):
+        _adapt(data, TINY_CNN, "lora", tmp_path, precision="fp8")
+    with pytest.raises(MedtransferError, match="fp16 trains only on a CUDA device .* use bf16 or fp32"):
+        _adapt(data, TINY_CNN, "lora", tmp_path, precision="fp16", device="cpu")
+    with pytest.raises(MedtransferError, match=r"unknown adapt option\(s\) rank for method 'fft'"):
+        _adapt(data, TINY_CNN, "fft", tmp_path, rank=4)
+
+
+def test_resume_refuses_other_method_options(data, tmp_path, monkeypatch):
+    import medtransfer.adapt.train as train
+
+    real, calls = train.compute_metrics, []
+
+    def dies_in_epoch_two(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train, "compute_metrics", dies_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        _adapt(data, TINY_CNN, "lora", tmp_path, epochs=2, rank=4, alpha=8.0)
+    monkeypatch.undo()
+    with pytest.raises(MedtransferError, match="started with other settings"):
+        _adapt(data, TINY_CNN, "lora", tmp_path, epochs=2, rank=4, alpha=2.0, resume=True)
+    resumed = _adapt(data, TINY_CNN, "lora", tmp_path, epochs=2, rank=4, alpha=8.0, resume=True)
+    assert resumed["epochs_run"].iloc[0] == 2 and resumed["status"].iloc[0] == "ok"
 
 
 def test_augmentation_keeps_shape_range_and_is_seeded():
