@@ -80,7 +80,8 @@ def adapt_loop(model, method, spec, bench: Bench) -> float:
     pixels = torch.randint(0, 256, (n, 1, bench.size, bench.size), dtype=torch.uint8, generator=generator)
     store = PixelStore(pixels=pixels, rows={str(i): i for i in range(n)}, source="random")
     store.to_device_if_small(device)
-    inputs = ImageInputs(store, spec.preprocessing, device, AugmentSpec(), bench.channels_last, generator)
+    inputs = ImageInputs(store, spec.preprocessing, device, augment=AugmentSpec(), channels_last=bench.channels_last,
+                         generator=generator)
     labels = np.arange(n) % 2
     rows = torch.arange(n)
     schedule = Schedule(dataclasses.replace(bench.config, epochs=1, batch_size=batch_size, warmup_fraction=0.0),

@@ -155,8 +155,8 @@ def run_adapt(
 
     loaded = load_backbone(backbone, weights)
     needed = sorted({i for t in tasks for i in (*t.train, *t.val, *t.test)})
-    store = load_pixels(manifest.table, needed, loaded.spec.preprocessing, settings.config.num_workers,
-                        run.progress, run.pixel_cache, run.log)
+    store = load_pixels(manifest.table, needed, loaded.spec.preprocessing, num_workers=settings.config.num_workers,
+                        progress=run.progress, pixel_cache=run.pixel_cache, log=run.log)
     store.to_device_if_small(torch_device)
     job = AdaptJob(pristine=loaded.model, spec=loaded.spec, method=adapt_method, options=settings.options,
                    config=settings.config, splits=splits_file, store=store, device=torch_device,

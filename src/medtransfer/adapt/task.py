@@ -163,8 +163,8 @@ class _TaskRunner:
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         generator = torch.Generator().manual_seed(self.seed)
-        images = ImageInputs(job.store, job.spec.preprocessing, job.device, self.augment_spec, self.channels_last,
-                             generator)
+        images = ImageInputs(job.store, job.spec.preprocessing, job.device, augment=self.augment_spec,
+                             channels_last=self.channels_last, generator=generator)
         train_rows, val_rows, test_rows = self.rows
         if self.fast:
             model.eval()
@@ -215,8 +215,9 @@ class _TaskRunner:
             run.log(f"{job.spec.name} + {job.label}: trainable {trainable:,} / total {total:,} parameters "
                     f"({pct:.4f}%); trains {method.trains}")
             if method.is_peft:
-                _smoke_forward(model, ImageInputs(job.store, job.spec.preprocessing, job.device, None,
-                                                  self.channels_last, prepared.generator), train_rows[:2], job)
+                plain = ImageInputs(job.store, job.spec.preprocessing, job.device, augment=None,
+                                    channels_last=self.channels_last, generator=prepared.generator)
+                _smoke_forward(model, plain, train_rows[:2], job)
         result = self._fit(prepared, (train_rows, self.y_train, val_rows, self.y_val), epochs=None,
                            folder=run.folder, desc=run.desc)
         refit = job.config.refit if job.config.refit is not None else method.refit_with_val

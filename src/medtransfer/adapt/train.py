@@ -39,7 +39,7 @@ STATE_FILE = "state.pt"
 class ImageInputs:
     """Batches of images from the PixelStore: augmented when training, normalised, on the device."""
 
-    def __init__(self, store: PixelStore, preprocessing: Preprocessing, device: torch.device,
+    def __init__(self, store: PixelStore, preprocessing: Preprocessing, device: torch.device, *,
                  augment: AugmentSpec | None, channels_last: bool, generator: torch.Generator):
         self.store, self.preprocessing, self.device = store, preprocessing, device
         self.augment, self.channels_last, self.generator = augment, channels_last, generator
