@@ -15,6 +15,7 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from medtransfer.errors import MedtransferError
+from medtransfer.vocabulary import PRECISIONS
 
 # --frames on splits, extract and adapt (the policy lives in medtransfer.data.frames; give all three the same one)
 FRAMES_HELP = (
@@ -486,12 +487,16 @@ def adapt(
     splits: Annotated[Path, typer.Option(help="Splits JSON written by `splits`: adapt trains on probe's tasks.")],
     backbone: Annotated[str, typer.Option(help="Backbone to train (see `medtransfer backbones`).")],
     method: Annotated[str, typer.Option(
-        help="fft, lp, lp-ft, bitfit, ln-tune, lora, dora, vera, ia3, loha, lokr, oft, boft.")] = "lora",
+        help="Adaptation method from the method registry: `medtransfer methods` lists them with their options "
+        "(fft, lp, lp-ft, bitfit, ln-tune and the peft methods).")] = "lora",
     weights: Annotated[str, typer.Option(help="'default' (published), 'random', or a local checkpoint.")] = "default",
     out: Annotated[Path, typer.Option(help="Results folder, shared with probe.")] = Path("results"),
-    rank: Annotated[int | None, typer.Option(help="LoRA/DoRA/VeRA/LoHa/LoKr rank (default 8).")] = None,
-    alpha: Annotated[float | None, typer.Option(help="LoRA alpha (default 2 x rank).")] = None,
-    dropout: Annotated[float | None, typer.Option(help="Adapter dropout (default 0).")] = None,
+    rank: Annotated[int | None, typer.Option(help="Method option rank (LoRA/DoRA/VeRA/LoHa/LoKr; default 8).")] = None,
+    alpha: Annotated[float | None, typer.Option(help="Method option alpha (default 2 x rank).")] = None,
+    dropout: Annotated[float | None, typer.Option(help="Method option dropout (default 0).")] = None,
+    option: Annotated[list[str] | None, typer.Option(
+        help="Any option of the method as NAME=VALUE, repeatable, e.g. block_size=16 for oft "
+        "(`medtransfer methods` lists each method's options).")] = None,
     epochs: Annotated[
         int | None, typer.Option(help="Maximum epochs (default 20; lp 100, stopping on validation loss).")
     ] = None,
@@ -507,7 +512,9 @@ def adapt(
     train_norms: Annotated[bool, typer.Option(help="PEFT methods: also train normalisation layers.")] = False,
     refit: Annotated[bool | None, typer.Option(
         help="Full regime: retrain on train + val for the epochs val chose (default: lp only).")] = None,
-    precision: Annotated[str | None, typer.Option(help="auto (bf16 on CUDA), bf16 or fp32.")] = None,
+    precision: Annotated[str | None, typer.Option(
+        help=f"{', '.join(PRECISIONS)}: auto is bf16 on CUDA, fp32 on CPU; fp16 (with loss scaling) CUDA only.")
+    ] = None,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     regime: Annotated[list[str], typer.Option(help="full and/or fewshot.")] = ["full", "fewshot"],  # noqa: B006
@@ -524,11 +531,13 @@ def adapt(
     from medtransfer.demo import fold_table
 
     table = run_adapt(
-        manifest, splits, backbone, method, out, weights=weights, regimes=tuple(regime),
-        shots=_int_list(shots) if shots else None, folds=_int_list(folds) if folds else None,
-        seeds=_int_list(seeds) if seeds else None, device=device, resume=resume, pixel_cache=pixel_cache,
-        log=lambda message: console.print(message, markup=False, highlight=False),
-        rank=rank, alpha=alpha, dropout=dropout, epochs=epochs, lr=lr, batch_size=batch_size,
+        manifest, splits, backbone=backbone, method=method, out=out, weights=weights,
+        options={**_name_values(option or []), "rank": rank, "alpha": alpha, "dropout": dropout},
+        regimes=tuple(regime), shots=_int_list(shots) if shots else None,
+        folds=_int_list(folds) if folds else None, seeds=_int_list(seeds) if seeds else None, device=device,
+        resume=resume, pixel_cache=pixel_cache,
+        log=lambda message: console.print(message, markup=False, highlight=False), epochs=epochs, lr=lr,
+        batch_size=batch_size,
         grad_accumulation=grad_accumulation, optimizer=optimizer, balance=balance, early_stopping=early_stopping,
         patience=patience, augment=augment, hflip=hflip or None, train_norms=train_norms or None, refit=refit,
         precision=precision, compile=compile or None, num_workers=workers, frames=frames,
@@ -537,6 +546,34 @@ def adapt(
     console.print(f"results -> {out / 'results.csv'}")
     if (table["status"] != "ok").any():
         raise typer.Exit(1)
+
+
+def _name_values(items: list[str]) -> dict[str, str]:
+    """``["block_size=16", ...]`` -> ``{"block_size": "16"}``; the method's options convert the text."""
+    pairs = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise MedtransferError(f"--option expects NAME=VALUE, got {item!r}")
+        pairs[name.strip()] = value.strip()
+    return pairs
+
+
+@app.command()
+def methods() -> None:
+    """List the registered adaptation methods, what each trains, and each method's options (for --option)."""
+    from rich.table import Table
+
+    from medtransfer.adapt import method_table
+
+    table = Table(title="Adaptation methods (medtransfer adapt --method NAME [--option NAME=VALUE ...])")
+    for column in ("name", "default lr", "trains", "options"):
+        table.add_column(column)
+    for row in method_table():
+        options = "\n".join(f"{o['name']} = {o['default']}: {o['help']}" for o in row["options"]) or "-"
+        table.add_row(row["name"], f"{row['lr']:g}", row["trains"], options)
+    console.print(table)
+
 
 @app.command()
 def backbones() -> None:

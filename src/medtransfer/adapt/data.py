@@ -90,7 +90,7 @@ def _cached_dataset(pixel_cache: str | Path, paths: list[str], preprocessing: Pr
     return dataset, f"read from pixel cache {path} ({cache.source})"
 
 
-def load_pixels(table, ids: list[str], preprocessing: Preprocessing, num_workers: int = 0,
+def load_pixels(table, ids: list[str], preprocessing: Preprocessing, *, num_workers: int = 0,
                 progress: bool = True, pixel_cache: str | Path | None = None,
                 log: Callable[[str], None] = print) -> PixelStore:
     """Preprocess the manifest rows ``ids`` (``table``: the manifest's table) into a PixelStore."""
