@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from report_browser import Chromium
+from report_synthetic import BACKBONES, make_rows, write_results
 
 from medtransfer.errors import MedtransferError
 from medtransfer.report import build_report, is_cnn, load_results, summarize
 from medtransfer.report.stats import friedman, holm, nemenyi_cd, pairwise_tests, summary_table, t_interval
-from report_browser import Chromium
-from report_synthetic import BACKBONES, make_rows, write_results
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 FIGURES_PER_TASK = ["trainable", "boxplot", "cnn_vs_fm", "fewshot"]
