@@ -6,7 +6,8 @@ CLI's ``--head`` choices and help, and the head contract tests pick it up from t
 
 Heads get features already preprocessed on the training rows (see ``probe.features``). Class weighting
 ("balanced" by default: each class weighs n / (K n_c)) reaches a head through ``fit(..., sample_weight=...)``
-when ``sample_weight`` is True, or through the head's own ``class_weight`` argument; heads for which it means nothing say so in ``class_weighting``.
+when ``sample_weight`` is True, or through the head's own ``class_weight`` argument; heads for which it means
+nothing say so in ``class_weighting``.
 
 Grids are tried on the fold's validation rows (validation MCC); ties go to the lower validation log loss, then
 to the earlier candidate, so each grid lists its simplest / most regularized candidate first.
