@@ -50,29 +50,32 @@ def check_head(spec: HeadSpec, check: str, tmp_path) -> None:
             model = spec.make(**params)
             assert hasattr(model, "fit") and (hasattr(model, "predict_proba") or hasattr(model, "decision_function"))
         ctx, tasks = _context(tmp_path)
-        for fit, task in zip(_fits(spec, ctx, tasks), tasks, strict=True):
+        fits = _fits(spec, ctx, tasks)
+        for fit, task in zip(fits, tasks, strict=True):
             assert fit.test_proba.shape == (len(task.test), ctx.n_classes)
             assert np.isfinite(fit.test_proba).all() and (fit.test_proba >= -1e-12).all()
-            np.testing.assert_allclose(fit.test_proba.sum(1), 1.0, atol=1e-6)
+            np.testing.assert_allclose(fit.test_proba.sum(1), 1.0, atol=1e-5)
             chosen = {k: v for k, v in fit.params.items() if k in spec.grid[0]}
             assert chosen in [dict(p) for p in spec.grid] and json.dumps(fit.params)
             assert fit.n_train >= len(task.train) and fit.seconds >= 0
             assert (fit.tune_labels is None) == (fit.tune_proba is None)
             if fit.tune_labels is not None:
                 assert fit.tune_proba.shape == (len(fit.tune_labels), ctx.n_classes)
-        full = [t for t in tasks if t.regime == "full"]  # learns: well above chance on separable classes
-        assert np.mean([_accuracy(f, ctx, t) for f, t in zip(_fits(spec, ctx, full), full, strict=True)]) > 0.7
+        full = [j for j, t in enumerate(tasks) if t.regime == "full"]  # learns: well above chance, separable data
+        assert np.mean([_accuracy(fits[j], ctx, tasks[j]) for j in full]) > 0.7
     elif check == "deterministic":
         ctx, tasks = _context(tmp_path)
+        tasks = [t for t in tasks if t.regime == "full"]
         first, second = _fits(spec, ctx, tasks), _fits(spec, ctx, tasks)
         for a, b in zip(first, second, strict=True):
             np.testing.assert_allclose(a.test_proba, b.test_proba, atol=1e-10)
             assert a.params == b.params
     elif check == "multiclass":
         ctx, tasks = _context(tmp_path, n_classes=3)
+        tasks = [t for t in tasks if t.regime == "full"]
         for fit, task in zip(_fits(spec, ctx, tasks), tasks, strict=True):
             assert fit.test_proba.shape == (len(task.test), 3)
-            np.testing.assert_allclose(fit.test_proba.sum(1), 1.0, atol=1e-6)
+            np.testing.assert_allclose(fit.test_proba.sum(1), 1.0, atol=1e-5)
     elif check == "class_weighting":
         weighted, tasks = _context(tmp_path, imbalance=True)
         plain, _ = _context(tmp_path, imbalance=True, class_weight="none")

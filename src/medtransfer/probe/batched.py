@@ -72,11 +72,11 @@ def fit_linear_grid(
     threads = int(os.environ.get("MEDTRANSFER_PROBE_THREADS", "1")) if dev.type == "cpu" else None
     with _threads(threads), threadpool_limits(threads):
         return _fit_linear_grid(x_all, y_all, train_rows, Cs, n_classes=n_classes, steps=steps, balanced=balanced,
-                                dev=dev, solver=solver)
+                                solver=solver)
 
 
-def _fit_linear_grid(x_all, y_all, train_rows, Cs, *, n_classes, steps, balanced, dev, solver) -> LinearFit:
-    max_iter, tol = solver.max_iter, solver.tol
+def _fit_linear_grid(x_all, y_all, train_rows, Cs, *, n_classes, steps, balanced, solver) -> LinearFit:
+    dev, max_iter, tol = resolve_device(solver.device), solver.max_iter, solver.tol
     dtype = torch.float32 if dev.type != "cpu" or x_all.shape[1] >= 256 else torch.float64
     cs = np.asarray(Cs, dtype=float)
     cs = np.broadcast_to(cs, (len(train_rows), cs.shape[-1])) if cs.ndim == 1 else cs

@@ -185,20 +185,20 @@ register_head(HeadSpec(
     make=lambda alpha: RidgeClassifier(alpha=alpha),
     grid=tuple({"alpha": float(a)} for a in np.logspace(4, -2, 7)),
 ))
-register_head(HeadSpec(
-    name="rf",
-    description="random forest (200 trees); max_features and min_samples_leaf tuned",
-    make=lambda max_features, min_samples_leaf: RandomForestClassifier(
-        n_estimators=200, max_features=max_features, min_samples_leaf=min_samples_leaf, n_jobs=-1, random_state=0),
-    grid=_grid(min_samples_leaf=(5, 1), max_features=("sqrt", 0.1)),
-))
-register_head(HeadSpec(
-    name="extratrees",
-    description="extremely randomized trees (200 trees); max_features and min_samples_leaf tuned",
-    make=lambda max_features, min_samples_leaf: ExtraTreesClassifier(
-        n_estimators=200, max_features=max_features, min_samples_leaf=min_samples_leaf, n_jobs=-1, random_state=0),
-    grid=_grid(min_samples_leaf=(5, 1), max_features=("sqrt", 0.1)),
-))
+def _forest(name: str, estimator: type, description: str) -> HeadSpec:
+    """A 200-tree ensemble head (random forest, extra trees): the same grid, seed and parallelism for both."""
+    return HeadSpec(
+        name=name,
+        description=f"{description} (200 trees); max_features and min_samples_leaf tuned",
+        make=lambda max_features, min_samples_leaf: estimator(
+            n_estimators=200, max_features=max_features, min_samples_leaf=min_samples_leaf, n_jobs=-1,
+            random_state=0),
+        grid=_grid(min_samples_leaf=(5, 1), max_features=("sqrt", 0.1)),
+    )
+
+
+register_head(_forest("rf", RandomForestClassifier, "random forest"))
+register_head(_forest("extratrees", ExtraTreesClassifier, "extremely randomized trees"))
 register_head(HeadSpec(
     name="hgb",
     description="histogram gradient boosting (100 rounds); learning rate and leaves tuned",
