@@ -68,7 +68,7 @@ def check_head(spec: HeadSpec, check: str, tmp_path) -> None:
         tasks = [t for t in tasks if t.regime == "full"]
         first, second = _fits(spec, ctx, tasks), _fits(spec, ctx, tasks)
         for a, b in zip(first, second, strict=True):
-            np.testing.assert_allclose(a.test_proba, b.test_proba, atol=1e-10)
+            np.testing.assert_allclose(a.test_proba, b.test_proba, atol=1e-6)  # svm, forests: float noise
             assert a.params == b.params
     elif check == "multiclass":
         ctx, tasks = _context(tmp_path, n_classes=3)
