@@ -10,12 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 from rich.console import Console
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from medtransfer.errors import MedtransferError
-from medtransfer.vocabulary import PRECISIONS
+from medtransfer.vocabulary import CLASS_WEIGHTS, EMBEDDING_KINDS, PRECISIONS, REGIMES, TUNING
 
 # --frames on splits, extract and adapt (the policy lives in medtransfer.data.frames; give all three the same one)
 FRAMES_HELP = (
@@ -45,6 +46,27 @@ def user_errors(command: Callable) -> Callable:
             raise typer.Exit(2) from None
 
     return wrapper
+
+
+def help_from_registry(**fill: Callable[[], str]) -> type[TyperCommand]:
+    """A command class whose options' help is read from a registry when the help is shown: the registries
+    import scikit-learn and friends (seconds), which no other command and no run should pay for at startup.
+    ``fill`` maps an option's parameter name to a function returning its help text."""
+
+    class RegistryHelpCommand(TyperCommand):
+        def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+            for param in self.params:
+                if param.name in fill:
+                    param.help = fill[param.name]()
+            return super().format_help(ctx, formatter)
+
+    return RegistryHelpCommand
+
+
+def _head_help() -> str:
+    from medtransfer.probe.heads import head_help
+
+    return f"Probe head(s) (repeat) or 'all'. {head_help()}."
 
 
 def _float_list(text: str) -> tuple[float, ...]:
@@ -414,7 +436,7 @@ def cache_verify(
         raise typer.Exit(1)
     console.print(f"{store}: ok")
 
-@app.command()
+@app.command(cls=help_from_registry(head=_head_help))
 @user_errors
 def probe(
     store: Annotated[Path, typer.Option(help="Feature store written by `extract`.")],
@@ -427,19 +449,21 @@ def probe(
     ),
     head: Annotated[
         list[str],
-        typer.Option(help="Probe head(s) (repeat) or 'all': logreg, svm, knn, centroid, ridge, rf, extratrees, hgb, "
-                          "xgb, mlp."),
+        typer.Option(help="Probe head(s) (repeat) or 'all': the names of the head registry (listed in --help)."),
     ] = ["logreg"],  # noqa: B006
     embedding: Annotated[
-        list[str], typer.Option(help="Feature variant(s) (repeat): default, cls, mean, cls_mean, last4.")
+        list[str], typer.Option(help=f"Feature variant(s) (repeat): default, {', '.join(EMBEDDING_KINDS)}.")
     ] = ["default"],  # noqa: B006
     regime: Annotated[
-        list[str], typer.Option(help="Regime(s) (repeat): full, fewshot, fraction (all fractions in the splits).")
+        list[str],
+        typer.Option(help=f"Regime(s) (repeat): {', '.join(REGIMES)} (fraction: all fractions in the splits)."),
     ] = ["full", "fewshot"],  # noqa: B006
     fractions: Annotated[
         str, typer.Option(help="Label fractions to run, e.g. 0.01,0.1 (made by `splits --fractions`).")
     ] = "",
-    class_weight: Annotated[str, typer.Option(help="balanced (n / (K n_class)) or none.")] = "balanced",
+    class_weight: Annotated[
+        str, typer.Option(help=f"{' or '.join(CLASS_WEIGHTS)} (balanced: n / (K n_class)).")
+    ] = "balanced",
     preprocess: Annotated[
         str, typer.Option(help="Fitted on training rows: standardize, l2, pcaN, none, joined by + (l2+standardize).")
     ] = "standardize",
@@ -447,7 +471,7 @@ def probe(
         str, typer.Option(help="Decision threshold: 0.5, or val-mcc (best MCC on each fold's validation rows).")
     ] = "0.5",
     tune: Annotated[
-        str, typer.Option(help="Tune hyperparameters on the fold's val rows (val) or by inner CV on train (cv).")
+        str, typer.Option(help=f"{' or '.join(TUNING)}: tune on the fold's val rows (val) or by inner CV on train.")
     ] = "val",
     inner_folds: Annotated[int, typer.Option(help="Inner CV folds for --tune cv.")] = 3,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda for the batched logistic-regression solver.")] = "auto",
@@ -463,17 +487,18 @@ def probe(
 
     from medtransfer.data.manifest import load_manifest
     from medtransfer.probe import run_probe
+    from medtransfer.probe.options import ProbeOptions
     from medtransfer.probe.run import SUMMARY_FILE
-    from medtransfer.probe.summary import summary_table
+    from medtransfer.render import probe_summary_table
     from medtransfer.splits import load_splits
 
     if manifest is not None:
         load_splits(splits).check_manifest(load_manifest(manifest, check_files=False).fingerprint)
-    table = run_probe(store, splits, backbone, out, heads=head, weights=weights, regimes=tuple(regime),
-                      embeddings=embedding, class_weight=class_weight, preprocess=preprocess, threshold=threshold,
-                      fractions=list(_float_list(fractions)) or None, device=device, tune=tune,
-                      inner_folds=inner_folds)
-    console.print(summary_table(pd.read_csv(out / SUMMARY_FILE)))
+    options = ProbeOptions(heads=tuple(head), embeddings=tuple(embedding), regimes=tuple(regime),
+                           fractions=_float_list(fractions), class_weight=class_weight, preprocess=preprocess,
+                           threshold=threshold, tune=tune, inner_folds=inner_folds, device=device)
+    table = run_probe(store, splits, backbone, out, weights=weights, options=options)
+    console.print(probe_summary_table(pd.read_csv(out / SUMMARY_FILE)))
     console.print(f"results -> {out / 'results.csv'} (summary: {out / SUMMARY_FILE})")
     failed = table[table["status"] != "ok"]
     if not failed.empty:
@@ -528,7 +553,7 @@ def adapt(
 ) -> None:
     """Train a backbone (full fine-tuning, linear probe or a PEFT method) on the splits file's tasks."""
     from medtransfer.adapt import run_adapt
-    from medtransfer.demo import fold_table
+    from medtransfer.render import fold_table
 
     table = run_adapt(
         manifest, splits, backbone=backbone, method=method, out=out, weights=weights,
