@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from dicom_support import afc_replica, car_replica, cc_replica, ny_replica
+from dicom_replicas import afc_replica, car_replica, cc_replica, ny_replica
 from medtransfer.datasets import DATASETS, PresetOverrides, prepare_dataset
 
 REPLICAS = {"AFC": afc_replica, "AFC_m": afc_replica, "CAR": car_replica, "CC": cc_replica,

@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from dicom_support import write_dicom, write_presentation_state, write_sr
+from dicom_replicas import write_dicom, write_presentation_state, write_sr
 from medtransfer.data.dicom_scan import scan_dicom_tree
 
 
