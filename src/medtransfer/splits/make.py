@@ -78,15 +78,23 @@ def make_splits(manifest: Manifest, spec: SplitSpec) -> SplitsFile:
         fold.fewshot = _fewshot(fold, manifest, spec, fold_index)
         fold.fractions = _fractions(fold, manifest, spec, fold_index)
         folds.append(fold)
+    return assemble(manifest, strategy=spec.strategy, params=spec.params(), folds=folds)
+
+
+def assemble(manifest: Manifest, *, strategy: str, params: dict, folds: list[Fold]) -> SplitsFile:
+    """A splits file for ``manifest``'s ids, labels and patients: one place for what made and imported splits
+    record beside their folds."""
+    table = manifest.table
+    ids = table["id"].tolist()
     return SplitsFile(
         manifest_fingerprint=manifest.fingerprint,
         n_samples=len(manifest),
         label_column=manifest.label_column,
         classes=list(manifest.classes),
-        labels=dict(zip(ids.tolist(), labels.tolist(), strict=True)),
-        groups=dict(zip(ids.tolist(), patients.tolist(), strict=True)),
-        strategy=spec.strategy,
-        params=spec.params(),
+        labels=dict(zip(ids, table["label_index"].tolist(), strict=True)),
+        groups=dict(zip(ids, table["patient"].tolist(), strict=True)),
+        strategy=strategy,
+        params=params,
         folds=folds,
     )
 
