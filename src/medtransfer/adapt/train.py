@@ -158,7 +158,7 @@ def load_state(path: Path) -> dict:
             f"refusing the training state {path}: it is not a plain tensor/number state saved by medtransfer "
             f"({reason[:160]}); delete it and run without --resume"
         ) from None
-    if not isinstance(saved, dict) or not STATE_KEYS <= set(saved):
+    if not isinstance(saved, dict) or not set(saved) >= STATE_KEYS:
         raise MedtransferError(f"refusing the training state {path}: it lacks the fields medtransfer saves; "
                                "delete it and run without --resume")
     return saved
