@@ -228,9 +228,9 @@ def _extract_one(job: _Job, name: str) -> ExtractResult:
     with cache_store.writer_lock(job.store), cache_schema.open_store(job.store, "a", job.fmt) as store:
         group = cache_schema.create_group(store, backbone.key, backbone.dims, backbone.attrs, job.options.dtype,
                                           job.options.chunk_rows)
+        cache_schema.check_chunks(group, repair=job.options.repair)  # damaged chunks first: repair reads them
         with cache_rows.storage_errors(job.store):
             cache_schema.repair_group(group)
-        cache_schema.check_chunks(group, repair=job.options.repair)
         plan = _plan(group, job)
         filler = cache_rows.ChunkFiller(plan, cache_schema.apply_plan(group, plan),
                                         lambda chunk, data: cache_schema.write_chunk(group, chunk, data, plan=plan),
