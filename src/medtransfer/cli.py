@@ -369,12 +369,20 @@ def extract(
     workers: Annotated[int, typer.Option(help="DataLoader decode workers; -1 picks by core count.")] = -1,
     label_column: Annotated[str, typer.Option(help="Manifest column holding the label.")] = "label",
     frames: Annotated[str, typer.Option(help=FRAMES_HELP)] = "refuse",
+    repair: Annotated[
+        bool, typer.Option("--repair", help="Mark unreadable or NaN/inf chunks of the store not done and recompute "
+                           "exactly their rows (without it, damaged chunks stop the run with one line).")
+    ] = False,
+    commit_seconds: Annotated[
+        float, typer.Option(help="Commit new rows at least this often (and every 64 rows): what a kill can lose.")
+    ] = 30.0,
 ) -> None:
     """Embed every image once with each frozen backbone; re-running computes only what is missing."""
     from medtransfer.extract import ExtractOptions, extract_many
 
     def report(result) -> None:
-        speed = f" ({result.images_per_second:.1f} img/s)" if result.n_computed else ", the rest already in the store"
+        speed = (f" ({result.images_per_second:.1f} img/s)" if result.n_computed
+                 else ", all already in the store (every stored chunk read back intact)")
         copied = f", {result.n_copied} reused from other studies" if result.n_copied else ""
         console.print(
             f"{result.backbone}: {result.n_computed} of {result.n_images} images computed{speed}{copied} -> "
@@ -384,7 +392,8 @@ def extract(
     options = ExtractOptions(
         weights=weights, label_column=label_column, batch_size=batch_size, device=device, precision=precision,
         num_workers=None if workers < 0 else workers, embeddings=(*embedding, *(["last4"] if layers else [])),
-        fmt=format, pixel_cache=pixel_cache, pixel_size=pixel_size or None, frames=frames,
+        fmt=format, pixel_cache=pixel_cache, pixel_size=pixel_size or None, frames=frames, repair=repair,
+        commit_seconds=commit_seconds,
     )
     extract_many(manifest, backbone, store, options, on_result=report)
 
@@ -425,13 +434,23 @@ def cache_info(
 def cache_verify(
     store: Annotated[Path, typer.Argument(help="Feature store (Zarr folder or .h5 file).")],
     no_files: Annotated[bool, typer.Option("--no-files", help="Skip re-hashing the source images.")] = False,
+    repair: Annotated[
+        bool, typer.Option("--repair", help="Mark unreadable or NaN/inf chunks not done (the next extract recomputes "
+                           "exactly those rows), trim arrays an interrupted append left uneven, drop half-made "
+                           "groups.")
+    ] = False,
 ) -> None:
-    """Check every group: chunks done, no NaN/inf rows, images unchanged since extraction. Exit 1 on problems."""
+    """Check every group: layout and array lengths, chunks done and readable, no NaN/inf rows, images unchanged
+    since extraction. Exit 1 on problems (after --repair: on problems that extract cannot fix by re-running)."""
     from medtransfer.cache_schema import verify_store
 
-    problems = verify_store(store, check_files=not no_files)
+    problems = verify_store(store, check_files=not no_files, repair=repair)
     for p in problems:
         typer.echo(f"{'warning' if p.kind == 'missing-file' else 'problem'}: {p.message}", err=True)
+    if repair and problems:
+        typer.echo(f"repaired: run `medtransfer extract` again on {store} to recompute the rows marked not done",
+                   err=True)
+        return
     if any(p.kind != "missing-file" for p in problems):
         raise typer.Exit(1)
     console.print(f"{store}: ok")
