@@ -242,7 +242,8 @@ register_head(HeadSpec(
 ))
 register_head(HeadSpec(
     name="mlp",
-    description="one-hidden-layer MLP (256 units, adam, 200 epochs max); L2 alpha tuned",
+    description="one-hidden-layer MLP (256 units, full-batch adam, early-stopped on val loss); L2 alpha tuned",
     make=lambda alpha: MLPClassifier(hidden_layer_sizes=(256,), alpha=alpha, max_iter=200, random_state=0),
     grid=tuple({"alpha": a} for a in (1.0, 1e-2, 1e-4)),
+    fitter=batched_fitter("medtransfer.probe.mlp", "fit_mlp"),
 ))
