@@ -219,11 +219,12 @@ register_head(_forest("rf", RandomForestClassifier, "random forest"))
 register_head(_forest("extratrees", ExtraTreesClassifier, "extremely randomized trees"))
 register_head(HeadSpec(
     name="hgb",
-    description="histogram gradient boosting (100 rounds); learning rate and leaves tuned",
+    description="histogram gradient boosting, early-stopped on val loss; learning rate and leaves tuned",
     make=lambda learning_rate, max_leaf_nodes: HistGradientBoostingClassifier(
         learning_rate=learning_rate, max_leaf_nodes=max_leaf_nodes, max_iter=100, early_stopping=False,
         random_state=0),
     grid=_grid(max_leaf_nodes=(7, 31), learning_rate=(0.05, 0.2)),
+    fitter=batched_fitter("medtransfer.probe.boosting", "fit_boosting"),
 ))
 
 
@@ -236,9 +237,10 @@ def _xgb(max_depth: int, learning_rate: float):
 
 register_head(HeadSpec(
     name="xgb",
-    description="XGBoost (150 rounds, hist); depth and learning rate tuned",
+    description="XGBoost (hist; GPU when present), early-stopped on val loss; depth and learning rate tuned",
     make=_xgb,
     grid=_grid(max_depth=(2, 4, 6), learning_rate=(0.1, 0.3)),
+    fitter=batched_fitter("medtransfer.probe.boosting", "fit_boosting"),
 ))
 register_head(HeadSpec(
     name="mlp",
