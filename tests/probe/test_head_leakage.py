@@ -55,5 +55,5 @@ def test_batched_exact_heads_match_the_task_by_task_loop(name, tmp_path):
     ours, loop = list(spec.fit_tasks(clean, tasks)), list(fit_each_task(spec, clean, tasks))
     for a, b in zip(ours, loop, strict=True):
         assert {k: a.params[k] for k in spec.grid[0]} == {k: b.params[k] for k in spec.grid[0]}
-        # svm: liblinear stops at its own tolerance, the batched solver at the minimizer
-        np.testing.assert_allclose(a.test_proba, b.test_proba, atol=5e-2 if name == "svm" else 1e-5)
+        # svm: liblinear stops at its own tolerance, the batched solver at the minimizer; ridge: float32 rounding
+        np.testing.assert_allclose(a.test_proba, b.test_proba, atol={"svm": 5e-2, "ridge": 1e-4}.get(name, 1e-5))
