@@ -10,6 +10,10 @@ with ``threshold="val-mcc"`` the one maximizing MCC on the validation rows' prob
 training rows (never test rows; for the full regime the refit's own val rows would be in-sample). Both the
 rule and the threshold are recorded per row, with the MCC at 0.5 beside it.
 
+``fit_seconds``: a head that fits its tasks together (every head but the trees) shares the batched wall time
+out equally over the tasks of that batch, so a head's ``fit_seconds`` sum to its wall time; the per-head timing
+line printed after each head gives that total.
+
 Method names: the head name for the store's default embedding (``logreg``), ``head@kind`` for a variant
 (``logreg@mean``). Problems stop at the row: a task that cannot be fitted (one class in train, a short
 few-shot subset, NaN/inf features) is a row with ``status="failed"`` and the reason in ``error``.
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -97,10 +102,14 @@ def run_probe(
                        disable=not progress)
             with bar:
                 for head in head_specs:
+                    start = time.perf_counter()
                     for row, prediction in _run_head(ctx, head, tasks, bar):
                         rows.append(row)
                         if prediction is not None:
                             predictions.append(prediction)
+                    if progress:  # the per-head timing line: which head costs what, at a glance
+                        bar.write(f"{backbone}{'@' + ctx.embedding if ctx.embedding else ''} {head.name}: "
+                                  f"{len(tasks)} tasks in {time.perf_counter() - start:.1f} s")
     predicted = pd.concat(predictions, ignore_index=True) if predictions else None
     write_results(out, rows, predicted)
     table = pd.DataFrame([r.as_record() for r in rows])
