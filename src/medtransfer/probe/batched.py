@@ -138,13 +138,15 @@ def _fit_linear_grid(x_all, y_all, train_rows, Cs, *, n_classes, steps, balanced
 
 
 def _solve_c_path(design, y, sw, cs: torch.Tensor, *, n_classes: int, max_iter: int, tol: float,
-                  objective: dict) -> Solution:
+                  objective: dict | None = None) -> Solution:
     """``solve_logreg`` over a C grid [G, P], with warm starts along the weak-penalty end of the path: the
     smaller half of the grid (and one more) is solved together from zero, then each larger C in turn starts
     from the solution at the C before it (as scikit-learn's ``LogisticRegressionCV`` does along its path).
     There the solutions barely move from one C to the next (benchmark's full-data problems: 1 or 2 iterations
     each instead of ~30 from zero). Same stopping rule for every problem, so the same answer up to ``tol``.
-    Used for the shared (full-data) design, where the iterations are costly; few-shot groups are cheap."""
+    Used for the shared (full-data) design, where the iterations are costly; few-shot groups are cheap.
+    ``objective``: ``SolverSettings.objective()`` (default: logistic loss, intercept not penalised)."""
+    objective = objective if objective is not None else SolverSettings().objective()
     n_c = cs.shape[1]
     order = torch.argsort(cs[0])
     if n_c < 3 or not bool((torch.argsort(cs, dim=1) == order).all()):  # no path shared by every group
