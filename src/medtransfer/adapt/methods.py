@@ -16,7 +16,7 @@ import logging
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from torch import nn
 
@@ -53,10 +53,18 @@ class AdaptMethod:
     refit_with_val: bool = False  # full regime: retrain on train + val for the epochs val chose (as probe does)
     # AdaptConfig fields this method needs other than the global defaults (options the user gives still win)
     config_defaults: dict = field(default_factory=dict)
+    paper: str = ""  # where the method (and its defaults) come from
+    options: type | None = None  # typed options dataclass read from AdaptConfig.extra (vision methods)
+    # closed-form trainable-parameter count of the backbone after apply, from the method's definition
+    expected_trainable: Callable[[nn.Module, BackboneSpec, object], int] | None = field(default=None, repr=False)
+    # called after every optimizer step with (backbone, step, total_steps): AdaLoRA's rank-budget schedule
+    step_hook: Callable[[nn.Module, int, int], None] | None = field(default=None, repr=False)
+    label_base: str = ""  # presets (lora-r4) label their rows as their base method does (lora-r4)
 
     def label(self, config: AdaptConfig) -> str:
         """The results table's ``method`` value: ranks are part of it so that r4/r8/r16 rows coexist."""
-        return f"{self.name}-r{config.rank}" if self.uses_rank else self.name
+        base = self.label_base or self.name
+        return f"{base}-r{config.rank}" if self.uses_rank else base
 
 
 METHODS: Registry[AdaptMethod] = Registry("adapt method")
@@ -71,8 +79,8 @@ def get_method(name: str) -> AdaptMethod:
 
 
 def method_table() -> list[dict]:
-    return [{"name": m.name, "lr": m.default_lr, "trains": m.trains, "description": m.description}
-            for m in METHODS.values()]
+    return [{"name": m.name, "lr": m.default_lr, "trains": m.trains, "description": m.description,
+             "paper": m.paper or PAPERS.get(m.name, "")} for m in METHODS.values()]
 
 
 # --- helpers -----------------------------------------------------------------------------------------------
@@ -363,3 +371,185 @@ for _name, _description, _trains, _make, _supported, _prefixes, _rank in _PEFT:
         name=_name, description=_description, trains=f"{_trains} + head", default_lr=PEFT_LR,
         apply=_peft_apply(_make, _name, _supported), declares=_declares_prefixes(_prefixes), is_peft=True,
         adapter_prefixes=_prefixes, supported=_supported, uses_rank=_rank))
+
+
+# --- issue 15: the methods of the medical PEFT benchmarks ---------------------------------------------------
+# One block, so that it ports to the keyword registration API as a unit. Vision-specific methods live in
+# ``adapt/vision/`` (one module each); the rest are peft tuners used as peft implements them.
+
+from medtransfer.adapt.vision import adaptformer as _adaptformer  # noqa: E402
+from medtransfer.adapt.vision import adapters as _adapters  # noqa: E402
+from medtransfer.adapt.vision import bn_tune as _bn_tune  # noqa: E402
+from medtransfer.adapt.vision import fact as _fact  # noqa: E402
+from medtransfer.adapt.vision import options_from  # noqa: E402
+from medtransfer.adapt.vision import ssf as _ssf  # noqa: E402
+from medtransfer.adapt.vision import vpt as _vpt  # noqa: E402
+
+PAPERS = {  # the existing methods' sources, for ``medtransfer methods``
+    "fft": "full fine-tuning", "lp": "linear probe", "lp-ft": "Kumar et al. 2022, arXiv:2202.10054",
+    "bitfit": "Zaken et al. 2022, arXiv:2106.10199", "ln-tune": "Zhao et al. 2024, arXiv:2312.11420",
+    "lora": "Hu et al. 2022, arXiv:2106.09685", "dora": "Liu et al. 2024, arXiv:2402.09353",
+    "vera": "Kopiczko et al. 2024, arXiv:2310.11454", "ia3": "Liu et al. 2022, arXiv:2205.05638",
+    "loha": "Hyeon-Woo et al. 2022, arXiv:2108.06098", "lokr": "Yeh et al. 2024, arXiv:2309.14859",
+    "oft": "Qiu et al. 2023, arXiv:2306.07280", "boft": "Liu et al. 2024, arXiv:2311.06243",
+}
+
+
+def _vision_apply(apply: Callable, options_cls: type):
+    def wrapped(model: nn.Module, spec: BackboneSpec, config: AdaptConfig) -> nn.Module:
+        return apply(model, spec, options_from(config.extra, options_cls))
+
+    return wrapped
+
+
+_VISION = [  # name, description, trains, paper, module apply, declares, expected, options, norm_stats
+    ("vpt-shallow", "VPT-shallow: prompt tokens after the class token at the input", "input prompt tokens",
+     "Jia et al. 2022, arXiv:2203.12119", _vpt.apply_shallow, _vpt.declares, _vpt.expected_shallow, _vpt.Options,
+     "frozen"),
+    ("vpt-deep", "VPT-deep: new prompt tokens at every block", "per-block prompt tokens",
+     "Jia et al. 2022, arXiv:2203.12119", _vpt.apply_deep, _vpt.declares, _vpt.expected_deep, _vpt.Options,
+     "frozen"),
+    ("adaptformer", "AdaptFormer: parallel bottleneck adapter beside each MLP, scale 0.1",
+     "parallel MLP adapters", "Chen et al. 2022, arXiv:2205.13535", _adaptformer.apply, _adaptformer.declares,
+     _adaptformer.expected_trainable, _adaptformer.Options, "frozen"),
+    ("adapter", "Houlsby adapters: sequential bottlenecks after attention and MLP (+ layer norms)",
+     "sequential adapters + block LayerNorms", "Houlsby et al. 2019, arXiv:1902.00751", _adapters.apply,
+     _adapters.declares, _adapters.expected_trainable, _adapters.Options, "frozen"),
+    ("ssf", "SSF: scale and shift after every operation", "per-channel scales and shifts",
+     "Lian et al. 2022, arXiv:2210.08823", _ssf.apply, _ssf.declares, _ssf.expected_trainable, _ssf.Options,
+     "frozen"),
+    ("fact-tt", "FacT-TT: shared low-rank factors, a core per weight", "shared U, V + per-weight cores",
+     "Jie & Deng 2023, arXiv:2212.03145", _fact.apply_tt, _fact.declares, _fact.expected_tt, _fact.Options,
+     "frozen"),
+    ("fact-tk", "FacT-TK: shared low-rank factors and one shared core tensor", "shared U, V, C, P",
+     "Jie & Deng 2023, arXiv:2212.03145", _fact.apply_tk, _fact.declares, _fact.expected_tk, _fact.TKOptions,
+     "frozen"),
+    ("bn-tune", "BN-tuning (CNNs): BatchNorm affine parameters and running statistics", "BatchNorm layers",
+     "Dutt et al. 2023, arXiv:2305.08252", _bn_tune.apply, _bn_tune.declares, _bn_tune.expected_trainable,
+     _bn_tune.Options, "train"),
+]
+for _name, _description, _trains, _paper, _apply, _declares, _expected, _options, _stats in _VISION:
+    register_method(AdaptMethod(
+        name=_name, description=_description, trains=f"{_trains} + head", default_lr=PEFT_LR,
+        apply=_vision_apply(_apply, _options), declares=_declares, paper=_paper, options=_options,
+        expected_trainable=_expected, norm_stats=_stats))
+
+
+def _gcd_of_targets(matched: dict[str, nn.Module], cap: int) -> int:
+    """The largest size <= ``cap`` dividing every target's in and out features (VB-LoRA / C3A blocks)."""
+    size = 0
+    for module in matched.values():
+        for n in (module.in_features, module.out_features):
+            size = math.gcd(size, n)
+    while size > cap:
+        size = next(d for d in range(cap, 0, -1) if size % d == 0)
+    return size
+
+
+# AdaLoRA: its rank budget needs the run's step count, only known when training starts. The schedule follows
+# peft's AdaLoraConfig docstring example (tinit 10, tfinal 20 of total_step 100): 10 % warmup, 20 % final.
+ADALORA_TINIT, ADALORA_TFINAL = 0.1, 0.2
+
+
+def _adalora(peft, patterns, matched, spec, config):
+    # init_r / target_r: peft's defaults 12 / 8, i.e. start at 1.5 x the target rank
+    return peft.AdaLoraConfig(target_r=config.rank, init_r=math.ceil(1.5 * config.rank), lora_alpha=config.lora_alpha,
+                              lora_dropout=config.dropout, target_modules=patterns, total_step=max(2, config.epochs))
+
+
+def _adalora_step(backbone: nn.Module, step: int, total_steps: int) -> None:
+    """Called after each optimizer step, before the gradients are cleared (peft's ``update_and_allocate`` rule)."""
+    peft_config = backbone.peft_config["default"]
+    if peft_config.total_step != total_steps:
+        peft_config.total_step = total_steps
+        peft_config.tinit = int(ADALORA_TINIT * total_steps)
+        peft_config.tfinal = int(ADALORA_TFINAL * total_steps)
+    backbone.base_model.update_and_allocate(step)
+
+
+def _fourierft(peft, patterns, matched, spec, config):
+    n_frequency = int(config.extra.get("fourierft_n_frequency", 1000))  # peft default 1000, scaling 150
+    smallest = min(m.in_features * m.out_features for m in matched.values())
+    return peft.FourierFTConfig(target_modules=patterns, n_frequency=min(n_frequency, smallest),
+                                random_loc_seed=config.seed + 777)
+
+
+def _hra(peft, patterns, matched, spec, config):
+    return peft.HRAConfig(r=config.rank, target_modules=patterns)
+
+
+def _vblora(peft, patterns, matched, spec, config):
+    # peft's defaults: r 4, 256 vectors of length 256; the length must divide every target's sizes
+    length = _gcd_of_targets(matched, int(config.extra.get("vblora_vector_length", 256)))
+    return peft.VBLoRAConfig(r=config.rank, target_modules=patterns, vector_length=length,
+                             num_vectors=int(config.extra.get("vblora_num_vectors", 256)))
+
+
+def _randlora(peft, patterns, matched, spec, config):
+    # peft's defaults r 32, alpha 640: alpha = 20 x r
+    return peft.RandLoraConfig(r=config.rank, randlora_alpha=20 * config.rank, target_modules=patterns,
+                               projection_prng_key=config.seed)
+
+
+def _shira(peft, patterns, matched, spec, config):
+    return peft.ShiraConfig(r=config.rank, target_modules=patterns, random_seed=config.seed)
+
+
+def _c3a(peft, patterns, matched, spec, config):
+    size = _gcd_of_targets(matched, int(config.extra.get("c3a_block_size", 256)))  # peft default 256
+    return peft.C3AConfig(block_size=size, target_modules=patterns)
+
+
+def _miss(peft, patterns, matched, spec, config):
+    return peft.MissConfig(r=config.rank, target_modules=patterns)
+
+
+def _hira(peft, patterns, matched, spec, config):
+    return peft.HiraConfig(r=config.rank, target_modules=patterns, hira_dropout=config.dropout)
+
+
+def _delora(peft, patterns, matched, spec, config):
+    return peft.DeloraConfig(r=config.rank, target_modules=patterns)
+
+
+def _gralora(peft, patterns, matched, spec, config):
+    return peft.GraloraConfig(r=config.rank, target_modules=patterns)
+
+
+_MORE_PEFT = [  # name, description, trains, make, supported, prefixes, uses rank, paper, step hook
+    ("adalora", "AdaLoRA (peft): SVD-form LoRA with a rank budget pruned over training", "AdaLoRA P, Lambda, Q",
+     _adalora, (nn.Linear, nn.Conv2d), ("lora_",), True, "Zhang et al. 2023, arXiv:2303.10512", _adalora_step),
+    ("fourierft", "FourierFT (peft): sparse spectral coefficients of the weight update", "Fourier coefficients",
+     _fourierft, (nn.Linear,), ("fourierft_",), False, "Gao et al. 2024, arXiv:2405.03003", None),
+    ("hra", "HRA (peft): Householder reflection adaptation", "Householder vectors", _hra, (nn.Linear, nn.Conv2d),
+     ("hra_",), True, "Yuan et al. 2024, arXiv:2405.17484", None),
+    ("vblora", "VB-LoRA (peft): LoRA factors composed from a shared vector bank", "vector bank + logits",
+     _vblora, (nn.Linear,), ("vblora_",), True, "Li et al. 2024, arXiv:2405.15179", None),
+    ("randlora", "RandLoRA (peft): full-rank update from shared random bases", "RandLoRA scaling vectors",
+     _randlora, (nn.Linear,), ("randlora_",), True, "Albert et al. 2025, arXiv:2502.00987", None),
+    ("shira", "SHiRA (peft): sparse high-rank adapter on a random mask", "sparse weight entries", _shira,
+     (nn.Linear,), ("shira_",), True, "Bhardwaj et al. 2024, arXiv:2406.13175", None),
+    ("c3a", "C3A (peft): circular-convolution adaptation", "circulant kernels", _c3a, (nn.Linear,), ("c3a_",), False,
+     "Chen et al. 2024, arXiv:2407.19342", None),
+    ("miss", "MiSS (peft): matrix shard sharing", "shared shards", _miss, (nn.Linear,), ("miss_",), True,
+     "Kang & Yin 2024, arXiv:2409.15371", None),
+    ("hira", "HiRA (peft): Hadamard high-rank adaptation", "HiRA factors", _hira, (nn.Linear, nn.Conv2d),
+     ("hira_",), True, "Huang et al. 2025, ICLR (openreview TwJrTz9cRS)", None),
+    ("delora", "DeLoRA (peft): decoupled low-rank adaptation (bounded norm)", "DeLoRA factors + norms", _delora,
+     (nn.Linear,), ("delora_",), True, "Bini et al. 2025, arXiv:2503.18225", None),
+    ("gralora", "GraLoRA (peft): granular (block-wise) LoRA", "GraLoRA blocks", _gralora, (nn.Linear,),
+     ("gralora_",), True, "Jung et al. 2025, arXiv:2505.20355", None),
+]
+for _name, _description, _trains, _make, _supported, _prefixes, _rank, _paper, _hook in _MORE_PEFT:
+    register_method(AdaptMethod(
+        name=_name, description=_description, trains=f"{_trains} + head", default_lr=PEFT_LR,
+        apply=_peft_apply(_make, _name, _supported), declares=_declares_prefixes(_prefixes), is_peft=True,
+        adapter_prefixes=_prefixes, supported=_supported, uses_rank=_rank, paper=_paper, step_hook=_hook))
+
+# presets the medical PEFT benchmark lists: LoRA and VeRA at ranks 4, 8 and 16 (rows labelled lora-r4, ...)
+for _base in ("lora", "vera"):
+    for _r in (4, 8, 16):
+        _method = get_method(_base)
+        register_method(replace(_method, name=f"{_base}-r{_r}", description=f"{_method.description}; rank {_r}",
+                                config_defaults={**_method.config_defaults, "rank": _r}, label_base=_base,
+                                paper=PAPERS[_base]))

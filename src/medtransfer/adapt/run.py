@@ -242,6 +242,11 @@ def _run_task(pristine, spec: BackboneSpec, method: AdaptMethod, label: str, con
 
         return model, model, images, set_mode, generator
 
+    def step_hook(module):
+        if method.step_hook is None:
+            return None
+        return lambda step, total: method.step_hook(module.backbone, step, total)
+
     model, module, inputs, set_mode, generator = prepare(
         train_rows, y_train, None, skip_init=resume and (task_dir / STATE_FILE).is_file())
     trainable, total = parameter_counts(model)
@@ -253,7 +258,8 @@ def _run_task(pristine, spec: BackboneSpec, method: AdaptMethod, label: str, con
             _smoke_forward(model, ImageInputs(store, spec.preprocessing, device, None, channels_last, generator),
                            train_rows[:2], method, spec)
     result = fit(module, inputs, train_rows, y_train, val_rows, y_val, n_classes, config, lr, head_lr, device,
-                 set_mode, generator, state_dir=task_dir, resume=resume, progress=progress, desc=desc)
+                 set_mode, generator, state_dir=task_dir, resume=resume, progress=progress, desc=desc,
+                 on_step=step_hook(model))
     refit = config.refit if config.refit is not None else method.refit_with_val
     refit_epochs = 0
     if refit and task.refit_with_val and len(val_rows) and result.best_epoch > 0:
@@ -268,7 +274,8 @@ def _run_task(pristine, spec: BackboneSpec, method: AdaptMethod, label: str, con
         empty = torch.zeros(0, dtype=torch.long)
         refit_result = fit(module, inputs, rows, labels, empty, np.zeros(0, dtype=int), n_classes,
                            replace(config, epochs=refit_epochs), lr, head_lr, device, set_mode, generator,
-                           state_dir=refit_dir, resume=resume, progress=progress, desc=f"{desc} refit")
+                           state_dir=refit_dir, resume=resume, progress=progress, desc=f"{desc} refit",
+                           on_step=step_hook(model))
         row.n_train = len(rows)
         result.train_seconds += refit_result.train_seconds
         result.peak_memory_mb = max(result.peak_memory_mb, refit_result.peak_memory_mb)

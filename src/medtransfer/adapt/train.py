@@ -161,8 +161,12 @@ def fit(
     resume: bool = False,
     progress: bool = True,
     desc: str = "adapt",
+    on_step: Callable[[int, int], None] | None = None,
 ) -> FitResult:
-    """Train ``module``'s trainable parameters; afterwards ``module`` holds the best epoch's weights."""
+    """Train ``module``'s trainable parameters; afterwards ``module`` holds the best epoch's weights.
+
+    ``on_step(step, total_steps)`` runs after every optimizer step, before gradients are cleared (the method's
+    per-step hook, e.g. AdaLoRA's rank-budget update)."""
     start = time.perf_counter()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -181,8 +185,8 @@ def fit(
     if n_batches > 1 and n_train % batch_size == 1:
         n_batches -= 1  # drop a final batch of one sample (BatchNorm cannot train on it)
     steps_per_epoch = math.ceil(n_batches / config.grad_accumulation)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(config.epochs * steps_per_epoch, config.warmup_fraction))
+    total_steps = config.epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, config.warmup_fraction))
     weight = class_weights(y_train, n_classes).to(device) if config.balance == "weighted-loss" else None
     y_train_t = torch.as_tensor(y_train, dtype=torch.long)
     y_val_t = torch.as_tensor(y_val, dtype=torch.long)
@@ -233,6 +237,8 @@ def fit(
                     torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
+                if on_step is not None:
+                    on_step(scheduler.last_epoch, total_steps)
                 optimizer.zero_grad(set_to_none=True)
             running += loss.detach() * len(index)
             seen += len(index)
