@@ -255,7 +255,7 @@ def _peft_apply(make_config: Callable, method: str, supported: tuple[type, ...])
     def apply(model: nn.Module, spec: BackboneSpec, config: AdaptConfig) -> nn.Module:
         import peft
 
-        patterns = target_patterns(spec, method, supported)
+        patterns = _callable_patterns(model, spec, method, target_patterns(spec, method, supported))
         matched = check_targets(model, spec, method, patterns, supported)
         peft_config = make_config(peft, list(patterns), matched, spec, config)
         try:
@@ -269,6 +269,24 @@ def _peft_apply(make_config: Callable, method: str, supported: tuple[type, ...])
         return wrapped
 
     return apply
+
+
+def _callable_patterns(model: nn.Module, spec: BackboneSpec, method: str, patterns: tuple[str, ...]) -> tuple[str, ...]:
+    """Leave out patterns that select only ``nn.MultiheadAttention.out_proj``: MHA reads that Linear's weight
+    without calling it, so a peft layer wrapped around it never runs and its adapter would never train (open_clip
+    ViTs; only LoRA, which wraps the whole MHA, adapts their attention). Named in a warning; an error if none is
+    left."""
+    inside = {f"{n}.out_proj" for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)}
+    dropped = [p for p in patterns if (names := resolve_targets(model, (p,))) and set(names) <= inside]
+    if not dropped:
+        return patterns
+    kept = tuple(p for p in patterns if p not in dropped)
+    if not kept:
+        raise MedtransferError(f"method {method!r} cannot apply to backbone {spec.name!r} (family {spec.family}): "
+                               "its only targets are MultiheadAttention.out_proj layers, which peft cannot wrap")
+    LOG.warning("%s on %s: target(s) %s left out: nn.MultiheadAttention never calls its out_proj, so a peft "
+                "layer there would not train; the attention stays frozen", method, spec.name, ", ".join(dropped))
+    return kept
 
 
 def _lora(peft, patterns, matched, spec, config):
