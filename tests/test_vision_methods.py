@@ -36,7 +36,7 @@ VISION = ("vpt-shallow", "vpt-deep", "adaptformer", "adapter", "ssf", "fact-tt",
 PEFT = ("adalora", "fourierft", "hra", "vblora", "randlora", "shira", "c3a", "miss", "hira", "delora", "gralora")
 PRESETS = tuple(f"{m}-r{r}" for m in ("lora", "vera") for r in (4, 8, 16))
 # small options so that the tiny models stay tiny (the defaults are the papers'; see ``medtransfer methods``)
-EXTRA = {"adaptformer_bottleneck": 8, "fact_rank": 4, "fourierft_n_frequency": 64, "vblora_num_vectors": 16}
+EXTRA = {"adaptformer_bottleneck": 8, "fact_rank": 4, "vblora_num_vectors": 16}
 CONFIG = AdaptConfig(rank=4, extra=EXTRA)
 # where a method is not defined, or the installed peft does not wrap the layer type (checked in the test below)
 UNSUPPORTED = {

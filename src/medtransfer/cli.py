@@ -331,6 +331,30 @@ def adapt(
         raise typer.Exit(1)
 
 @app.command()
+@user_errors
+def methods(
+    reference: Annotated[list[str] | None, typer.Option(
+        help="Backbones to compute % trainable on (random weights; default ViT-B/16 and ResNet-50).")] = None,
+) -> None:
+    """List the adapt methods: paper, default hyperparameters, families and % trainable parameters (computed by
+    applying each method to randomly initialised reference backbones; takes a minute on a CPU)."""
+    from rich.table import Table
+
+    from medtransfer.adapt.catalog import REFERENCES, method_catalog
+
+    references = tuple(reference) if reference else REFERENCES
+    with console.status("applying every method to the reference backbones") as status:
+        rows = method_catalog(references, progress=lambda name: status.update(f"applied {name}"))
+    table = Table(title="adapt methods (% trainable includes a 2-class head)")
+    for column in ("method", "paper", "defaults", "families", *(f"% {r}" for r in references)):
+        table.add_column(column, justify="right" if column.startswith("%") else "left")
+    for row in rows:
+        shares = [f"{row[r]:.3f}" if row.get(r) is not None else "n/a" for r in references]
+        table.add_row(row["method"], row["paper"], row["defaults"], ", ".join(row["families"]), *shares)
+    console.print(table)
+
+
+@app.command()
 def backbones() -> None:
     """List the registered backbones (also: timm:<model>, open_clip:<arch>/<tag>, hf:<repo-id>)."""
     from rich.table import Table

@@ -1,8 +1,8 @@
 """Where the transformer blocks of a ViT are, whatever its layout (Hugging Face, open_clip, timm).
 
-Found from the backbone registry's PEFT target patterns (``BackboneSpec.targets``): the attention pattern's
-module (or its parent, for a dotted pattern such as ``attention.q_proj`` / ``attn.qkv``) is the attention
-branch, the MLP pattern's parent (``mlp.fc1`` -> ``mlp``) the MLP branch, and their common parent the block.
+Found from the backbone registry's PEFT target patterns (``BackboneSpec.targets``): the parent of an attention
+Linear (``attention.q_proj`` / ``attn.qkv``), or the attention target itself when it is a fused module, is the
+attention branch, the MLP Linears' parent (``mlp.fc1`` -> ``mlp``) the MLP branch, and their parent the block.
 Every supported layout is pre-norm: a block's LayerNorm children, in registration order, are the
 pre-attention and the pre-MLP norm (HF ``layernorm_before/after``, open_clip ``ln_1/ln_2``, timm
 ``norm1/norm2``); the pre-MLP norm's input is the residual stream after attention.
@@ -32,15 +32,14 @@ def unsupported(method: str, spec: BackboneSpec, why: str) -> MedtransferError:
     return MedtransferError(f"method {method!r} cannot apply to backbone {spec.name!r} (family {spec.family}): {why}")
 
 
-def _container(name: str, pattern: str) -> str:
-    return name.rsplit(".", 1)[0] if "." in pattern else name
-
-
 def _containers(model: nn.Module, patterns: tuple[str, ...]) -> list[str]:
+    """The branch modules: a Linear target's parent (``attn.qkv`` -> ``attn``, ``fc1`` -> ``mlp``), or the
+    target itself when it is the whole branch (open_clip's ``attn``, an ``nn.MultiheadAttention``)."""
     out: list[str] = []
     for pattern in patterns:
         for name in resolve_targets(model, (pattern,)):
-            container = _container(name, pattern)
+            is_linear = isinstance(model.get_submodule(name), nn.Linear)
+            container = (name.rsplit(".", 1)[0] if "." in name else "") if is_linear else name
             if container not in out:
                 out.append(container)
     return out
