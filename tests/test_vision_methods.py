@@ -6,6 +6,7 @@ one line naming method and family, and every method learns the synthetic task.""
 from __future__ import annotations
 
 import math
+
 import numpy as np
 import pytest
 import torch

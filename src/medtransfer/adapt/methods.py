@@ -395,8 +395,8 @@ for _name, _description, _trains, _make, _supported, _prefixes, _rank in _PEFT:
 # One block, so that it ports to the keyword registration API as a unit. Vision-specific methods live in
 # ``adapt/vision/`` (one module each); the rest are peft tuners used as peft implements them.
 
-from medtransfer.adapt.vision import adaptformer as _adaptformer  # noqa: E402
 from medtransfer.adapt.vision import adapters as _adapters  # noqa: E402
+from medtransfer.adapt.vision import adaptformer as _adaptformer  # noqa: E402
 from medtransfer.adapt.vision import bn_tune as _bn_tune  # noqa: E402
 from medtransfer.adapt.vision import fact as _fact  # noqa: E402
 from medtransfer.adapt.vision import options_from  # noqa: E402

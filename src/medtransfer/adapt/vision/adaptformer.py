@@ -25,7 +25,7 @@ PREFIX = "adaptformer"
 class Options:
     # AdaptFormer main_image.py / vit_image.py: ffn_num 64, ffn_adapter_scalar "0.1", Adapter(dropout=0.1)
     adaptformer_bottleneck: int = field(default=64, metadata={"help": "adapter hidden size (AdaptFormer: 64)"})
-    adaptformer_scale: float = field(default=0.1, metadata={"help": "fixed scale s of the adapter output (AdaptFormer: 0.1)"})
+    adaptformer_scale: float = field(default=0.1, metadata={"help": "fixed scale s of the adapter output (0.1)"})
     adaptformer_dropout: float = field(default=0.1, metadata={"help": "dropout after the ReLU (AdaptFormer: 0.1)"})
 
     def __post_init__(self) -> None:

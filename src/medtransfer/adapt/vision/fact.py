@@ -81,7 +81,8 @@ class FacTDelta(nn.Module):
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         u, v = self.shared.u, self.shared.v
-        delta = torch.einsum("dr,bras,se->bdae", v, self.core(), u).reshape(self.b * v.shape[0], self.a * u.shape[1])
+        delta = torch.einsum("dr,bras,se->bdae", v, self.core(), u)
+        delta = delta.reshape(self.b * v.shape[0], self.a * u.shape[1])
         return weight + self.scale * delta.to(weight.dtype)
 
 
