@@ -279,7 +279,7 @@ def adapt(
     splits: Annotated[Path, typer.Option(help="Splits JSON written by `splits`: adapt trains on probe's tasks.")],
     backbone: Annotated[str, typer.Option(help="Backbone to train (see `medtransfer backbones`).")],
     method: Annotated[str, typer.Option(
-        help="fft, lp, lp-ft, bitfit, ln-tune, lora, dora, vera, ia3, loha, lokr, oft, boft.")] = "lora",
+        help="An adapt method: fft, lp, lora, vpt-deep, ssf, ... (`medtransfer methods` lists them all).")] = "lora",
     weights: Annotated[str, typer.Option(help="'default' (published), 'random', or a local checkpoint.")] = "default",
     out: Annotated[Path, typer.Option(help="Results folder, shared with probe.")] = Path("results"),
     rank: Annotated[int | None, typer.Option(help="LoRA/DoRA/VeRA/LoHa/LoKr rank (default 8).")] = None,
