@@ -10,10 +10,11 @@ Trainable: layers x 2 x (2 x width x bottleneck + bottleneck + width) (+ the blo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from torch import nn
 
+from medtransfer.adapt.options import AT_LEAST_ONE, MethodOptions, option
 from medtransfer.adapt.vision.anatomy import first_tensor, freeze, replace_first, vit_blocks
 from medtransfer.backbones.registry import BackboneSpec
 
@@ -21,12 +22,12 @@ PREFIX = "houlsby_"
 
 
 @dataclass(frozen=True)
-class Options:
-    adapter_reduction_factor: int = field(default=16, metadata={"help": "bottleneck = width // reduction_factor (16)"})
+class Options(MethodOptions):
+    """The adapters' bottleneck, as a reduction of the block width."""
 
-    def __post_init__(self) -> None:
-        if self.adapter_reduction_factor < 1:
-            raise ValueError(f"reduction_factor >= 1, got {self.adapter_reduction_factor}")
+    # adapter-hub DoubleSeqBnConfig (src/adapters/configuration/adapter_config.py): reduction_factor 16
+    reduction_factor: int = option(16, "bottleneck = width // reduction_factor (adapter-hub's Houlsby config: 16)",
+                                   rule=AT_LEAST_ONE)
 
 
 class SequentialAdapter(nn.Module):
@@ -44,7 +45,7 @@ class SequentialAdapter(nn.Module):
 
 
 def _bottleneck(width: int, options: Options) -> int:
-    return max(1, width // options.adapter_reduction_factor)
+    return max(1, width // options.reduction_factor)
 
 
 def _norms(model: nn.Module, blocks) -> list[str]:

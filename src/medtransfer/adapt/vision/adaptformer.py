@@ -10,11 +10,12 @@ Trainable: layers x (2 x width x bottleneck + bottleneck + width).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from medtransfer.adapt.options import AT_LEAST_ONE, PROBABILITY, MethodOptions, option
 from medtransfer.adapt.vision.anatomy import first_tensor, freeze, replace_first, vit_blocks
 from medtransfer.backbones.registry import BackboneSpec
 
@@ -22,24 +23,22 @@ PREFIX = "adaptformer"
 
 
 @dataclass(frozen=True)
-class Options:
-    # AdaptFormer main_image.py / vit_image.py: ffn_num 64, ffn_adapter_scalar "0.1", Adapter(dropout=0.1)
-    adaptformer_bottleneck: int = field(default=64, metadata={"help": "adapter hidden size (AdaptFormer: 64)"})
-    adaptformer_scale: float = field(default=0.1, metadata={"help": "fixed scale s of the adapter output (0.1)"})
-    adaptformer_dropout: float = field(default=0.1, metadata={"help": "dropout after the ReLU (AdaptFormer: 0.1)"})
+class Options(MethodOptions):
+    """AdaptFormer's bottleneck width, fixed output scale and dropout."""
 
-    def __post_init__(self) -> None:
-        if self.adaptformer_bottleneck < 1 or not 0 <= self.adaptformer_dropout < 1:
-            raise ValueError(f"bottleneck >= 1 and 0 <= dropout < 1, got {self}")
+    # AdaptFormer main_image.py / vit_image.py: ffn_num 64, ffn_adapter_scalar "0.1", Adapter(dropout=0.1)
+    bottleneck: int = option(64, "adapter hidden size (AdaptFormer: 64)", rule=AT_LEAST_ONE)
+    scale: float = option(0.1, "fixed scale s of the adapter output (AdaptFormer: 0.1)")
+    dropout: float = option(0.1, "dropout after the ReLU (AdaptFormer: 0.1)", rule=PROBABILITY)
 
 
 class ParallelAdapter(nn.Module):
     def __init__(self, width: int, options: Options):
         super().__init__()
-        self.down = nn.Linear(width, options.adaptformer_bottleneck)
-        self.up = nn.Linear(options.adaptformer_bottleneck, width)
-        self.dropout = nn.Dropout(options.adaptformer_dropout)
-        self.scale = options.adaptformer_scale
+        self.down = nn.Linear(width, options.bottleneck)
+        self.up = nn.Linear(options.bottleneck, width)
+        self.dropout = nn.Dropout(options.dropout)
+        self.scale = options.scale
         nn.init.kaiming_uniform_(self.down.weight, a=math.sqrt(5))
         for tensor in (self.up.weight, self.down.bias, self.up.bias):
             nn.init.zeros_(tensor)
@@ -73,5 +72,5 @@ def declares(name: str, model: nn.Module, spec: BackboneSpec) -> bool:
 
 def expected_trainable(model: nn.Module, spec: BackboneSpec, options: Options) -> int:
     blocks = vit_blocks(model, spec, "adaptformer")
-    b = options.adaptformer_bottleneck
+    b = options.bottleneck
     return sum(2 * block.width * b + b + block.width for block in blocks)

@@ -5,19 +5,16 @@ BatchNorm tuning among its CNN methods). Trainable: 2 x channels of every affine
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from torch import nn
 
+from medtransfer.adapt.options import MethodOptions
 from medtransfer.adapt.vision.anatomy import freeze, unsupported
 from medtransfer.backbones.registry import BackboneSpec
 
 BN = nn.modules.batchnorm._BatchNorm
 
 
-@dataclass(frozen=True)
-class Options:
-    """BN-tuning has no hyperparameters of its own."""
+Options = MethodOptions  # BN-tuning has no hyperparameters of its own
 
 
 def _norms(model: nn.Module) -> list[str]:

@@ -15,12 +15,13 @@ the official code's dropout 0.1 on the factor activations has no weight-space eq
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from medtransfer.adapt.options import AT_LEAST_ONE, MethodOptions, option
 from medtransfer.adapt.vision.anatomy import freeze, unsupported, vit_blocks
 from medtransfer.backbones.registry import BackboneSpec, resolve_targets
 
@@ -29,19 +30,20 @@ CORE = "fact_core"
 
 
 @dataclass(frozen=True)
-class Options:
-    # FacT/configs/tt/*.yaml (e.g. patch_camelyon.yaml): rank 8, scale 10.0; configs/tk/*.yaml: rank 32, scale 10.0
-    fact_rank: int = field(default=8, metadata={"help": "factor rank r (FacT-TT configs: 8)"})
-    fact_scale: float = field(default=10.0, metadata={"help": "scale s of the update (FacT configs: 10.0)"})
+class Options(MethodOptions):
+    """FacT-TT's factor rank and update scale."""
 
-    def __post_init__(self) -> None:
-        if self.fact_rank < 1:
-            raise ValueError(f"fact_rank >= 1, got {self.fact_rank}")
+    # FacT/configs/tt/*.yaml (e.g. patch_camelyon.yaml): rank 8, scale 10.0; configs/tk/*.yaml: rank 32, scale 10.0
+    rank: int = option(8, "factor rank r (FacT-TT configs: 8; part of the label, e.g. fact-tt-r8)", rule=AT_LEAST_ONE)
+    scale: float = option(10.0, "scale s of the update (FacT configs: 10.0)")
 
 
 @dataclass(frozen=True)
 class TKOptions(Options):
-    fact_rank: int = field(default=32, metadata={"help": "factor rank r (FacT-TK configs: 32)"})
+    """FacT-TK: as FacT-TT, with its configs' larger rank."""
+
+    rank: int = option(32, "factor rank r (FacT-TK configs: 32; part of the label, e.g. fact-tk-r32)",
+                       rule=AT_LEAST_ONE)
 
 
 class SharedFactors(nn.Module):
@@ -114,11 +116,11 @@ def _targets(model: nn.Module, spec: BackboneSpec, method: str) -> tuple[int, li
 def _apply(model: nn.Module, spec: BackboneSpec, options: Options, tensor: bool, method: str) -> nn.Module:
     width, targets = _targets(model, spec, method)
     freeze(model)
-    shared = SharedFactors(width, options.fact_rank, sum(a * b for _, _, a, b in targets), tensor)
+    shared = SharedFactors(width, options.rank, sum(a * b for _, _, a, b in targets), tensor)
     model.add_module(SHARED, shared)
     first = 0
     for module, attribute, a, b in targets:
-        delta = FacTDelta(shared, a, b, options.fact_scale, first if tensor else None)
+        delta = FacTDelta(shared, a, b, options.scale, first if tensor else None)
         parametrize.register_parametrization(module, attribute, delta)
         first += a * b
     return model
@@ -138,10 +140,10 @@ def declares(name: str, model: nn.Module, spec: BackboneSpec) -> bool:
 
 def expected_tt(model: nn.Module, spec: BackboneSpec, options: Options) -> int:
     width, targets = _targets(model, spec, "fact-tt")
-    return 2 * width * options.fact_rank + options.fact_rank**2 * sum(a * b for _, _, a, b in targets)
+    return 2 * width * options.rank + options.rank**2 * sum(a * b for _, _, a, b in targets)
 
 
 def expected_tk(model: nn.Module, spec: BackboneSpec, options: Options) -> int:
     width, targets = _targets(model, spec, "fact-tk")
-    r = options.fact_rank
+    r = options.rank
     return 2 * width * r + r**3 + r * sum(a * b for _, _, a, b in targets)

@@ -5,17 +5,18 @@ fc2, and any projection), LayerNorm, the patch-embedding convolution, and for CN
 open_clip's fused ``nn.MultiheadAttention`` computes its projections from ``in_proj_*`` / ``out_proj.*`` inside
 one call, so there the scale and shift are folded into those weights (``W' = s W``, ``b' = s b + t``), which SSF's
 re-parameterisation shows is the same function. Init as the official ``init_ssf_scale_shift``: scale ~ N(1, 0.02),
-shift ~ N(0, 0.02); ``ssf_init_std=0`` starts at the identity. Trainable: 2 x (output channels of every such module).
+shift ~ N(0, 0.02); ``init_std=0`` starts at the identity. Trainable: 2 x (output channels of every such module).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from medtransfer.adapt.options import MethodOptions, option
 from medtransfer.adapt.vision.anatomy import freeze, unsupported
 from medtransfer.backbones.registry import BackboneSpec
 
@@ -24,13 +25,12 @@ OPERATIONS = (nn.Linear, nn.LayerNorm, nn.Conv2d, nn.modules.batchnorm._BatchNor
 
 
 @dataclass(frozen=True)
-class Options:
-    # SSF models/vision_transformer.py init_ssf_scale_shift: normal_(scale, mean=1, std=.02), normal_(shift, std=.02)
-    ssf_init_std: float = field(default=0.02, metadata={"help": "std of the N(1, s) scale / N(0, s) shift init (0.02)"})
+class Options(MethodOptions):
+    """SSF's initialisation spread (0: start at the identity)."""
 
-    def __post_init__(self) -> None:
-        if self.ssf_init_std < 0:
-            raise ValueError(f"init_std >= 0, got {self.ssf_init_std}")
+    # SSF models/vision_transformer.py init_ssf_scale_shift: normal_(scale, mean=1, std=.02), normal_(shift, std=.02)
+    init_std: float = option(0.02, "std of the N(1, s) scale / N(0, s) shift init (SSF: 0.02; 0 = identity)",
+                             rule=(lambda v: v >= 0, "must be at least 0"))
 
 
 class ScaleShift(nn.Module):
@@ -108,11 +108,11 @@ def apply(model: nn.Module, spec: BackboneSpec, options: Options) -> nn.Module:
     for name in hooked:
         module = model.get_submodule(name)
         channels, dim = _channels(module)
-        scale_shift = ScaleShift(channels, dim, options.ssf_init_std)
+        scale_shift = ScaleShift(channels, dim, options.init_std)
         module.add_module(PREFIX, scale_shift)
         module.register_forward_hook(scale_shift)
     for name in mha:
-        _fold(model.get_submodule(name), options.ssf_init_std, spec)
+        _fold(model.get_submodule(name), options.init_std, spec)
     return model
 
 

@@ -9,26 +9,25 @@ embedding. Trainable: layers x prompt_length x width (deep) or prompt_length x w
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from medtransfer.adapt.vision.anatomy import freeze, patch_size, vit_blocks
+from medtransfer.adapt.options import AT_LEAST_ONE, PROBABILITY, MethodOptions, option
+from medtransfer.adapt.vision.anatomy import freeze, patch_size, unsupported, vit_blocks
 from medtransfer.backbones.registry import BackboneSpec
 
 PREFIX = "vpt_prompts"
 
 
 @dataclass(frozen=True)
-class Options:
-    # KMnP/vpt src/configs/config.py: _C.MODEL.PROMPT.NUM_TOKENS = 5, _C.MODEL.PROMPT.DROPOUT = 0.0
-    prompt_length: int = field(default=5, metadata={"help": "prompt tokens per block (VPT default 5)"})
-    prompt_dropout: float = field(default=0.0, metadata={"help": "dropout on the prompt tokens (VPT default 0.0)"})
+class Options(MethodOptions):
+    """VPT's prompt length and prompt dropout."""
 
-    def __post_init__(self) -> None:
-        if self.prompt_length < 1 or not 0 <= self.prompt_dropout < 1:
-            raise ValueError(f"prompt_length >= 1 and 0 <= prompt_dropout < 1, got {self}")
+    # KMnP/vpt src/configs/config.py: _C.MODEL.PROMPT.NUM_TOKENS = 5, _C.MODEL.PROMPT.DROPOUT = 0.0
+    prompt_length: int = option(5, "prompt tokens per block (VPT default 5)", rule=AT_LEAST_ONE)
+    prompt_dropout: float = option(0.0, "dropout on the prompt tokens (VPT default 0.0)", rule=PROBABILITY)
 
 
 class Prompts(nn.Module):
@@ -69,8 +68,6 @@ def _apply(model: nn.Module, spec: BackboneSpec, options: Options, deep: bool, m
 
 
 def _check_batch_first(model: nn.Module, spec: BackboneSpec, method: str) -> None:
-    from medtransfer.adapt.vision.anatomy import unsupported
-
     for module in model.modules():
         if getattr(module, "batch_first", True) is False and hasattr(module, "resblocks"):
             raise unsupported(method, spec, "its transformer runs sequence-first; prompts need batch-first tokens")
