@@ -605,7 +605,8 @@ def methods(
                         "% trainable includes a 2-class head)")
     for column in ("method", "paper", "lr", "trains", "options (default: help)", "families",
                    *(f"% {r}" for r in references)):
-        table.add_column(column, justify="right" if column.startswith("%") else "left")
+        # method names are what a person types next: never wrapped or cut, the prose columns wrap instead
+        table.add_column(column, justify="right" if column.startswith("%") else "left", no_wrap=column == "method")
     for row in rows:
         options = "\n".join(f"{o['name']} = {o['default']}: {o['help']}" for o in row["options"]) or "-"
         shares = [f"{row[r]:.3f}" if row.get(r) is not None else "n/a" for r in references]

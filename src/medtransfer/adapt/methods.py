@@ -167,7 +167,8 @@ def check_targets(model: nn.Module, spec: BackboneSpec, method: str, patterns: t
             if not isinstance(module, supported):
                 kinds = ", ".join(t.__name__ for t in supported)
                 raise MedtransferError(
-                    f"method {method!r} cannot apply to backbone {spec.name!r} (family {spec.family}): target {name!r} is a "
+                    f"method {method!r} cannot apply to backbone {spec.name!r} "
+                    f"(family {spec.family}): target {name!r} is a "
                     f"{type(module).__name__}, and peft's {method} supports only {kinds}"
                 )
     return matched
@@ -221,7 +222,8 @@ def _blockwise(modules: dict[str, nn.Module], block: int, method: str, spec: Bac
     if len(excluded) == len(modules):
         sizes = sorted({_in_features(m) for m in modules.values()} - {None})
         raise MedtransferError(
-            f"method {method!r} cannot apply to backbone {spec.name!r} (family {spec.family}): no target's input size {sizes} is a "
+            f"method {method!r} cannot apply to backbone {spec.name!r} "
+            f"(family {spec.family}): no target's input size {sizes} is a "
             f"multiple of the block size {block}; choose another block size (--option block_size=N)"
         )
     if excluded:
@@ -271,7 +273,8 @@ def _apply_bitfit(model: nn.Module, spec: BackboneSpec, options: MethodOptions, 
 def _apply_ln_tune(model: nn.Module, spec: BackboneSpec, options: MethodOptions, config: AdaptConfig) -> nn.Module:
     _freeze(model)
     if not norm_modules(model, spec):
-        raise MedtransferError(f"method 'ln-tune' cannot apply to backbone {spec.name!r} (family {spec.family}): it has no norm layers")
+        raise MedtransferError(f"method 'ln-tune' cannot apply to backbone {spec.name!r} "
+                               f"(family {spec.family}): it has no norm layers")
     _unfreeze_norms(model, spec)
     return model
 
@@ -319,7 +322,8 @@ def peft_apply(make_config: Callable[[Any, PeftCall], Any], method: str, support
             wrapped = peft.get_peft_model(model, peft_config)
         except (ValueError, TypeError, RuntimeError) as exc:  # peft's "unsupported layer" errors are RuntimeErrors
             raise MedtransferError(
-                f"method {method!r} cannot apply to backbone {spec.name!r} (family {spec.family}): peft says: {first_line(exc, 200)}"
+                f"method {method!r} cannot apply to backbone {spec.name!r} "
+                f"(family {spec.family}): peft says: {first_line(exc, 200)}"
             ) from exc
         if config.train_norms:
             _unfreeze_norms(wrapped, spec)
@@ -485,5 +489,8 @@ register_peft_method(
 
 # The methods of the medical PEFT benchmarks (issue 15), one module each: peft's other tuners, the vision methods
 # of ``adapt/vision/`` and the LoRA / VeRA rank presets. Imported last: they register through the functions above.
-from medtransfer.adapt import peft_tuners, vision  # noqa: E402,F401
-from medtransfer.adapt import presets  # noqa: E402,F401  (after lora and vera)
+from medtransfer.adapt import (  # noqa: E402,F401
+    peft_tuners,
+    presets,  # noqa: E402,F401  (after lora and vera)
+    vision,
+)
