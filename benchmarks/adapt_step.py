@@ -11,7 +11,7 @@ Both run ``--steps`` timed steps after ``--warmup`` steps. Target on a GPU: adap
 in one run, as images/s and as a ratio to the frozen backbone's forward + backward (``lp``: head only trains).
 
     python benchmarks/adapt_step.py --backbone resnet18 --method lora --batch-size 64 --steps 30
-    python benchmarks/adapt_step.py --backbone timm:vit_tiny_patch16_224 --method all --image-size 64
+    python benchmarks/adapt_step.py --backbone timm:vit_tiny_patch16_224 --method all --batch-size 8 --steps 3
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import time
 from dataclasses import dataclass
 
@@ -111,11 +112,15 @@ def compare_methods(names: list[str], spec, pristine, config, device, args) -> N
     size = spec.preprocessing.input_size
     channels_last = device.type == "cuda" and spec.family == "cnn"
 
+    bench = Bench(device, config, args.batch_size, size, channels_last, args.steps, args.warmup)
+
     def speed(name: str) -> float:
+        """fwd + bwd of the method at its own default options (paper defaults; presets at their rank)."""
         method = get_method(name)
-        cfg = dataclasses.replace(config, **{k: v for k, v in method.config_defaults.items() if k == "rank"})
-        model = build_model(pristine, spec, method, cfg, n_classes=2, seed=0).to(device)
-        return ceiling(model, method, cfg, device, args.batch_size, size, channels_last, args.steps, args.warmup)
+        model = build_model(pristine, spec, method, n_classes=2, seed=0, config=config).to(device)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return ceiling(model, method, bench)
 
     base = speed("lp")
     rows = []
@@ -130,9 +135,11 @@ def compare_methods(names: list[str], spec, pristine, config, device, args) -> N
         shown = f"{row['images_per_s']:9.1f} img/s  x{row['ratio_to_frozen']:.3f}" if row["images_per_s"] else \
             f"not applicable: {row['note']}"
         print(f"{row['method']:<12} {shown}")
+    print(f"load average while measuring: {os.getloadavg()[0]:.2f} (1 min)")
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"backbone": args.backbone, "frozen_images_per_s": base, "methods": rows}, handle, indent=1)
+            json.dump({"backbone": args.backbone, "frozen_images_per_s": base, "methods": rows,
+                       "load_average": os.getloadavg()[0]}, handle, indent=1)
 
 
 def main() -> None:
