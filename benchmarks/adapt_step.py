@@ -123,18 +123,19 @@ def compare_methods(names: list[str], spec, pristine, config, device, args) -> N
         return ceiling(model, method, bench)
 
     base = speed("lp")
+    print(f"frozen backbone (lp) fwd+bwd: {base:.1f} img/s ({args.backbone}, batch {args.batch_size}, {size}px)",
+          flush=True)
     rows = []
-    for name in names:
+    for name in names:  # printed as measured, so that a long CPU run shows its figures as it goes
         try:
             rate = speed(name)
             rows.append({"method": name, "images_per_s": round(rate, 2), "ratio_to_frozen": round(rate / base, 3)})
         except MedtransferError as exc:
             rows.append({"method": name, "images_per_s": None, "ratio_to_frozen": None, "note": str(exc)[:80]})
-    print(f"frozen backbone (lp) fwd+bwd: {base:.1f} img/s ({args.backbone}, batch {args.batch_size}, {size}px)")
-    for row in rows:
+        row = rows[-1]
         shown = f"{row['images_per_s']:9.1f} img/s  x{row['ratio_to_frozen']:.3f}" if row["images_per_s"] else \
             f"not applicable: {row['note']}"
-        print(f"{row['method']:<12} {shown}")
+        print(f"{row['method']:<12} {shown}  (load {os.getloadavg()[0]:.1f})", flush=True)
     print(f"load average while measuring: {os.getloadavg()[0]:.2f} (1 min)")
     if args.json:
         with open(args.json, "w") as handle:
