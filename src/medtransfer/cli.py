@@ -531,8 +531,8 @@ def adapt(
     splits: Annotated[Path, typer.Option(help="Splits JSON written by `splits`: adapt trains on probe's tasks.")],
     backbone: Annotated[str, typer.Option(help="Backbone to train (see `medtransfer backbones`).")],
     method: Annotated[str, typer.Option(
-        help="Adaptation method from the method registry: `medtransfer methods` lists them with their options "
-        "(fft, lp, lp-ft, bitfit, ln-tune and the peft methods).")] = "lora",
+        help="Adaptation method from the method registry: fft, lp, lora, vpt-deep, ssf, adalora, lora-r4, ... "
+        "(`medtransfer methods` lists them all with their papers and options).")] = "lora",
     weights: Annotated[str, typer.Option(help="'default' (published), 'random', or a local checkpoint.")] = "default",
     out: Annotated[Path, typer.Option(help="Results folder, shared with probe.")] = Path("results"),
     rank: Annotated[int | None, typer.Option(help="Method option rank (LoRA/DoRA/VeRA/LoHa/LoKr; default 8).")] = None,
@@ -604,18 +604,33 @@ def _name_values(items: list[str]) -> dict[str, str]:
 
 
 @app.command()
-def methods() -> None:
-    """List the registered adaptation methods, what each trains, and each method's options (for --option)."""
+@user_errors
+def methods(
+    reference: Annotated[list[str] | None, typer.Option(
+        help="Backbones to compute % trainable on (built on the meta device: no weights; default ViT-B/16 "
+        "(timm:vit_base_patch16_224) and ResNet-50).")] = None,
+) -> None:
+    """List the adaptation methods (medtransfer adapt --method NAME [--option NAME=VALUE ...]): paper, default lr,
+    what each trains, its options with their defaults and help, the families it applies to, and its % trainable
+    parameters on the reference backbones (computed by applying it, not typed)."""
     from rich.table import Table
 
-    from medtransfer.adapt import method_table
+    from medtransfer.adapt.catalog import REFERENCES, method_catalog
 
-    table = Table(title="Adaptation methods (medtransfer adapt --method NAME [--option NAME=VALUE ...])")
-    for column in ("name", "default lr", "trains", "options"):
-        table.add_column(column)
-    for row in method_table():
+    references = tuple(reference) if reference else REFERENCES
+    with console.status("applying every method to the reference backbones") as status:
+        rows = method_catalog(references, progress=lambda name: status.update(f"applied {name}"))
+    table = Table(title="Adaptation methods (medtransfer adapt --method NAME [--option NAME=VALUE ...]; "
+                        "% trainable includes a 2-class head)")
+    for column in ("method", "paper", "lr", "trains", "options (default: help)", "families",
+                   *(f"% {r}" for r in references)):
+        # method names are what a person types next: never wrapped or cut, the prose columns wrap instead
+        table.add_column(column, justify="right" if column.startswith("%") else "left", no_wrap=column == "method")
+    for row in rows:
         options = "\n".join(f"{o['name']} = {o['default']}: {o['help']}" for o in row["options"]) or "-"
-        table.add_row(row["name"], f"{row['lr']:g}", row["trains"], options)
+        shares = [f"{row[r]:.3f}" if row.get(r) is not None else "n/a" for r in references]
+        table.add_row(row["method"], row["paper"], f"{row['lr']:g}", row["trains"], options,
+                      ", ".join(row["families"]) or "-", *shares)
     console.print(table)
 
 

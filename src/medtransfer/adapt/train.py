@@ -132,6 +132,9 @@ class Schedule:
     lr: float
     head_lr: float
     method_options: str = "{}"
+    # the method's per-step hook, ``on_step(step, total_steps)`` after each optimizer step and before the
+    # gradients are cleared (AdaLoRA's rank budget); not part of ``settings``
+    on_step: Callable[[int, int], None] | None = field(default=None, compare=False, repr=False)
 
     def settings(self) -> str:
         return json.dumps({"config": self.config.to_json(), "lr": [self.lr, self.head_lr],
@@ -253,8 +256,8 @@ def fit(
     if n_batches > 1 and n_train % batch_size == 1:
         n_batches -= 1  # drop a final batch of one sample (BatchNorm cannot train on it)
     steps_per_epoch = math.ceil(n_batches / config.grad_accumulation)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(config.epochs * steps_per_epoch, config.warmup_fraction))
+    total_steps = config.epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, config.warmup_fraction))
     weight = class_weights(y_train, data.n_classes).to(device) if config.balance == "weighted-loss" else None
     y_train_t = torch.as_tensor(y_train, dtype=torch.long)
     y_val_t = torch.as_tensor(y_val, dtype=torch.long)
@@ -310,6 +313,8 @@ def fit(
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
+                if schedule.on_step is not None:
+                    schedule.on_step(scheduler.last_epoch, total_steps)
                 optimizer.zero_grad(set_to_none=True)
             running += loss.detach() * len(index)
             seen += len(index)
