@@ -1,0 +1,82 @@
+"""SLURM job arrays through submitit (https://github.com/facebookincubator/submitit): each wave of ready jobs
+is one array (``executor.batch()``), with partition, time, GPUs, CPUs and memory from the study's ``[slurm]``
+table. ``cluster="local"`` runs the same arrays as local subprocesses (submitit's LocalExecutor), for tests."""
+
+from __future__ import annotations
+
+from medtransfer.errors import MedtransferError, first_line
+from medtransfer.study.executors import Finished
+from medtransfer.study.jobs import run_job
+from medtransfer.study.plan import Job
+from medtransfer.study.spec import StudySpec
+
+
+class SlurmExecutor:
+    name = "slurm"
+
+    def __init__(self, study: StudySpec, *, cluster: str | None = None, log=print) -> None:
+        try:
+            import submitit
+        except ImportError:
+            raise MedtransferError("the slurm executor needs submitit: pip install 'medtransfer[slurm]'") from None
+        self._submitit = submitit
+        folder = study.state_path / "submitit"
+        cluster = cluster or "slurm"
+        if cluster == "slurm" and submitit.AutoExecutor.which() != "slurm":
+            raise MedtransferError("no SLURM here (sbatch not found); --slurm-cluster local runs the same job "
+                                   "arrays as local subprocesses, or use --executor ray / local")
+        if cluster not in ("slurm", "local"):
+            raise MedtransferError(f"--slurm-cluster must be slurm or local, got {cluster!r}")
+        self._executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster=cluster)
+        slurm = study.slurm
+        parameters = {"timeout_min": slurm.time_minutes, "cpus_per_task": slurm.cpus_per_job,
+                      "mem_gb": slurm.mem_gb, "slurm_array_parallelism": slurm.array_parallelism,
+                      "name": f"medtransfer-{study.name}"}
+        if self._executor.cluster == "slurm":
+            parameters["gpus_per_node"] = slurm.gpus_per_job
+            if slurm.partition:
+                parameters["slurm_partition"] = slurm.partition
+        self._executor.update_parameters(**parameters)
+        self.capacity = study.max_parallel or slurm.array_parallelism
+        log(f"slurm: submitit {self._executor.cluster} executor, logs under {folder}")
+        self._running: dict = {}
+
+    def submit(self, jobs: list[Job]) -> None:
+        if not jobs:
+            return
+        submitted = []
+        with self._executor.batch():
+            for job in jobs:
+                submitted.append((self._executor.submit(run_job, job.params), job.job_id))
+        for handle, job_id in submitted:
+            self._running[handle] = job_id
+
+    def wait(self, timeout: float) -> list[Finished]:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            ready = [handle for handle in self._running if handle.done()]
+            if ready or time.monotonic() >= deadline or not self._running:
+                break
+            time.sleep(min(0.2, timeout))
+        finished = []
+        for handle in ready:
+            job_id = self._running.pop(handle)
+            try:
+                finished.append(Finished(job_id, "", handle.result()))
+            except Exception as exc:  # noqa: BLE001 - submitit re-raises the job's error with its traceback
+                finished.append(Finished(job_id, _reason(exc), {}))
+        return finished
+
+    def close(self) -> None:
+        for handle in list(self._running):
+            handle.cancel(check=False)
+        self._running.clear()
+
+
+def _reason(exc: BaseException) -> str:
+    """submitit's FailedJobError holds the job's whole traceback: keep its last line, the error itself."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    errors = [line for line in lines if ("Error" in line or "Exception" in line) and ":" in line]
+    return (errors[-1] if errors else first_line(exc))[:300]
