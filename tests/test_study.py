@@ -1,0 +1,195 @@
+"""Studies end to end: the same results table under local, ray and slurm (submitit local), resume after a
+SIGKILLed driver, retried-then-failed jobs, bad input as one line, presets and plan."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from adapt_support import register_tiny_backbones
+from medtransfer.study import build_plan, load_study, run_study
+from study_support import (
+    FAIL_ENV,
+    engine_environment,
+    make_data,
+    results_table,
+    write_study,
+)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    register_tiny_backbones()
+    return make_data(tmp_path_factory.mktemp("study-data"))
+
+
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory):
+    """The local (in-process, sequential) run every engine is compared with."""
+    folder = tmp_path_factory.mktemp("local")
+    summary = run_study(load_study(write_study(folder, data)), executor="local")
+    assert not summary.failed and not summary.skipped
+    return folder, summary
+
+
+def test_local_run_is_complete_and_a_rerun_runs_nothing(reference):
+    folder, summary = reference
+    study = load_study(folder / "study.toml")
+    plan = build_plan(study)
+    assert summary.n_jobs == len(plan.jobs) == len(summary.ran)
+    counts = plan.counts()
+    # 2 tasks: splits 1, extract 2 backbones, probe 2 x 2 heads, adapt 2 backbones x 2 methods x 2 folds x 2
+    assert counts == {"splits": {"total": 2, "done": 2}, "extract": {"total": 4, "done": 4},
+                      "probe": {"total": 8, "done": 8}, "adapt": {"total": 32, "done": 32}}
+    table = results_table(folder)
+    assert len(table) == 2 * (2 * 2 * 4 + 2 * 2 * 4)
+    assert not table.duplicated(["task", "backbone", "method", "regime", "shots", "seed", "fold"]).any()
+    assert set(table["method"]) == {"logreg", "knn", "lp", "bitfit"}
+    again = run_study(study, executor="local")
+    assert again.ran == [] and again.n_done_before == summary.n_jobs
+
+
+def test_ray_gives_the_same_table(reference, data, tmp_path, monkeypatch):
+    engine_environment(monkeypatch)
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        summary = run_study(load_study(write_study(tmp_path, data)), executor="ray")
+    finally:
+        ray.shutdown()
+    assert not summary.failed
+    pd.testing.assert_frame_equal(results_table(tmp_path), results_table(reference[0]), check_exact=False,
+                                  rtol=1e-4, atol=1e-6)
+
+
+def test_slurm_submitit_local_gives_the_same_table(reference, data, tmp_path, monkeypatch):
+    engine_environment(monkeypatch)
+    summary = run_study(load_study(write_study(tmp_path, data, max_parallel=2)), executor="slurm",
+                        slurm_cluster="local")
+    assert not summary.failed
+    assert list((tmp_path / "results" / ".study" / "submitit").iterdir()), "submitit wrote its job folders"
+    pd.testing.assert_frame_equal(results_table(tmp_path), results_table(reference[0]), check_exact=False,
+                                  rtol=1e-4, atol=1e-6)
+
+
+def test_sigkilled_ray_driver_resumes_with_only_missing_jobs(reference, data, tmp_path, monkeypatch):
+    engine_environment(monkeypatch)
+    study_file = write_study(tmp_path, data)
+    log = tmp_path / "results" / ".study" / "log.jsonl"
+    command = [sys.executable, "-m", "medtransfer.cli", "study", "run", str(study_file), "--executor", "ray"]
+    driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        if log.is_file() and sum(1 for _ in log.open()) >= 12:
+            break
+        time.sleep(0.2)
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray cluster it started
+    driver.wait()
+    study = load_study(study_file)
+    plan = build_plan(study)
+    missing = len(plan.pending())
+    assert 0 < missing < len(plan.jobs)
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        summary = run_study(study, executor="ray")
+    finally:
+        ray.shutdown()
+    assert len(summary.ran) == missing and not summary.failed
+    pd.testing.assert_frame_equal(results_table(tmp_path), results_table(reference[0]), check_exact=False,
+                                  rtol=1e-4, atol=1e-6)
+
+
+def test_a_raising_job_is_retried_then_recorded_and_the_rest_completes(data, tmp_path, monkeypatch, cli):
+    monkeypatch.setenv(FAIL_ENV, "test-tiny-cnn/lp/(0,)")
+    study_file = write_study(tmp_path, {"alpha": data["alpha"]},
+                             extra_plugins=("study_support:install_failing_method",))
+    summary = run_study(load_study(study_file), executor="local", retries=2)
+    assert sorted(summary.failed) == ["adapt/alpha/test-tiny-cnn/lp/fewshot2-seed0-fold0",
+                                      "adapt/alpha/test-tiny-cnn/lp/full-fold0"]
+    assert all("deliberate failure" in reason for reason in summary.failed.values())
+    entries = [json.loads(line) for line in (tmp_path / "results" / ".study" / "log.jsonl").read_text().splitlines()]
+    attempts = [e for e in entries if e["job"] == "adapt/alpha/test-tiny-cnn/lp/full-fold0"]
+    assert [e["attempt"] for e in attempts] == [1, 2, 3] and all(e["status"] == "failed" for e in attempts)
+    assert len(summary.ran) == summary.n_jobs - 2
+    status = cli("study", "status", study_file, "--json")
+    assert sorted(json.loads(status.stdout)["failed"]) == sorted(summary.failed)
+    monkeypatch.delenv(FAIL_ENV)
+    again = run_study(load_study(study_file), executor="local")
+    assert sorted(again.ran) == sorted(summary.failed)
+
+
+def test_plan_prints_jobs_and_an_estimate_with_its_assumptions(reference, cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDTRANSFER_CACHE", str(tmp_path / "cache"))
+    result = cli("study", "plan", reference[0] / "study.toml", "--json")
+    summary = json.loads(result.stdout)
+    assert summary["jobs"] == summary["done"] == 46
+    estimate = summary["estimate"]
+    assert estimate["total_hours"] > 0 and estimate["pending_hours"] == 0
+    assert any("random weights" in line for line in estimate["assumptions"])
+    text = cli("study", "plan", reference[0] / "study.toml").stdout
+    assert "46 jobs" in text and "estimated device-hours" in text
+
+
+def test_benchmark_preset_plans_the_published_grid(cli, tmp_path):
+    cli("study", "init", tmp_path / "bench.toml", "--preset", "benchmark")
+    result = cli("study", "plan", tmp_path / "bench.toml", "--json", "--no-estimate")
+    summary = json.loads(result.stdout)
+    assert summary["by_kind"]["extract"]["total"] == 6 * 11
+    assert summary["by_kind"]["probe"]["total"] == 6 * 11
+    # 10 method configs x 11 backbones x folds (AFC, AFC_m: 6 centers; the rest 5) x (full + 5 shot counts)
+    assert summary["by_kind"]["adapt"]["total"] == 10 * 11 * (6 + 6 + 5 * 4) * 6
+    assert summary["planned_from_expected_sizes"] == ["AFC", "AFC_m", "CAR", "CC", "NY_all", "NY_small"]
+
+
+def _bad(tmp_path, data, edit):
+    path = write_study(tmp_path, data)
+    path.write_text(edit(path.read_text()))
+    return path
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda t: t.replace('name = "tiny"', 'name = "tiny"\ncolour = "red"'), "unknown key colour"),
+    (lambda t: t.replace("folds = 2\n", "folds = 2\nfold_count = 3\n", 1), "unknown key tasks.alpha.fold_count"),
+    (lambda t: t.replace('"test-tiny-vit"]', '"no-such-net"]'), "backbones.names: unknown backbone 'no-such-net'"),
+    (lambda t: t.replace('method = "bitfit"', 'method = "magic"'), "adapt[1].method: unknown adapt method 'magic'"),
+    (lambda t: t.replace('heads = ["logreg", "knn"]', 'heads = ["logreg", "oracle"]'), "probe.heads"),
+    (lambda t: t.replace("folds = 2\n", 'folds = "2"\n', 1), "tasks.alpha.folds must be int"),
+    (lambda t: t.replace('manifest = "', 'manifest = "/nowhere/', 1), "tasks.alpha.manifest not found"),
+    (lambda t: t.replace("epochs = 1\n", "epochs = 0\n", 1), "adapt[0]: --epochs must be at least 1"),
+])
+def test_bad_study_files_are_one_line_and_run_nothing(data, tmp_path, cli, edit, message):
+    path = _bad(tmp_path, data, edit)
+    result = cli("study", "run", path)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+    assert not (tmp_path / "results").exists() and not (tmp_path / "features").exists()
+
+
+def test_splits_disagreeing_with_the_results_folder_are_refused(reference, data, tmp_path, cli):
+    folder = tmp_path / "other"
+    path = write_study(folder, data, results=str(reference[0] / "results"))
+    path.write_text(path.read_text().replace("shots = [2]", "shots = [3]", 1))
+    before = (reference[0] / "results" / "alpha" / "results.parquet").read_bytes()
+    result = cli("study", "run", path)
+    assert result.exit_code == 2
+    assert "holds rows of splits" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert (reference[0] / "results" / "alpha" / "results.parquet").read_bytes() == before
+
+
+def test_study_report_covers_every_task(reference, cli, tmp_path):
+    result = cli("study", "report", reference[0] / "study.toml", "--out", tmp_path / "report")
+    assert result.exit_code == 0
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "alpha" in page and "beta" in page
