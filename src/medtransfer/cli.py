@@ -496,3 +496,7 @@ def study_report(
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()
