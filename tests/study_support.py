@@ -114,10 +114,10 @@ def install_failing_method() -> None:
         return
     original = adapt.run_adapt
 
-    def run_adapt(manifest, splits, backbone, method, out, **options):
+    def run_adapt(manifest, splits, *, backbone, method, **options):
         if os.environ.get(FAIL_ENV) == f"{backbone}/{method}/{options.get('folds')}":
             raise RuntimeError("deliberate failure for the test")
-        return original(manifest, splits, backbone, method, out, **options)
+        return original(manifest, splits, backbone=backbone, method=method, **options)
 
     run_adapt._failing = True
     adapt.run_adapt = run_adapt

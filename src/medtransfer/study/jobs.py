@@ -34,8 +34,9 @@ def _splits(params: dict) -> dict:
     spec = dict(params["split_spec"])
     spec["shots"] = tuple(spec["shots"])
     spec["fractions"] = tuple(spec.get("fractions", ()))
-    made = make_splits(load_manifest(params["manifest"], label_column=params["label_column"], check_files=False),
-                       SplitSpec(**spec))
+    manifest = load_manifest(params["manifest"], label_column=params["label_column"], check_files=False,
+                             frames=params["frames"])
+    made = make_splits(manifest, SplitSpec(**spec))
     if params["fingerprint"] and made.fingerprint != params["fingerprint"]:
         raise MedtransferError(f"splits of {params['manifest']} changed since the study was planned "
                                f"({made.fingerprint} != {params['fingerprint']}): did the manifest change?")
@@ -61,23 +62,27 @@ def _store_turn(store: str):
 
 def _extract(params: dict) -> dict:
     from medtransfer.data.manifest import load_manifest
-    from medtransfer.extract import extract_many
+    from medtransfer.extract import ExtractOptions, extract_many
 
+    options = ExtractOptions(
+        weights=params["weights"], label_column=params["label_column"], batch_size=params["batch_size"],
+        device=params["device"], precision=params["precision"], fmt=params["store_format"],
+        pixel_cache=params["pixel_cache"], frames=params["frames"], progress=False,
+    )
     with _store_turn(params["store"]):
-        result = extract_many(
-            params["manifest"], [params["backbone"]], params["store"], weights=params["weights"],
-            label_column=params["label_column"], batch_size=params["batch_size"], device=params["device"],
-            precision=params["precision"], fmt=params["store_format"], pixel_cache=params["pixel_cache"],
-            progress=False,
-        )[0]
+        result = extract_many(params["manifest"], [params["backbone"]], params["store"], options)[0]
     marker = Path(params["marker"])
     marker.parent.mkdir(parents=True, exist_ok=True)
-    fingerprint = load_manifest(params["manifest"], label_column=params["label_column"],
-                                check_files=False).fingerprint
+    fingerprint = load_manifest(params["manifest"], label_column=params["label_column"], check_files=False,
+                                min_classes=1, frames=params["frames"]).fingerprint
     temporary = marker.with_name(f".tmp-{marker.name}")
     temporary.write_text(json.dumps({"manifest": fingerprint, "group": result.group_key}))
     temporary.replace(marker)
     return {"computed": result.n_computed, "images": result.n_images}
+
+
+def _quiet(message: str) -> None:
+    """Adapt's per-task log lines: the study's own display says what runs."""
 
 
 def _probe(params: dict) -> dict:
@@ -96,10 +101,11 @@ def _adapt(params: dict) -> dict:
 
     regime = params["regime"]
     table = run_adapt(
-        params["manifest"], params["splits_path"], params["backbone"], params["method"], params["out"],
-        weights=params["weights"], regimes=(regime,), folds=(params["fold"],),
-        shots=(params["shots"],) if regime == "fewshot" else None,
+        params["manifest"], params["splits_path"], backbone=params["backbone"], method=params["method"],
+        out=params["out"], weights=params["weights"], options=params["options"], regimes=(regime,),
+        folds=(params["fold"],), shots=(params["shots"],) if regime == "fewshot" else None,
         seeds=(params["seed"],) if regime != "full" else None, device=params["device"], resume=True,
-        pixel_cache=params["pixel_cache"], progress=False, log=lambda message: None, **params["options"],
+        pixel_cache=params["pixel_cache"], frames=params["frames"], progress=False, log=_quiet,
+        **params["config"],
     )
     return {"rows": len(table), "failed_rows": int((table["status"] != "ok").sum())}

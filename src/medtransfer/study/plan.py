@@ -91,8 +91,8 @@ def task_splits(study: StudySpec, task: TaskSpec) -> SplitsFile | None:
         return None
     from medtransfer.data.manifest import load_manifest
 
-    made = make_splits(load_manifest(task.manifest, label_column=task.label_column, check_files=False),
-                       split_spec(task))
+    made = make_splits(load_manifest(task.manifest, label_column=task.label_column, check_files=False,
+                                     frames=task.frames), split_spec(task))
     written = study.splits_path(task)
     if written.is_file() and load_splits(written).fingerprint != made.fingerprint:
         raise MedtransferError(
@@ -167,13 +167,18 @@ def _expected_tasks(task: TaskSpec) -> list[Task]:
     return tasks
 
 
-def adapt_label(config: AdaptConfigSpec) -> str:
-    from medtransfer.adapt.config import AdaptConfig
+def _settings(config: AdaptConfigSpec):
     from medtransfer.adapt.methods import get_method
-    from medtransfer.adapt.run import make_config
+    from medtransfer.adapt.run import resolve_settings
 
     method = get_method(config.method)
-    return method.label(make_config(AdaptConfig(**method.config_defaults), config.options))
+    return method, resolve_settings(method, options=config.options, overrides=config.config)
+
+
+def adapt_label(config: AdaptConfigSpec) -> str:
+    """The results table's ``method`` value of this config's rows (``lora-r8``), as ``run_adapt`` writes it."""
+    method, settings = _settings(config)
+    return method.label(settings.options)
 
 
 def _adapt_selected(config: AdaptConfigSpec, task: Task) -> bool:
@@ -200,7 +205,7 @@ def _task_jobs(study: StudySpec, task: TaskSpec, splits: SplitsFile | None, task
         jobs.append(Job(split_id, "splits", name, {
             **common, "kind": "splits", "manifest": manifest, "label_column": task.label_column,
             "split_spec": split_spec(task).__dict__ | {"shots": list(task.shots)}, "splits_path": splits_path,
-            "fingerprint": splits.fingerprint if splits is not None else "",
+            "fingerprint": splits.fingerprint if splits is not None else "", "frames": task.frames,
         }))
     extract_ids = []
     for backbone in study.backbones:
@@ -211,6 +216,7 @@ def _task_jobs(study: StudySpec, task: TaskSpec, splits: SplitsFile | None, task
             "store": store, "weights": study.weights, "batch_size": study.extract_batch_size,
             "precision": study.precision, "pixel_cache": str(pixel_cache) if pixel_cache else None,
             "store_format": study.store_format, "marker": str(_marker(study, name, backbone)),
+            "frames": task.frames,
         }, deps=(split_id,) if task.splits_file is None else (), mutex=f"store/{name}", backbone=backbone,
             work={"forward": n_images}))
     deps = tuple(extract_ids)
@@ -233,8 +239,9 @@ def _task_jobs(study: StudySpec, task: TaskSpec, splits: SplitsFile | None, task
                     continue
                 jobs.append(Job(f"adapt/{name}/{backbone}/{label}/{task_name(t)}", "adapt", name, {
                     **common, "kind": "adapt", "manifest": manifest, "splits_path": splits_path,
-                    "backbone": backbone, "method": config.method, "options": dict(config.options), "out": out,
-                    "weights": study.weights, "regime": t.regime, "fold": t.fold, "shots": t.shots, "seed": t.seed,
+                    "backbone": backbone, "method": config.method, "config": dict(config.config),
+                    "options": dict(config.options), "out": out, "weights": study.weights, "regime": t.regime,
+                    "fold": t.fold, "shots": t.shots, "seed": t.seed, "frames": task.frames,
                     "pixel_cache": str(pixel_cache) if pixel_cache else None,
                 }, deps=deps, keys=(result_key(backbone, label, t),), backbone=backbone,
                     work={"method": config.method, "train": len(t.train), "val": len(t.val), "test": len(t.test),
@@ -243,11 +250,7 @@ def _task_jobs(study: StudySpec, task: TaskSpec, splits: SplitsFile | None, task
 
 
 def _epochs(config: AdaptConfigSpec) -> int:
-    from medtransfer.adapt.config import AdaptConfig
-    from medtransfer.adapt.methods import get_method
-
-    method = get_method(config.method)
-    return int(config.options.get("epochs") or method.config_defaults.get("epochs") or AdaptConfig().epochs)
+    return _settings(config)[1].config.epochs
 
 
 def _marker(study: StudySpec, task: str, backbone: str) -> Path:

@@ -45,6 +45,7 @@ class TaskSpec:
     val_fraction: float = 0.2
     seed: int = 0
     splits_file: Path | None = None
+    frames: str = "refuse"  # multi-frame policy (``medtransfer.data.frames``), the same for splits, extract, adapt
     # what the data set is expected to hold: lets `study plan` cost a grid before the manifest exists
     expected_images: int = 0
     expected_centers: int = 0
@@ -53,9 +54,13 @@ class TaskSpec:
 
 @dataclass(frozen=True)
 class AdaptConfigSpec:
-    """One point of an adapt grid: a method with fixed options (e.g. lora with rank 8)."""
+    """One point of an adapt grid: a method with fixed settings (e.g. lora with rank 8, 5 epochs).
+
+    ``config``: fields of ``AdaptConfig`` (epochs, lr, batch_size, ...); ``options``: fields of the method's own
+    options dataclass (``get_method(method).options``: rank, alpha, ...)."""
 
     method: str
+    config: dict
     options: dict
     regimes: tuple[str, ...] = ADAPT_REGIMES
     shots: tuple[int, ...] | None = None
@@ -263,10 +268,11 @@ def load_study(path: str | Path) -> StudySpec:
 
 
 TASK_KEYS = ("manifest", "label_column", "strategy", "folds", "shots", "seeds", "val_fraction", "seed",
-             "splits_file", "expected_images", "expected_centers", "expected_classes")
+             "splits_file", "frames", "expected_images", "expected_centers", "expected_classes")
 
 
 def _tasks(source: Path, base: Path, table: object) -> tuple[TaskSpec, ...]:
+    from medtransfer.data.frames import FRAME_POLICIES
     from medtransfer.splits import STRATEGIES
 
     if not isinstance(table, dict) or not table:
@@ -292,10 +298,13 @@ def _tasks(source: Path, base: Path, table: object) -> tuple[TaskSpec, ...]:
         val_fraction = reader.get("val_fraction", float, 0.2)
         if not 0 < val_fraction < 1:
             raise reader.error(f"tasks.{name}.val_fraction must be between 0 and 1, got {val_fraction}")
+        frames = reader.get("frames", str, "refuse")
+        if frames not in FRAME_POLICIES:
+            raise reader.error(f"tasks.{name}.frames must be one of {', '.join(FRAME_POLICIES)}, got {frames!r}")
         tasks.append(TaskSpec(
             name=name, manifest=manifest, label_column=reader.get("label_column", str, "label"), strategy=strategy,
             folds=folds, shots=shots, seeds=seeds, val_fraction=val_fraction, seed=reader.get("seed", int, 0),
-            splits_file=reader.path("splits_file", base, None),
+            splits_file=reader.path("splits_file", base, None), frames=frames,
             expected_images=reader.get("expected_images", int, 0),
             expected_centers=reader.get("expected_centers", int, 0),
             expected_classes=reader.get("expected_classes", int, 2),
@@ -342,39 +351,46 @@ def _probe(source: Path, table: object) -> tuple[tuple[str, ...], tuple[str, ...
 
 
 def _adapt(source: Path, entries: object) -> tuple[AdaptConfigSpec, ...]:
+    """Each ``[[adapt]]`` table: a method, selectors, and settings whose list values span a grid (``rank = [4, 8,
+    16]``: three configs). A setting is a field of ``AdaptConfig`` or of the method's options dataclass."""
     from medtransfer.adapt.config import AdaptConfig
     from medtransfer.adapt.methods import get_method
-    from medtransfer.adapt.run import make_config
+    from medtransfer.adapt.run import resolve_settings
 
     if isinstance(entries, dict):
         entries = [entries]
     if not isinstance(entries, list):
         raise MedtransferError(f"{source.name}: adapt must be a list of [[adapt]] tables")
-    option_names = tuple(f.name for f in fields(AdaptConfig) if f.name != "extra")
+    config_names = tuple(f.name for f in fields(AdaptConfig))
     configs: list[AdaptConfigSpec] = []
     for number, entry in enumerate(entries):
         where = f"adapt[{number}]"
-        reader = _Reader(source, entry, where, (*ADAPT_SELECTORS, *option_names))
-        method_name = reader.get("method", str, None)
+        if not isinstance(entry, dict):
+            raise MedtransferError(f"{source.name}: {where} must be a table")
+        method_name = _Reader(source, entry, where, tuple(entry)).get("method", str, None)
         if method_name is None:
-            raise reader.error(f"{where}.method is required")
+            raise MedtransferError(f"{source.name}: {where}.method is required")
         try:
             method = get_method(method_name)
         except MedtransferError as exc:
-            raise reader.error(f"{where}.method: {exc}") from None
+            raise MedtransferError(f"{source.name}: {where}.method: {exc}") from None
+        option_names = method.options.names()
+        reader = _Reader(source, entry, where, (*ADAPT_SELECTORS, *config_names, *option_names))
         regimes = reader.strings("regimes", ADAPT_REGIMES)
         bad = [r for r in regimes if r not in ADAPT_REGIMES]
         if bad:
             raise reader.error(f"{where}.regimes: adapt runs {' and '.join(ADAPT_REGIMES)}, not {bad[0]!r}")
         grid = {name: value if isinstance(value, list) else [value]
-                for name, value in entry.items() if name in option_names}
+                for name, value in entry.items() if name in config_names or name in option_names}
         for values in itertools.product(*grid.values()):
-            options = dict(zip(grid, values, strict=True))
+            chosen = dict(zip(grid, values, strict=True))
+            config = {k: v for k, v in chosen.items() if k in config_names}
+            options = {k: v for k, v in chosen.items() if k in option_names}
             try:
-                make_config(AdaptConfig(**method.config_defaults), options)
+                resolve_settings(method, options=options, overrides=config)
             except (MedtransferError, TypeError) as exc:
                 raise reader.error(f"{where}: {exc}") from None
-            configs.append(AdaptConfigSpec(method=method.name, options=options, regimes=regimes,
+            configs.append(AdaptConfigSpec(method=method.name, config=config, options=options, regimes=regimes,
                                            shots=reader.ints("shots", None), seeds=reader.ints("seeds", None),
                                            folds=reader.ints("folds", None)))
     return tuple(configs)
