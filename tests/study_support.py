@@ -1,9 +1,13 @@
-"""A small study for the study tests: 2 tasks, 2 tiny random backbones, 2 heads, 2 adapt methods, 2 folds,
-few-shot; plus a plugin that makes one adapt job raise (to test retries and failure isolation)."""
+"""A small study for the study tests: 2 tasks, 2 tiny random backbones, 2 heads, 2 adapt methods, 2 folds
+(probe: both; adapt: fold 0, the slow part), few-shot; array tasks of up to 16 jobs for submitit; plus a
+plugin that makes one adapt job raise (to test retries and failure isolation)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +16,7 @@ from medtransfer.data.synthetic import SyntheticSpec, make_synthetic_dataset
 
 TESTS = Path(__file__).resolve().parent
 SRC = TESTS.parent / "src"
+N_JOBS = 30  # 2 tasks x (splits 1 + extract 2 + probe 4 + adapt 8)
 TIMING = {"fit_seconds", "train_seconds", "peak_memory_mb", "weights_source"}
 
 
@@ -65,16 +70,19 @@ gpus = 0
 cpus_per_job = 1
 mem_gb = 2
 time_minutes = 10
+jobs_per_array_task = 16
 
 [[adapt]]
 method = "lp"
 epochs = 1
 batch_size = 16
+folds = [0]
 
 [[adapt]]
 method = "bitfit"
 epochs = 1
 batch_size = 16
+folds = [0]
 {tasks}'''
 
 
@@ -101,6 +109,42 @@ def results_table(study_dir: Path, results: str = "results") -> pd.DataFrame:
     table = pd.concat(frames, ignore_index=True)
     table = table.drop(columns=[c for c in TIMING if c in table.columns])
     return table.sort_values(["task", "backbone", "method", "regime", "shots", "seed", "fold"]).reset_index(drop=True)
+
+
+def assert_same_table(table: pd.DataFrame, reference: pd.DataFrame) -> None:
+    """Row by row: same keys, same metrics (to float noise across processes and thread counts)."""
+    pd.testing.assert_frame_equal(table, reference, check_exact=False, rtol=1e-4, atol=1e-6)
+
+
+def session_processes(session: int) -> list[str]:
+    """``pid command`` of every process in the session ``session`` (Linux /proc; field 6 of stat is the sid)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:  # ended meanwhile
+            continue
+        after_name = stat[stat.rindex(")") + 2:].split()  # state ppid pgrp session ...
+        if int(after_name[3]) == session and after_name[0] != "Z":
+            found.append(f"{entry.name} {command[:80]}")
+    return found
+
+
+def wait_for_session_end(session: int, *, timeout: float) -> list[str]:
+    """Wait until no process of ``session`` is left; returns those still alive after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while (left := session_processes(session)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return left
+
+
+def kill_session(session: int) -> None:
+    for line in session_processes(session):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(line.split()[0]), signal.SIGKILL)
 
 
 FAIL_ENV = "MEDTRANSFER_TEST_FAIL_JOB"

@@ -69,6 +69,7 @@ gpus_per_job = 1
 cpus_per_job = 4
 mem_gb = 32
 array_parallelism = 64
+jobs_per_array_task = 1  # raise it to bundle many short jobs (probe fits, few-shot runs) into one array task
 '''
 
 TASK = '''

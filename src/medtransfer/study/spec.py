@@ -84,6 +84,9 @@ class SlurmSpec:
     cpus_per_job: int = 4
     mem_gb: int = 32
     array_parallelism: int = 64
+    # study jobs one array task runs one after the other: many small jobs (probe fits, few-shot PEFT runs) then
+    # pay the scheduler's queueing and one Python + torch start-up per bundle instead of per job
+    jobs_per_array_task: int = 1
 
 
 @dataclass(frozen=True)
@@ -413,4 +416,9 @@ def _resources(source: Path, table: object) -> dict[str, Resources]:
 def _slurm(source: Path, table: object) -> SlurmSpec:
     reader = _Reader(source, table, "slurm", tuple(f.name for f in fields(SlurmSpec)))
     values = {f.name: reader.get(f.name, type(f.default), f.default) for f in fields(SlurmSpec)}
+    for name in ("time_minutes", "gpus_per_job", "cpus_per_job", "mem_gb", "array_parallelism",
+                 "jobs_per_array_task"):
+        if values[name] < (0 if name == "gpus_per_job" else 1):
+            raise reader.error(f"slurm.{name} must be at least {0 if name == 'gpus_per_job' else 1}, "
+                               f"got {values[name]}")
     return SlurmSpec(**values)

@@ -29,8 +29,12 @@ class RayExecutor:
         except ImportError:
             raise MedtransferError("the ray executor needs Ray: pip install 'medtransfer[ray]'") from None
         self._ray = ray
-        if not ray.is_initialized():
-            options = {"address": address} if address else {"num_cpus": os.cpu_count() or 1}
+        self._owns_session = not ray.is_initialized()  # a session the caller opened is the caller's to close
+        if self._owns_session:
+            # "local" starts a new instance here rather than joining whichever cluster $RAY_ADDRESS or the last
+            # `ray start` names (ray 2.60 ray/_private/services.py canonicalize_bootstrap_address: "local" -> None,
+            # "start a local Ray instance"; https://docs.ray.io/en/latest/ray-core/starting-ray.html)
+            options = {"address": address} if address else {"address": "local", "num_cpus": os.cpu_count() or 1}
             # workers inherit this process's environment (PYTHONPATH for plugins) on a local cluster
             ray.init(**options, include_dashboard=False, log_to_driver=False, configure_logging=False)
         cluster = ray.cluster_resources()
@@ -72,4 +76,5 @@ class RayExecutor:
         for ref in list(self._running):
             self._ray.cancel(ref, force=True)
         self._running.clear()
-        self._ray.shutdown()
+        if self._owns_session:
+            self._ray.shutdown()

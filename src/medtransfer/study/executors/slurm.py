@@ -1,14 +1,26 @@
 """SLURM job arrays through submitit (https://github.com/facebookincubator/submitit): each wave of ready jobs
 is one array (``executor.batch()``), with partition, time, GPUs, CPUs and memory from the study's ``[slurm]``
-table. ``cluster="local"`` runs the same arrays as local subprocesses (submitit's LocalExecutor), for tests."""
+table. One array task runs up to ``slurm.jobs_per_array_task`` study jobs in turn (a bundle), each failing on
+its own. ``cluster="local"`` runs the same arrays as local subprocesses (submitit's LocalExecutor), for tests."""
 
 from __future__ import annotations
 
 from medtransfer.errors import MedtransferError, first_line
-from medtransfer.study.executors import Finished
+from medtransfer.study.executors import Finished, failure_reason
 from medtransfer.study.jobs import run_job
 from medtransfer.study.plan import Job
 from medtransfer.study.spec import StudySpec
+
+
+def run_bundle(bundle: list[tuple[str, dict]]) -> list[tuple[str, str, dict]]:
+    """The body of one array task: every (job id, params) in turn; a job that raises fails alone."""
+    outcomes = []
+    for job_id, params in bundle:
+        try:
+            outcomes.append((job_id, "", run_job(params)))
+        except Exception as exc:  # noqa: BLE001 - recorded and retried by the driver, the bundle goes on
+            outcomes.append((job_id, failure_reason(exc), {}))
+    return outcomes
 
 
 class SlurmExecutor:
@@ -37,19 +49,22 @@ class SlurmExecutor:
             if slurm.partition:
                 parameters["slurm_partition"] = slurm.partition
         self._executor.update_parameters(**parameters)
-        self.capacity = study.max_parallel or slurm.array_parallelism
-        log(f"slurm: submitit {self._executor.cluster} executor, logs under {folder}")
-        self._running: dict = {}
+        self._per_task = slurm.jobs_per_array_task
+        self.capacity = study.max_parallel or slurm.array_parallelism * self._per_task
+        log(f"slurm: submitit {self._executor.cluster} executor, up to {self._per_task} job(s) per array task, "
+            f"logs under {folder}")
+        self._running: dict = {}  # submitit job -> the study job ids it runs
 
     def submit(self, jobs: list[Job]) -> None:
+        """One array for this wave; its tasks share the wave's jobs evenly, ``jobs_per_array_task`` at most."""
         if not jobs:
             return
-        submitted = []
+        n_tasks = -(-len(jobs) // self._per_task)
+        bundles = [[(job.job_id, job.params) for job in jobs[number::n_tasks]] for number in range(n_tasks)]
         with self._executor.batch():
-            for job in jobs:
-                submitted.append((self._executor.submit(run_job, job.params), job.job_id))
-        for handle, job_id in submitted:
-            self._running[handle] = job_id
+            submitted = [(self._executor.submit(run_bundle, bundle), bundle) for bundle in bundles]
+        for handle, bundle in submitted:
+            self._running[handle] = [job_id for job_id, _ in bundle]
 
     def wait(self, timeout: float) -> list[Finished]:
         import time
@@ -62,11 +77,12 @@ class SlurmExecutor:
             time.sleep(min(0.2, timeout))
         finished = []
         for handle in ready:
-            job_id = self._running.pop(handle)
+            job_ids = self._running.pop(handle)
             try:
-                finished.append(Finished(job_id, "", handle.result()))
-            except Exception as exc:  # noqa: BLE001 - submitit re-raises the job's error with its traceback
-                finished.append(Finished(job_id, _reason(exc), {}))
+                finished.extend(Finished(job_id, error, detail) for job_id, error, detail in handle.result())
+            except Exception as exc:  # noqa: BLE001 - the array task itself died (timeout, memory, node lost)
+                reason = _reason(exc)
+                finished.extend(Finished(job_id, reason, {}) for job_id in job_ids)
         return finished
 
     def close(self) -> None:
