@@ -180,6 +180,10 @@ def _bad(tmp_path, data, edit):
     (lambda t: t.replace("folds = 2\n", 'folds = "2"\n', 1), "tasks.alpha.folds must be int"),
     (lambda t: t.replace('manifest = "', 'manifest = "/nowhere/', 1), "tasks.alpha.manifest not found"),
     (lambda t: t.replace("epochs = 1\n", "epochs = 0\n", 1), "adapt[0]: --epochs must be at least 1"),
+    (lambda t: t.replace('method = "bitfit"', 'method = "bitfit"\nrank = [4, 8]'), "unknown key adapt[1].rank"),
+    (lambda t: t.replace('method = "bitfit"', 'method = "lora"\nrank = [4, 0]'), "adapt[1]: --rank must be"),
+    (lambda t: t.replace("jobs_per_array_task = 16", "jobs_per_array_task = 0"), "slurm.jobs_per_array_task must be"),
+    (lambda t: t.replace("folds = 2\n", 'folds = 2\nframes = "every"\n', 1), "tasks.alpha.frames must be one of"),
 ])
 def test_bad_study_files_are_one_line_and_run_nothing(data, tmp_path, cli, edit, message):
     path = _bad(tmp_path, data, edit)
