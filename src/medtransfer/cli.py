@@ -649,6 +649,10 @@ def study_plan(
     estimate: Annotated[bool, typer.Option(help="Calibrate each backbone (cached per device) and estimate "
                                                 "device-hours.")] = True,
     redo_failed: Annotated[bool, typer.Option("--redo-failed", help="Count failed rows as not done.")] = False,
+    calibration_batch: Annotated[int, typer.Option(
+        min=0, help="Images per calibration batch for backbones not calibrated yet on this device (0: 32 on "
+                    "CUDA, 4 on CPU); 1 calibrates large models on a CPU quickly (the estimate then errs high).",
+    )] = 0,
 ) -> None:
     """The job graph: jobs per kind and task, how many are done, and the estimated device-hours."""
     import json
@@ -658,7 +662,8 @@ def study_plan(
 
     spec = load_study(study)
     note = None if json_output else (lambda name: console.print(f"calibrating {name} ...", highlight=False))
-    summary = plan_summary(spec, with_estimate=estimate, redo_failed=redo_failed, on_backbone=note)
+    summary = plan_summary(spec, with_estimate=estimate, redo_failed=redo_failed,
+                           calibration_batch=calibration_batch, on_backbone=note)
     if json_output:
         typer.echo(json.dumps(summary, indent=1))
         return

@@ -16,7 +16,10 @@ from pathlib import Path
 
 from medtransfer.study.plan import Plan
 
-CACHE = Path(os.environ.get("MEDTRANSFER_CACHE", Path.home() / ".cache" / "medtransfer")) / "calibration.json"
+
+def default_cache() -> Path:
+    """``$MEDTRANSFER_CACHE/calibration.json`` (read at each call, so a test or a job can point it elsewhere)."""
+    return Path(os.environ.get("MEDTRANSFER_CACHE", Path.home() / ".cache" / "medtransfer")) / "calibration.json"
 
 
 @dataclass
@@ -42,9 +45,13 @@ def device_name(device: str = "auto") -> tuple[str, str]:
                           f"{torch.get_num_threads()}"
 
 
-def calibrate(backbone: str, device: str = "auto", *, batch_size: int = 0, cache: Path = CACHE,
+def calibrate(backbone: str, device: str = "auto", *, batch_size: int = 0, cache: Path | None = None,
               refresh: bool = False) -> dict[str, float]:
-    """Images per second of ``backbone`` forward and forward + backward on ``device`` (cached)."""
+    """Images per second of ``backbone`` forward and forward + backward on ``device`` (cached).
+
+    ``batch_size`` 0: 32 on CUDA, 4 on CPU. A smaller batch calibrates large models on a CPU in reasonable
+    time; per-image throughput at batch 1 is lower than at the training batch, so the estimate errs high."""
+    cache = cache or default_cache()
     import torch
 
     from medtransfer.backbones import get_spec, load_backbone
@@ -89,8 +96,9 @@ def calibrate(backbone: str, device: str = "auto", *, batch_size: int = 0, cache
     return measured
 
 
-def estimate(plan: Plan, *, cache: Path = CACHE, on_backbone=None) -> Estimate:
-    """Device-hours of every job and of the pending ones (probe fits on cached features are not counted)."""
+def estimate(plan: Plan, *, cache: Path | None = None, batch_size: int = 0, on_backbone=None) -> Estimate:
+    """Device-hours of every job and of the pending ones (probe fits on cached features are not counted);
+    ``batch_size``: the calibration batch of backbones not calibrated yet on this device (0: the default)."""
     from medtransfer.adapt.methods import get_method
 
     torch_device, name = device_name(plan.study.device)
@@ -98,7 +106,7 @@ def estimate(plan: Plan, *, cache: Path = CACHE, on_backbone=None) -> Estimate:
     for backbone in plan.study.backbones:
         if on_backbone is not None:
             on_backbone(backbone)
-        throughput[backbone] = calibrate(backbone, plan.study.device, cache=cache)
+        throughput[backbone] = calibrate(backbone, plan.study.device, batch_size=batch_size, cache=cache)
     hours = {"extract": 0.0, "adapt": 0.0}
     pending = 0.0
     for job in plan.jobs:
@@ -115,8 +123,8 @@ def estimate(plan: Plan, *, cache: Path = CACHE, on_backbone=None) -> Estimate:
         hours[job.kind] += seconds / 3600
         pending += seconds / 3600 * (job.job_id not in plan.done)
     assumptions = [
-        f"device {torch_device} ({name}); throughput measured with random weights, a batch of "
-        f"{next(iter(throughput.values()))['batch'] if throughput else 0} images, autocast as `--precision auto`",
+        f"device {torch_device} ({name}); throughput measured with random weights, batches of "
+        f"{_batches(throughput)} images, autocast as `--precision auto`",
         "adapt: every run trains its maximum epochs (early stopping only shortens it), PEFT methods cost a full "
         "forward + backward (activations are back-propagated through the frozen layers too), lp a forward",
         "extract: one forward per image; probe fits on cached features run on CPU in seconds and are not counted",
@@ -127,3 +135,13 @@ def estimate(plan: Plan, *, cache: Path = CACHE, on_backbone=None) -> Estimate:
                            "tasks.*.expected_images / expected_centers")
     return Estimate(device=name, hours_by_kind=hours, pending_hours=pending, total_hours=sum(hours.values()),
                     throughput=throughput, assumptions=assumptions)
+
+
+def _batches(throughput: dict[str, dict[str, float]]) -> str:
+    """The calibration batch sizes, with the backbones of each when they differ (``4 (resnet50), 1 (dinov2-l)``)."""
+    by_batch: dict[int, list[str]] = {}
+    for backbone, measured in throughput.items():
+        by_batch.setdefault(int(measured["batch"]), []).append(backbone)
+    if len(by_batch) <= 1:
+        return str(next(iter(by_batch), 0))
+    return ", ".join(f"{batch} ({', '.join(names)})" for batch, names in sorted(by_batch.items(), reverse=True))

@@ -10,7 +10,7 @@ from medtransfer.study.spec import StudySpec
 
 
 def plan_summary(study: StudySpec, *, with_estimate: bool = True, redo_failed: bool = False,
-                 on_backbone=None) -> dict:
+                 calibration_batch: int = 0, on_backbone=None) -> dict:
     """Jobs per kind (total, done), per task, and the device-hour estimate with its assumptions."""
     plan = build_plan(study, redo_failed=redo_failed)
     by_task: dict[str, dict[str, int]] = {}
@@ -25,7 +25,7 @@ def plan_summary(study: StudySpec, *, with_estimate: bool = True, redo_failed: b
     if with_estimate:
         from medtransfer.study.estimate import estimate
 
-        summary["estimate"] = asdict(estimate(plan, on_backbone=on_backbone))
+        summary["estimate"] = asdict(estimate(plan, batch_size=calibration_batch, on_backbone=on_backbone))
     return summary
 
 
