@@ -144,14 +144,17 @@ def test_a_raising_job_is_retried_then_recorded_and_the_rest_completes(data, tmp
 
 def test_plan_prints_jobs_and_an_estimate_with_its_assumptions(reference, cli, tmp_path, monkeypatch):
     monkeypatch.setenv("MEDTRANSFER_CACHE", str(tmp_path / "cache"))
-    result = cli("study", "plan", reference[0] / "study.toml", "--json")
+    result = cli("study", "plan", reference[0] / "study.toml", "--json", "--calibration-batch", "2")
     summary = json.loads(result.stdout)
     assert summary["jobs"] == summary["done"] == N_JOBS
     estimate = summary["estimate"]
     assert estimate["total_hours"] > 0 and estimate["pending_hours"] == 0
-    assert any("random weights" in line for line in estimate["assumptions"])
-    text = cli("study", "plan", reference[0] / "study.toml").stdout
-    assert f"{N_JOBS} jobs" in text and "estimated device-hours" in text
+    assert any("random weights, batches of 2 images" in line for line in estimate["assumptions"])
+    assert set(estimate["throughput"]) == {"test-tiny-cnn", "test-tiny-vit"}
+    calibrated = json.loads((tmp_path / "cache" / "calibration.json").read_text())
+    assert len(calibrated) == 2, "one calibration per backbone on this device, cached"
+    text = cli("study", "plan", reference[0] / "study.toml").stdout  # from the cache: same figures
+    assert f"{N_JOBS} jobs" in text and f"estimated device-hours on {estimate['device']}" in text
 
 
 def test_benchmark_preset_plans_the_published_grid(cli, tmp_path):
@@ -192,6 +195,12 @@ def test_bad_study_files_are_one_line_and_run_nothing(data, tmp_path, cli, edit,
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
     assert not (tmp_path / "results").exists() and not (tmp_path / "features").exists()
+
+
+def test_an_unknown_executor_is_one_line_even_when_nothing_is_pending(reference, cli):
+    result = cli("study", "run", reference[0] / "study.toml", "--executor", "dask")
+    assert result.exit_code == 2 and result.stderr.strip() == ("error: unknown executor 'dask'; choose one of "
+                                                               "local, ray, slurm")
 
 
 def test_splits_disagreeing_with_the_results_folder_are_refused(reference, data, tmp_path, cli):

@@ -14,9 +14,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from medtransfer.errors import MedtransferError
 from medtransfer.study.executors import Finished, make_executor
 from medtransfer.study.plan import Job, Plan, build_plan
-from medtransfer.study.spec import StudySpec
+from medtransfer.study.spec import EXECUTORS, StudySpec
 
 LOG_FILE = "log.jsonl"
 
@@ -37,6 +38,8 @@ def run_study(study: StudySpec, *, executor: str = "local", retries: int | None 
               console: Console | None = None) -> RunSummary:
     """Run every job of ``study`` not done yet; input problems are raised before anything runs."""
     console = console or Console(stderr=True)
+    if executor not in EXECUTORS:
+        raise MedtransferError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
     study.check_manifests()
     plan = build_plan(study, redo_failed=redo_failed)
     retries = study.retries if retries is None else retries
