@@ -678,5 +678,134 @@ def summary(
     typer.echo(summarize(results_dir))
 
 
+study_app = typer.Typer(
+    help="Declare a whole benchmark once (TOML), plan its cost, run it on local / Ray / SLURM, resume, report.",
+    no_args_is_help=True,
+)
+app.add_typer(study_app, name="study")
+StudyFile = Annotated[Path, typer.Argument(help="Study file (TOML) written by `study init`.")]
+
+
+@study_app.command("init")
+@user_errors
+def study_init(
+    out: Annotated[Path, typer.Argument(help="Where to write the study file.")] = Path("study.toml"),
+    preset: Annotated[str, typer.Option(help="benchmark (the published 11-backbone grid) or small.")] = "small",
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a study file to fill in (manifest paths), from a preset."""
+    from medtransfer.study import write_preset
+
+    path = write_preset(preset, out, overwrite=force)
+    console.print(f"{preset} study -> {path}; fill in the tasks' manifest paths, then `medtransfer study plan {path}`")
+
+
+@study_app.command("plan")
+@user_errors
+def study_plan(
+    study: StudyFile,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    estimate: Annotated[bool, typer.Option(help="Calibrate each backbone (cached per device) and estimate "
+                                                "device-hours.")] = True,
+    redo_failed: Annotated[bool, typer.Option("--redo-failed", help="Count failed rows as not done.")] = False,
+    calibration_batch: Annotated[int, typer.Option(
+        min=0, help="Images per calibration batch for backbones not calibrated yet on this device (0: 32 on "
+                    "CUDA, 4 on CPU); 1 calibrates large models on a CPU quickly (the estimate then errs high).",
+    )] = 0,
+) -> None:
+    """The job graph: jobs per kind and task, how many are done, and the estimated device-hours."""
+    import json
+
+    from medtransfer.study import load_study
+    from medtransfer.study.status import plan_summary
+
+    spec = load_study(study)
+    note = None if json_output else (lambda name: console.print(f"calibrating {name} ...", highlight=False))
+    summary = plan_summary(spec, with_estimate=estimate, redo_failed=redo_failed,
+                           calibration_batch=calibration_batch, on_backbone=note)
+    if json_output:
+        typer.echo(json.dumps(summary, indent=1))
+        return
+    console.print(f"study {summary['study']}: {summary['jobs']} jobs, {summary['done']} done, "
+                  f"{summary['pending']} to run", highlight=False)
+    for kind, counts in summary["by_kind"].items():
+        console.print(f"  {kind:8} {counts['total']:7d} jobs  {counts['done']:7d} done", highlight=False)
+    for task, counts in summary["by_task"].items():
+        console.print(f"  task {task}: {counts['jobs']} jobs, {counts['done']} done", highlight=False)
+    if "estimate" in summary:
+        est = summary["estimate"]
+        parts = ", ".join(f"{kind} {hours:.1f}" for kind, hours in est["hours_by_kind"].items())
+        console.print(f"estimated device-hours on {est['device']}: {est['total_hours']:.1f} ({parts}); "
+                      f"still to run: {est['pending_hours']:.1f}", highlight=False)
+        for line in est["assumptions"]:
+            console.print(f"  assumes: {line}", highlight=False, markup=False)
+
+
+@study_app.command("run")
+@user_errors
+def study_run(
+    study: StudyFile,
+    executor: Annotated[str, typer.Option(help="local (in-process, sequential), ray or slurm (submitit).")] = "local",
+    retries: Annotated[int | None, typer.Option(help="Retries of a failing job (default: run.retries).")] = None,
+    address: Annotated[str | None, typer.Option(help="Ray: join this cluster instead of starting one.")] = None,
+    slurm_cluster: Annotated[str, typer.Option(help="slurm, or local: the same job arrays as subprocesses.")] = "slurm",
+    redo_failed: Annotated[bool, typer.Option("--redo-failed", help="Run failed rows again.")] = False,
+) -> None:
+    """Run every job not done yet; stop and rerun at will (finished rows are never recomputed). Exit 1 on failures."""
+    from medtransfer.study import load_study, run_study
+
+    spec = load_study(study)
+    summary = run_study(spec, executor=executor, retries=retries, address=address, slurm_cluster=slurm_cluster,
+                        redo_failed=redo_failed, console=console)
+    console.print(f"{len(summary.ran)} job(s) ran, {summary.n_done_before} were done before, {len(summary.failed)} "
+                  f"failed, {len(summary.skipped)} skipped (their inputs failed) in {summary.seconds:.0f} s",
+                  highlight=False)
+    for job_id, reason in summary.failed.items():
+        typer.echo(f"failed: {job_id}: {reason}", err=True)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+@study_app.command("status")
+@user_errors
+def study_status(
+    study: StudyFile,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Jobs done per kind and task, and the failed jobs with their reasons."""
+    import json
+
+    from medtransfer.study import load_study
+    from medtransfer.study.status import status_summary
+
+    summary = status_summary(load_study(study))
+    if json_output:
+        typer.echo(json.dumps(summary, indent=1))
+        return
+    console.print(f"study {summary['study']}: {summary['done']}/{summary['jobs']} jobs done", highlight=False)
+    for kind, counts in summary["by_kind"].items():
+        console.print(f"  {kind:8} {counts['done']}/{counts['total']}", highlight=False)
+    for job_id, reason in summary["failed"].items():
+        console.print(f"  failed: {job_id}: {reason}", highlight=False, markup=False)
+
+
+@study_app.command("report")
+@user_errors
+def study_report(
+    study: StudyFile,
+    out: Annotated[Path, typer.Option(help="Folder for index.html and tables/.")] = Path("report"),
+) -> None:
+    """The HTML report over every task of the study."""
+    from medtransfer.report import build_report
+    from medtransfer.study import load_study
+
+    page = build_report([load_study(study).results], out)
+    console.print(f"report -> {page}")
+
+
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()
