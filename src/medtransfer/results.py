@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from medtransfer.errors import MedtransferError
+from medtransfer.errors import MedtransferError, first_line
 from medtransfer.metrics import METRICS
 
 KEY = ["backbone", "method", "regime", "shots", "seed", "fold", "fraction"]
@@ -92,7 +92,9 @@ def write_results(out: str | Path, rows: list[ResultRow], predictions: pd.DataFr
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     new = _with_key(pd.DataFrame([r.as_record() for r in rows]))
-    old = _with_key(pd.read_parquet(out / RESULTS_FILE)) if (out / RESULTS_FILE).exists() else None
+    old = _with_key(_read_table(out / RESULTS_FILE))
+    # read everything before writing anything: an unreadable table refuses the write and changes nothing
+    earlier = _with_key(_read_table(out / PREDICTIONS_FILE))
     if old is not None:
         _check_same_splits(out, old, new)
     table, replaced = _merge(old, new)
@@ -102,11 +104,35 @@ def write_results(out: str | Path, rows: list[ResultRow], predictions: pd.DataFr
     table.to_csv(out / "results.csv", index=False)
     if old is not None or predictions is not None:
         # stale predictions go with their rows, even when the new row (a failed fit) has none
-        earlier = _with_key(pd.read_parquet(out / PREDICTIONS_FILE)) if (out / PREDICTIONS_FILE).exists() else None
         merged, _ = _merge(earlier, _with_key(predictions) if predictions is not None else None, drop=new)
         if merged is not None:
             merged.to_parquet(out / PREDICTIONS_FILE, index=False)
     return out / RESULTS_FILE
+
+
+def check_results_folder(out: str | Path) -> None:
+    """Refuse a results folder whose earlier tables cannot be read, before any work: probe and adapt merge into
+    them. Both are read whole: a damaged page in the middle passes a footer check."""
+    out = Path(out)
+    for name in (RESULTS_FILE, PREDICTIONS_FILE):
+        _read_table(out / name)
+
+
+def _read_table(path: Path) -> pd.DataFrame | None:
+    """A results or predictions table, None when absent; a damaged file is one line naming it."""
+    if not path.exists():
+        return None
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for damaged files
+        raise _unreadable(path, exc) from None
+
+
+def _unreadable(path: Path, exc: BaseException) -> MedtransferError:
+    return MedtransferError(
+        f"{path} cannot be read ({type(exc).__name__}: {first_line(exc, 120, default='no message')}); move it "
+        "away (results.csv beside it may still hold the rows) or write to another --out"
+    )
 
 
 def _check_same_splits(out: Path, old: pd.DataFrame, new: pd.DataFrame) -> None:
@@ -148,4 +174,4 @@ def read_results(folder: str | Path) -> pd.DataFrame:
     path = Path(folder) / RESULTS_FILE
     if not path.is_file():
         raise MedtransferError(f"no results table in {folder} (expected {RESULTS_FILE}); run probe or adapt first")
-    return pd.read_parquet(path)
+    return _read_table(path)
