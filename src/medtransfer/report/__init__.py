@@ -85,8 +85,9 @@ def summary_frame(results_dirs: list[Path] | list[str] | Path | str) -> pd.DataF
 def _readable(results):
     """Results with at least one readable table: when every table was unreadable, saying so is the answer,
     not an empty report that exits 0."""
-    if results.ok.empty and results.failed.empty and results.problems:
-        raise MedtransferError(f"no readable results table: {results.problems[0]}")
+    unreadable = [p for p in results.problems if ": unreadable (" in p]  # load._read_table's wording
+    if results.ok.empty and results.failed.empty and unreadable:
+        raise MedtransferError(f"no readable results table: {unreadable[0]}")
     return results
 
 
