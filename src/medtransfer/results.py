@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from medtransfer.errors import MedtransferError
+from medtransfer.errors import MedtransferError, first_line
 from medtransfer.metrics import METRICS
 
 KEY = ["backbone", "method", "regime", "shots", "seed", "fold", "fraction"]
@@ -100,7 +100,9 @@ def write_results(out: str | Path, rows: list[ResultRow], predictions: pd.DataFr
     new = _with_key(pd.DataFrame([r.as_record() for r in rows]))
     with results_lock(out):
         _remove_stale_temporaries(out)
-        old = _with_key(pd.read_parquet(out / RESULTS_FILE)) if (out / RESULTS_FILE).exists() else None
+        # read everything before writing anything: an unreadable table refuses the write and changes nothing
+        old = _with_key(_read_table(out / RESULTS_FILE))
+        earlier = _with_key(_read_table(out / PREDICTIONS_FILE))
         if old is not None:
             _check_same_splits(out, old, new)
         table, replaced = _merge(old, new)
@@ -109,7 +111,6 @@ def write_results(out: str | Path, rows: list[ResultRow], predictions: pd.DataFr
         merged = None
         if old is not None or predictions is not None:
             # stale predictions go with their rows, even when the new row (a failed fit) has none
-            earlier = _with_key(pd.read_parquet(out / PREDICTIONS_FILE)) if (out / PREDICTIONS_FILE).exists() else None
             merged, _ = _merge(earlier, _with_key(predictions) if predictions is not None else None, drop=new)
         # predictions first: a kill between the renames leaves new predictions beside the old table, whose
         # rows the rerun replaces, never a table row whose predictions are missing
@@ -154,6 +155,31 @@ def _remove_stale_temporaries(out: Path) -> None:
         stale.unlink(missing_ok=True)
 
 
+def check_results_folder(out: str | Path) -> None:
+    """Refuse a results folder whose earlier tables cannot be read, before any work: probe and adapt merge into
+    them. Both are read whole: a damaged page in the middle passes a footer check."""
+    out = Path(out)
+    for name in (RESULTS_FILE, PREDICTIONS_FILE):
+        _read_table(out / name)
+
+
+def _read_table(path: Path) -> pd.DataFrame | None:
+    """A results or predictions table, None when absent; a damaged file is one line naming it."""
+    if not path.exists():
+        return None
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for damaged files
+        raise _unreadable(path, exc) from None
+
+
+def _unreadable(path: Path, exc: BaseException) -> MedtransferError:
+    return MedtransferError(
+        f"{path} cannot be read ({type(exc).__name__}: {first_line(exc, 120, default='no message')}); move it "
+        "away (results.csv beside it may still hold the rows) or write to another --out"
+    )
+
+
 def _check_same_splits(out: Path, old: pd.DataFrame, new: pd.DataFrame) -> None:
     before = set(old.get("splits", pd.Series(dtype=str)).dropna()) - {""}
     now = set(new.get("splits", pd.Series(dtype=str)).dropna()) - {""}
@@ -193,4 +219,4 @@ def read_results(folder: str | Path) -> pd.DataFrame:
     path = Path(folder) / RESULTS_FILE
     if not path.is_file():
         raise MedtransferError(f"no results table in {folder} (expected {RESULTS_FILE}); run probe or adapt first")
-    return pd.read_parquet(path)
+    return _read_table(path)

@@ -35,6 +35,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from medtransfer import cache_schema
+from medtransfer.device import resolve_device
 from medtransfer.errors import MedtransferError
 from medtransfer.metrics import compute_metrics, predict_labels
 from medtransfer.probe.context import FeatureMatrix, HeadFit, ProbeContext, check_task
@@ -43,7 +44,7 @@ from medtransfer.probe.heads import HeadSpec, resolve_heads
 from medtransfer.probe.options import ProbeOptions
 from medtransfer.probe.summary import summarize
 from medtransfer.probe.threshold import choose_threshold
-from medtransfer.results import ResultRow, write_results
+from medtransfer.results import ResultRow, check_results_folder, write_results
 from medtransfer.splits.schema import load_splits
 from medtransfer.splits.tasks import Task, tasks_for
 
@@ -77,6 +78,8 @@ def run_probe(
     options = options or ProbeOptions.create(**choices)
     splits = load_splits(splits_path)
     head_specs = resolve_heads(options.heads)
+    resolve_device(options.device)  # a bad --device is one line before any work, not after the first fits
+    check_results_folder(out)  # an unreadable earlier table refuses the run before hours of fitting
     if list(backbones) == ["all"]:
         backbones = list_backbones(store)
         if not backbones:

@@ -56,6 +56,11 @@ def make_splits(manifest: Manifest, spec: SplitSpec) -> SplitsFile:
         raise MedtransferError(f"--val-fraction must be between 0 and 1, got {spec.val_fraction}")
     if any(n <= 0 for n in spec.shots):
         raise MedtransferError(f"shot counts must be positive, got {list(spec.shots)}")
+    if (spec.shots or spec.fractions) and spec.fewshot_seeds < 1:
+        raise MedtransferError(f"--seeds must be at least 1 to draw few-shot or fraction subsets, got "
+                               f"{spec.fewshot_seeds}")
+    if spec.strategy == "kfold" and spec.n_folds < 2:
+        raise MedtransferError(f"--folds must be at least 2 (each fold tests on 1/k of the data), got {spec.n_folds}")
     if any(not 0 < f < 1 for f in spec.fractions):
         raise MedtransferError(f"label fractions must be between 0 and 1 (exclusive), got {list(spec.fractions)}")
     if spec.fewshot_per_center and "center" not in manifest.table.columns:
