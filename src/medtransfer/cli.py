@@ -496,8 +496,11 @@ def probe(
         str, typer.Option(help="Decision threshold: 0.5, or val-mcc (best MCC on each fold's validation rows).")
     ] = "0.5",
     tune: Annotated[
-        str, typer.Option(help=f"{' or '.join(TUNING)}: tune on the fold's val rows (val) or by inner CV on train.")
+        str, typer.Option(help=f"{' or '.join(TUNING)}: tune on the fold's val rows (val), by inner CV on train (cv), "
+                      "or budget: few-shot/fraction tasks by inner CV on their own rows, full data on val.")
     ] = "val",
+    unit: Annotated[str, typer.Option(
+        help="Metrics per test image, or per patient (mean probability of a patient's images).")] = "image",
     inner_folds: Annotated[int, typer.Option(help="Inner CV folds for --tune cv.")] = 3,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda for the batched logistic-regression solver.")] = "auto",
     weights: Annotated[
@@ -521,7 +524,7 @@ def probe(
         load_splits(splits).check_manifest(load_manifest(manifest, check_files=False).fingerprint)
     options = ProbeOptions(heads=tuple(head), embeddings=tuple(embedding), regimes=tuple(regime),
                            fractions=_float_list(fractions), class_weight=class_weight, preprocess=preprocess,
-                           threshold=threshold, tune=tune, inner_folds=inner_folds, device=device)
+                           threshold=threshold, tune=tune, inner_folds=inner_folds, device=device, unit=unit)
     table = run_probe(store, splits, backbone, out, weights=weights, options=options)
     console.print(probe_summary_table(pd.read_csv(out / SUMMARY_FILE)))
     console.print(f"results -> {out / 'results.csv'} (summary: {out / SUMMARY_FILE})")
