@@ -118,6 +118,10 @@ splits_app = typer.Typer(
 app.add_typer(splits_app, name="splits")
 
 
+POSITIVE_HELP = ("Binary tasks: the positive class (PR-AUC, F1, sensitivity are about it). Default: the class that "
+                 "sorts second. Recorded in the splits file.")
+
+
 @splits_app.command("make")
 @user_errors
 def splits(
@@ -140,6 +144,13 @@ def splits(
         bool, typer.Option("--fewshot-per-center", help="Few-shot: N shots per class per center.")
     ] = False,
     frames: Annotated[str, typer.Option(help=FRAMES_HELP)] = "refuse",
+    positive: Annotated[str | None, typer.Option(
+        help=POSITIVE_HELP)] = None,
+    repeats: Annotated[int, typer.Option(
+        help="Repeated CV: redraw the folds N times (split seeds seed..seed+N-1), so that paired tests have more "
+        "than 5 folds to work with (with 5 folds no exact Wilcoxon test reaches p < 0.05).")] = 1,
+    shots_unit: Annotated[str, typer.Option(
+        help="What few-shot k counts per class: image, or patient (k patients, all their images).")] = "image",
 ) -> None:
     """Make folds and few-shot subsets: the single definition of folds that probe and adapt read."""
     from medtransfer.data.manifest import load_manifest
@@ -148,11 +159,23 @@ def splits(
     loaded = load_manifest(manifest, label_column=label_column, check_files=False, frames=frames)
     spec = SplitSpec(strategy=strategy, n_folds=folds, val_fraction=val_fraction, test_fraction=test_fraction,
                      shots=_int_list(shots), fewshot_seeds=seeds, seed=seed,
-                     fractions=_float_list(fractions), fewshot_per_center=fewshot_per_center)
+                     fractions=_float_list(fractions), fewshot_per_center=fewshot_per_center, positive=positive,
+                     repeats=repeats, shots_unit=shots_unit)
     made = make_splits(loaded, spec)
     save_splits(made, out)
     sizes = ", ".join(f"{len(f.train)}/{len(f.val)}/{len(f.test)}" for f in made.folds)
     console.print(f"{len(made.folds)} {strategy} fold(s) (train/val/test: {sizes}) -> {out}")
+    _say_positive(made)
+
+
+def _say_positive(made) -> None:
+    from medtransfer.splits import positive_warning
+
+    if made.positive is not None:
+        console.print(f"positive class: {made.positive!r}", highlight=False)
+    warning = positive_warning(made)
+    if warning:
+        typer.echo(f"warning: {warning}", err=True)
 
 
 def _text_list(text: str) -> tuple[str, ...]:
@@ -186,6 +209,7 @@ def splits_import(
     seed: Annotated[int, typer.Option(help="Seed of the val carve and few-shot draws.")] = 0,
     fractions: Annotated[str, typer.Option(help="Label fractions of each fold's train, e.g. 0.01,0.1.")] = "",
     label_column: Annotated[str, typer.Option(help="Manifest column holding the label.")] = "label",
+    positive: Annotated[str | None, typer.Option(help=POSITIVE_HELP)] = None,
 ) -> None:
     """Write a splits file from an official or earlier split; leaks and unassigned ids are refused, named."""
     from medtransfer.data.manifest import load_manifest
@@ -197,12 +221,13 @@ def splits_import(
     spec = ImportSpec(fold_column=column, split_column=train_val_test, train_values=_text_list(train),
                       val_values=_text_list(val), test_values=_text_list(test), ignore_values=_text_list(ignore))
     sampling = SplitSpec(val_fraction=val_fraction, shots=_int_list(shots), fewshot_seeds=seeds, seed=seed,
-                         fractions=_float_list(fractions))
+                         fractions=_float_list(fractions), positive=positive)
     side = read_label_table(table) if table is not None else None
     made = import_splits(loaded, spec, sampling, side, id_column=id_column)
     save_splits(made, out)
     sizes = ", ".join(f"{len(f.train)}/{len(f.val)}/{len(f.test)}" for f in made.folds)
     console.print(f"{len(made.folds)} imported fold(s) (train/val/test: {sizes}) -> {out}")
+    _say_positive(made)
 
 
 manifest_app = typer.Typer(help="Write a manifest from the layouts data comes in.", no_args_is_help=True)
@@ -490,8 +515,11 @@ def probe(
         str, typer.Option(help="Decision threshold: 0.5, or val-mcc (best MCC on each fold's validation rows).")
     ] = "0.5",
     tune: Annotated[
-        str, typer.Option(help=f"{' or '.join(TUNING)}: tune on the fold's val rows (val) or by inner CV on train.")
+        str, typer.Option(help=f"{' or '.join(TUNING)}: tune on the fold's val rows (val), by inner CV on train (cv), "
+                      "or budget: few-shot/fraction tasks by inner CV on their own rows, full data on val.")
     ] = "val",
+    unit: Annotated[str, typer.Option(
+        help="Metrics per test image, or per patient (mean probability of a patient's images).")] = "image",
     inner_folds: Annotated[int, typer.Option(help="Inner CV folds for --tune cv.")] = 3,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda for the batched logistic-regression solver.")] = "auto",
     weights: Annotated[
@@ -515,7 +543,7 @@ def probe(
         load_splits(splits).check_manifest(load_manifest(manifest, check_files=False).fingerprint)
     options = ProbeOptions(heads=tuple(head), embeddings=tuple(embedding), regimes=tuple(regime),
                            fractions=_float_list(fractions), class_weight=class_weight, preprocess=preprocess,
-                           threshold=threshold, tune=tune, inner_folds=inner_folds, device=device)
+                           threshold=threshold, tune=tune, inner_folds=inner_folds, device=device, unit=unit)
     table = run_probe(store, splits, backbone, out, weights=weights, options=options)
     console.print(probe_summary_table(pd.read_csv(out / SUMMARY_FILE)))
     console.print(f"results -> {out / 'results.csv'} (summary: {out / SUMMARY_FILE})")

@@ -8,8 +8,9 @@ from rich.table import Table
 
 
 def fold_table(results: pd.DataFrame, title: str) -> Table:
-    """Full-data rows per fold, then mean ± std of every regime and shot count."""
-    table = Table(title=title)
+    """Full-data rows per fold, then mean ± std of every regime and shot count; titled with the positive class."""
+    positive = sorted({str(p) for p in results.get("positive", pd.Series(dtype=str)).dropna()} - {"", "nan"})
+    table = Table(title=f"{title} (positive class: {', '.join(positive)})" if positive else title)
     for column in ("regime", "shots", "fold", "MCC", "PR-AUC"):
         table.add_column(column, justify="right")
     ok = results[results["status"] == "ok"]
@@ -28,8 +29,14 @@ def fold_table(results: pd.DataFrame, title: str) -> Table:
 
 
 def probe_summary_table(summary: pd.DataFrame, title: str = "probe summary") -> Table:
-    """``probe_summary.csv`` (``probe.summary.summarize``) as a table: mean ± std and the bootstrap MCC CI."""
-    table = Table(title=title, caption="mean ± std over folds (and seeds); MCC 95% CI: bootstrap over test samples")
+    """``probe_summary.csv`` (``probe.summary.summarize``) as a table: mean ± std and the 95% CI
+    (``aggregate.CI_METHOD``), titled with the positive class."""
+    from medtransfer.aggregate import CI_METHOD
+
+    positive = sorted({str(p) for p in summary.get("positive", pd.Series(dtype=str)).dropna()} - {"", "nan"})
+    if positive:
+        title = f"{title} (positive class: {', '.join(positive)})"
+    table = Table(title=title, caption=f"mean ± std over folds (and seeds); 95% CI: {CI_METHOD}")
     for column in ("backbone", "method", "regime", "shots", "n", "MCC", "MCC 95% CI", "PR-AUC", "ROC-AUC", "ECE"):
         table.add_column(column, justify="right")
     for row in summary.itertuples():

@@ -60,6 +60,11 @@ class ResultRow:
     weights: str = ""
     splits: str = ""  # fingerprint of the splits file the task came from (SplitsFile.fingerprint)
     hyperparameters: str = ""  # JSON of what tuning chose, e.g. {"C": 0.1}
+    positive: str = ""  # the positive class of a binary task (splits file's classes[1]); "" for multi-class
+    repeat: int = 0  # repeated CV (``splits --repeats``): the outer split's redraw the fold belongs to
+    trained_on: str = "train"  # "train" or "train+val" (a refit): the report pairs only rows trained alike
+    tuning: str = "val"  # where hyperparameters were chosen: "val" (fold's val rows) or "cv" (inner CV on train)
+    unit: str = "image"  # what the metrics count: "image", or "patient" (mean probability of a patient's images)
     extra: dict = field(default_factory=dict)  # stage-specific columns (e.g. adapt's trainable_params)
 
     @classmethod

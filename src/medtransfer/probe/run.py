@@ -125,10 +125,13 @@ def _run_head(
 ) -> Iterator[tuple[ResultRow, pd.DataFrame | None]]:
     """Rows (and test predictions) of every task for one head, in task order; the head fits the fittable ones."""
     problems = [check_task(ctx, t) for t in tasks]
-    good = [i for i, reason in enumerate(problems) if not reason]
-    fitted = iter(head.fit_tasks(ctx, [tasks[i] for i in good]))
+    outcomes: dict[int, HeadFit | str] = {i: reason for i, reason in enumerate(problems) if reason}
+    for tuning in sorted({ctx.options.tuning_for(t) for t in tasks}):  # budget: few-shot by cv, full by val
+        good = [i for i, t in enumerate(tasks) if not problems[i] and ctx.options.tuning_for(t) == tuning]
+        tuned = dataclasses.replace(ctx, options=dataclasses.replace(ctx.options, tune=tuning))
+        outcomes.update(zip(good, head.fit_tasks(tuned, [tasks[i] for i in good]), strict=True))
     for i, task in enumerate(tasks):
-        outcome = problems[i] or next(fitted)
+        outcome = outcomes[i]
         bar.update()
         if isinstance(outcome, str):
             yield ResultRow.create(**_columns(ctx, head, task), status="failed", error=outcome), None
@@ -141,22 +144,47 @@ def _columns(ctx: ProbeContext, head: HeadSpec, task: Task) -> dict:
     return dict(backbone=ctx.backbone, method=head.name if not ctx.embedding else f"{head.name}@{ctx.embedding}",
                 regime=task.regime, shots=task.shots, seed=task.seed, fold=task.fold, n_test=len(task.test),
                 fraction=task.fraction, embedding=ctx.embedding, weights=ctx.weights, splits=ctx.splits.fingerprint,
-                **ctx.options.settings())
+                positive=ctx.splits.positive or "", repeat=task.repeat,
+                trained_on="train+val" if task.refit_with_val else "train",
+                **ctx.options.settings(ctx.options.tuning_for(task)))
 
 
-def _finish(ctx: ProbeContext, head: HeadSpec, task: Task, fit: HeadFit) -> tuple[ResultRow, pd.DataFrame]:
+def per_patient(patients: list[str], labels: np.ndarray, proba: np.ndarray):
+    """Patient-level predictions: the mean probability of each patient's test images (patients sorted), or why
+    not (a patient whose images carry two labels)."""
+    frame = pd.DataFrame(proba).assign(patient=patients, label=labels)
+    mixed = frame.groupby("patient")["label"].nunique()
+    if (mixed > 1).any():
+        return (f"--unit patient: {int((mixed > 1).sum())} test patient(s) have images of several classes "
+                f"(e.g. {sorted(mixed[mixed > 1].index)[:3]})")
+    grouped = frame.groupby("patient", sort=True)
+    mean = grouped[list(range(proba.shape[1]))].mean()
+    return list(mean.index.astype(str)), grouped["label"].first().to_numpy(dtype=int), mean.to_numpy()
+
+
+def _finish(ctx: ProbeContext, head: HeadSpec, task: Task, fit: HeadFit) -> tuple[ResultRow, pd.DataFrame | None]:
     """The result row and the test predictions of one fitted task; the threshold comes from the tuning rows."""
     y_test = ctx.y_all[ctx.index(task.test)]
     cut = choose_threshold(ctx.options.rule, fit.tune_labels, fit.tune_proba)
     used = 0.5 if np.isnan(cut) else cut
+    test_ids = list(task.test)
+    patients = [ctx.splits.groups.get(i, i) for i in test_ids]
+    if ctx.options.unit == "patient":
+        aggregated = per_patient(patients, y_test, fit.test_proba)
+        if isinstance(aggregated, str):
+            return ResultRow.create(**_columns(ctx, head, task), status="failed", error=aggregated), None
+        test_ids, y_test, test_proba = aggregated
+        patients = test_ids
+        fit = dataclasses.replace(fit, test_proba=test_proba)
     metrics = compute_metrics(y_test, fit.test_proba, used)
     at_05 = compute_metrics(y_test, fit.test_proba, 0.5)["mcc"] if ctx.options.rule != "0.5" else metrics["mcc"]
     columns = _columns(ctx, head, task)
+    columns["n_test"] = len(test_ids)
     row = ResultRow.create(**columns, metrics=metrics, fit_seconds=fit.seconds, n_train=fit.n_train,
                            hyperparameters=json.dumps(fit.params, sort_keys=True), threshold=cut, mcc_at_05=at_05)
     prediction = pd.DataFrame({
         **{k: columns[k] for k in ("backbone", "method", "regime", "shots", "seed", "fold", "fraction")},
-        "id": task.test, "label": y_test,
+        "id": test_ids, "patient": patients, "label": y_test,
         "probability": fit.test_proba[:, 1] if ctx.n_classes == 2 else fit.test_proba.max(axis=1),
         "predicted": predict_labels(fit.test_proba, used),
     })

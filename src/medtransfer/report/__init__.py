@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from medtransfer.aggregate import CI_METHOD
 from medtransfer.errors import MedtransferError
 from medtransfer.report.html import PageData, render_page
 from medtransfer.report.load import Results, is_cnn, load_results
-from medtransfer.report.stats import FriedmanResult, friedman, pairwise_tests, summary_table
+from medtransfer.report.stats import FriedmanResult, friedman_by_regime, pairwise_tests, summary_table
 from medtransfer.report.tables import write_tables
 
 if TYPE_CHECKING:
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["Results", "build_report", "is_cnn", "load_results", "summarize", "summary_frame"]
 
 
-def _figures(results: Results, summary: pd.DataFrame, cd: FriedmanResult) -> list[Figure]:
+def _figures(results: Results, summary: pd.DataFrame, tests: list[FriedmanResult]) -> list[Figure]:
     from medtransfer.report import figures as fig  # matplotlib is slow to import; `summary` never needs it
 
     colours = fig.palette(list(results.ok["method"].unique()))
@@ -37,9 +38,7 @@ def _figures(results: Results, summary: pd.DataFrame, cd: FriedmanResult) -> lis
             fig.learning_curves(summary, task, colours, "fraction"),
         ]
         out.extend(f for f in made if f is not None)
-    diagram = fig.cd_diagram(cd)
-    if diagram:
-        out.append(diagram)
+    out.extend(d for d in (fig.cd_diagram(cd) for cd in tests) if d is not None)
     return out
 
 
@@ -51,9 +50,9 @@ def build_report(results_dirs: list[Path] | list[str] | Path | str, out: Path | 
     """
     dirs = [results_dirs] if isinstance(results_dirs, (str, Path)) else list(results_dirs)
     results = _readable(load_results(dirs))
-    summary = summary_table(results.ok)
+    summary = summary_table(results.ok, results.predictions)
     pairs = pairwise_tests(results.ok)
-    cd = friedman(results.ok)
+    cd = friedman_by_regime(results.ok)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise MedtransferError(f"--out must be a directory, but {out} is a file")
@@ -78,7 +77,8 @@ def build_report(results_dirs: list[Path] | list[str] | Path | str, out: Path | 
 def summary_frame(results_dirs: list[Path] | list[str] | Path | str) -> pd.DataFrame:
     """The key table as data: one row per (task, backbone, strategy), best first within a backbone."""
     dirs = [results_dirs] if isinstance(results_dirs, (str, Path)) else list(results_dirs)
-    summary = summary_table(load_results(dirs).ok)
+    results = load_results(dirs)
+    summary = summary_table(results.ok, results.predictions)
     return summary.sort_values(["task", "backbone", "mcc_mean"], ascending=[True, True, False])
 
 
@@ -95,8 +95,9 @@ def summarize(results_dir: Path | str | list[Path] | list[str]) -> str:
     """Plain-text key table for the terminal: MCC and PR-AUC mean ± std per strategy, best marked with *."""
     dirs = [results_dir] if isinstance(results_dir, (str, Path)) else list(results_dir)
     results = _readable(load_results(dirs))
-    summary = summary_table(results.ok).sort_values(["task", "backbone", "mcc_mean"], ascending=[True, True, False])
-    header = ["task", "backbone", "strategy", "%train", "n", "MCC", "PR-AUC", ""]
+    summary = summary_table(results.ok, results.predictions).sort_values(
+        ["task", "backbone", "mcc_mean"], ascending=[True, True, False])
+    header = ["task", "backbone", "strategy", "%train", "n", "MCC", "MCC 95% CI", "PR-AUC", "PR-AUC 95% CI", ""]
     rows = [header]
     for _, r in summary.iterrows():
         pct = "head" if r["pct_trainable"] <= 0 else f"{r['pct_trainable']:.3g}"
@@ -108,7 +109,9 @@ def summarize(results_dir: Path | str | list[Path] | list[str]) -> str:
                 pct,
                 str(r["n"]),
                 f"{r['mcc_mean']:.3f} ± {r['mcc_std']:.3f}".replace("nan", "–"),
+                f"[{r['mcc_ci_low']:.3f}, {r['mcc_ci_high']:.3f}]".replace("nan", "–"),
                 f"{r['pr_auc_mean']:.3f} ± {r['pr_auc_std']:.3f}".replace("nan", "–"),
+                f"[{r['pr_auc_ci_low']:.3f}, {r['pr_auc_ci_high']:.3f}]".replace("nan", "–"),
                 "*" if r["best"] else "",
             ]
         )
@@ -118,6 +121,10 @@ def summarize(results_dir: Path | str | list[Path] | list[str]) -> str:
     if len(rows) == 1:
         lines.append("(no usable results)")
     lines.append("* = best mean MCC for that task and backbone")
+    for task, rows in summary.groupby("task", sort=True):
+        positive = ", ".join(sorted({p for p in rows["positive"] if p})) or "– (multi-class, or not recorded)"
+        lines.append(f"{task}: positive class {positive}")
+    lines.append(f"95% CI: {CI_METHOD}")
     if results.problems:
         lines.append(f"{len(results.problems)} problem(s), e.g.: {results.problems[0]}")
         lines.append("(`medtransfer report` lists them all)")

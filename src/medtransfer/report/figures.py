@@ -91,7 +91,9 @@ def trainable_scatter(summary: pd.DataFrame, task: str, colours: dict[str, str])
             x = (row["pct_trainable"] if row["pct_trainable"] > 0 else floor) * dodge[row["method"]]
             err = None
             if not np.isnan(row["mcc_ci_low"]):
-                err = [[row["mcc_mean"] - row["mcc_ci_low"]], [row["mcc_ci_high"] - row["mcc_mean"]]]
+                # the bootstrap CI need not straddle the mean of the runs: a bar never extends below zero length
+                err = [[max(0.0, row["mcc_mean"] - row["mcc_ci_low"])],
+                       [max(0.0, row["mcc_ci_high"] - row["mcc_mean"])]]
             ax.errorbar(
                 x,
                 row["mcc_mean"],
@@ -199,8 +201,8 @@ def cnn_vs_fm(summary: pd.DataFrame, task: str, colours: dict[str, str]) -> Figu
             for offset, method in zip(offsets, methods, strict=True):
                 rows = part[part["method"] == method].set_index("backbone").reindex(backbones)
                 x = np.arange(len(backbones)) + offset
-                low = (rows["mcc_mean"] - rows["mcc_ci_low"]).fillna(0).to_numpy()
-                high = (rows["mcc_ci_high"] - rows["mcc_mean"]).fillna(0).to_numpy()
+                low = (rows["mcc_mean"] - rows["mcc_ci_low"]).fillna(0).clip(lower=0).to_numpy()
+                high = (rows["mcc_ci_high"] - rows["mcc_mean"]).fillna(0).clip(lower=0).to_numpy()
                 ax.errorbar(
                     x,
                     rows["mcc_mean"],
@@ -327,12 +329,12 @@ def cd_diagram(result: FriedmanResult) -> Figure | None:
         for n, (a, b) in enumerate(cliques):
             y = -0.3 - 0.2 * n
             ax.hlines(y, ranks[a] - 0.05, ranks[b] + 0.05, color="black", linewidth=3)
-        ax.set_title(f"Mean rank of MCC over {result.n_blocks} (task, backbone) blocks (1 = best)")
+        ax.set_title(f"{result.regime}: mean rank of MCC over {result.n_blocks} (task, backbone) blocks (1 = best)")
         uri = _to_uri(fig)
     return Figure(
         "cd",
         "",
-        "Critical-difference diagram (Friedman + Nemenyi)",
+        f"Critical-difference diagram (Friedman + Nemenyi), {result.regime}",
         result.message + "; strategies joined by a thick bar do not differ significantly.",
         uri,
     )

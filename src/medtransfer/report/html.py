@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from medtransfer.aggregate import CI_METHOD
 from medtransfer.report.load import regime_label
-from medtransfer.report.stats import ALPHA, FriedmanResult
+from medtransfer.report.stats import ALPHA, FriedmanResult, min_wilcoxon_p
 
 if TYPE_CHECKING:
     from medtransfer.report.figures import Figure
@@ -125,7 +126,7 @@ class PageData:
 
     summary: pd.DataFrame
     pairwise: pd.DataFrame
-    friedman: FriedmanResult
+    friedman: list[FriedmanResult]  # one test per data regime (stats.friedman_by_regime)
     figures: list[Figure]
     problems: list[str]
     sources: list[str]
@@ -215,10 +216,11 @@ def pairwise_table_html(task_pairs: pd.DataFrame) -> str:
         ("p", "num"),
         ("p (Holm)", "num"),
         ("winner", "text"),
+        ("note", "text"),
     ]
     body = []
     for _, r in task_pairs.sort_values(["backbone", "p_holm"]).iterrows():
-        sig = r["winner"] != "tie"
+        sig = r["winner"] not in ("tie", "not paired")
         cells = [
             f"<td>{esc(r['backbone'])}</td>",
             f"<td>{esc(r['a'])}</td>",
@@ -230,6 +232,7 @@ def pairwise_table_html(task_pairs: pd.DataFrame) -> str:
             f'<td class="num" data-v="{_num(r["p"])}">{fmt_p(r["p"])}</td>',
             f'<td class="num" data-v="{_num(r["p_holm"])}">{fmt_p(r["p_holm"])}</td>',
             f'<td class="winner">{esc(r["winner"])}</td>',
+            f'<td>{esc(r.get("note", ""))}</td>',
         ]
         cls = ' class="sig"' if sig else ""
         body.append(f'<tr{cls} data-backbone="{esc(r["backbone"])}">{"".join(cells)}</tr>')
@@ -260,8 +263,21 @@ def problems_html(problems: list[str], n_failed: int) -> str:
     )
 
 
-def friedman_html(result: FriedmanResult, figures: list[Figure]) -> str:
-    parts = ['<section id="across"><h2>Across backbones × tasks</h2>']
+def friedman_html(results: list[FriedmanResult], figures: list[Figure]) -> str:
+    parts = ['<section id="across"><h2>Across backbones × tasks</h2>',
+             '<p class="muted">One Friedman test per data regime and training rows: methods compete only with '
+             "methods given the same data.</p>"]
+    if not results:
+        parts.append('<div class="card">Friedman test not run: no results.</div>')
+    for result in results:
+        parts.append(_friedman_card(result))
+    parts.extend(figure_html(f) for f in figures if f.kind == "cd")
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _friedman_card(result: FriedmanResult) -> str:
+    parts = []
     if not result.ok:
         parts.append(f'<div class="card">Friedman test not run: {esc(result.message)}.</div>')
     else:
@@ -281,8 +297,6 @@ def friedman_html(result: FriedmanResult, figures: list[Figure]) -> str:
             f"{_head([('strategy', 'text'), ('mean rank (1 = best)', 'num')])}<tbody>{rows}</tbody>"
             "</table></div>"
         )
-    parts.extend(figure_html(f) for f in figures if f.kind == "cd")
-    parts.append("</section>")
     return "".join(parts)
 
 
@@ -295,25 +309,31 @@ def task_section(task: str, data: PageData) -> str:
     summary = data.summary[data.summary["task"] == task]
     pairs = data.pairwise[data.pairwise["task"] == task]
     figs = [f for f in data.figures if f.task == task]
-    n_sig = int((pairs["winner"] != "tie").sum())
+    n_sig = int((~pairs["winner"].isin(["tie", "not paired"])).sum())
+    positive = ", ".join(sorted({p for p in summary.get("positive", []) if p})) or "– (multi-class, or not recorded)"
     parts = [
         f'<section class="task" data-task="{esc(task)}"><h2>Task: {esc(task)}</h2>',
         "<h3>Results per backbone and strategy</h3>",
-        '<p class="muted">Mean ± std over folds and seeds, t-based 95% CI of the mean. '
+        f"<p>Positive class: <strong>{esc(positive)}</strong></p>",
+        f'<p class="muted">Mean ± std over folds and seeds; 95% CI: {esc(CI_METHOD)}. '
         '<span class="star">★</span> and highlight = best mean MCC for that backbone.</p>',
         summary_table_html(summary),
         "<h3>Figures</h3>",
         f'<div class="figs">{"".join(figure_html(f) for f in figs)}</div>',
         f"<h3>Paired tests ({n_sig} of {len(pairs)} significant)</h3>",
-        '<p class="muted">Wilcoxon signed-rank on MCC, paired on identical (seed, fold), between methods '
-        "of the same data regime (and shots); Holm-corrected within each backbone; "
-        f"winner only when p (Holm) &lt; {ALPHA}.</p>",
+        '<p class="muted">Paired on fold means (each strategy\'s seeds averaged within a fold, as they share its '
+        "test set): Wilcoxon signed-rank for one k-fold split, the corrected resampled t-test (Nadeau &amp; Bengio "
+        "2003) for repeated CV; only methods of the same data regime trained on the same rows are paired (a "
+        "probe's train+val refit is not paired with a method trained on train); Holm-corrected within each "
+        f"backbone; winner only when p (Holm) &lt; {ALPHA}.</p>",
     ]
-    if len(pairs) and pairs["n_pairs"].max() < 6:
-        most = int(pairs["n_pairs"].max())
+    wilcoxon = pairs[pairs["test"] == "wilcoxon"] if "test" in pairs else pairs
+    if len(wilcoxon) and min_wilcoxon_p(int(wilcoxon["n_pairs"].max())) >= ALPHA:
+        most = int(wilcoxon["n_pairs"].max())
         parts.append(
-            f'<div class="card">Only {most} paired (seed, fold) runs: the smallest possible p is '
-            f"{2 / 2**most:.3f}, so no difference can be significant. Run more seeds or folds.</div>"
+            f'<div class="card">Only {most} folds to pair: the smallest possible p is '
+            f"{min_wilcoxon_p(most):.3f}, so no difference can be significant. Make splits with --repeats N "
+            "(repeated cross-validation).</div>"
         )
     parts.append(pairwise_table_html(pairs) if len(pairs) else '<p class="muted">Only one strategy: no pairs.</p>')
     parts.append("</section>")

@@ -56,6 +56,8 @@ class Results:
     failed: pd.DataFrame
     problems: list[str] = field(default_factory=list)
     sources: list[Path] = field(default_factory=list)
+    # test predictions of the ok rows (with their task), for the CIs; None when no folder has predictions.parquet
+    predictions: pd.DataFrame | None = None
 
 
 def find_tables(results_dir: Path) -> list[Path]:
@@ -217,6 +219,7 @@ def load_results(results_dirs: list[Path] | list[str]) -> Results:
     """Concatenate every results table under `results_dirs`; raise only if there is nothing to read."""
     problems: list[str] = []
     frames: list[pd.DataFrame] = []
+    predictions: list[pd.DataFrame] = []
     sources: list[Path] = []
     for raw in results_dirs:
         results_dir = Path(raw)
@@ -238,6 +241,9 @@ def load_results(results_dirs: list[Path] | list[str]) -> Results:
             norm = _normalise(table, run_dir, problems)
             if norm is not None:
                 frames.append(norm)
+                found = _read_predictions(run_dir, problems)
+                if found is not None:
+                    predictions.append(found)
     columns = [*KEYS, *METRICS, "pct_trainable", "status", "error", "source"]
     data = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
     failed_mask = data["status"].str.lower() != "ok"
@@ -247,4 +253,38 @@ def load_results(results_dirs: list[Path] | list[str]) -> Results:
     problems.extend(_absent_metrics(ok, problems))
     problems.extend(_missing_folds(ok, failed))
     ok = ok[ok["mcc"].notna()].drop_duplicates(subset=KEYS, keep="last").reset_index(drop=True)
-    return Results(ok=ok, failed=failed.reset_index(drop=True), problems=problems, sources=sources)
+    return Results(ok=ok, failed=failed.reset_index(drop=True), problems=problems, sources=sources,
+                   predictions=_predictions_of(ok, predictions))
+
+
+PREDICTION_KEY = ["source", "backbone", "method", "regime", "shots", "seed", "fold", "fraction"]
+
+
+def _read_predictions(run_dir: Path, problems: list[str]) -> pd.DataFrame | None:
+    """``predictions.parquet`` beside a results table (what the CIs resample), typed like the results' keys."""
+    path = run_dir / "predictions.parquet"
+    if not path.exists():
+        problems.append(f"{run_dir}: no predictions.parquet, so its rows have no 95% CI")
+        return None
+    try:
+        table = pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - an unreadable file is a problem to list, not a crash
+        problems.append(f"{path}: unreadable ({type(exc).__name__}: {first_line(exc, 120, default='no message')})")
+        return None
+    if "predicted" not in table and "probability" in table and "probability_0" not in table:
+        table = table.assign(predicted=(table["probability"] >= 0.5).astype(int))  # binary, adapt's 0.5 rule
+    table = table.assign(source=str(run_dir), fraction=table.get("fraction", 0.0))
+    for col in ("backbone", "method", "regime"):
+        table[col] = table[col].astype(str)
+    for col in ("shots", "seed", "fold"):
+        table[col] = pd.to_numeric(table[col], errors="coerce").fillna(0).astype(int)
+    table["fraction"] = pd.to_numeric(table["fraction"], errors="coerce").fillna(0.0).astype(float)
+    return table
+
+
+def _predictions_of(ok: pd.DataFrame, found: list[pd.DataFrame]) -> pd.DataFrame | None:
+    """The predictions of the usable rows, with each row's task."""
+    if not found or ok.empty:
+        return None
+    table = pd.concat(found, ignore_index=True)
+    return table.merge(ok[[*PREDICTION_KEY, "task"]].drop_duplicates(), on=PREDICTION_KEY, how="inner")

@@ -30,6 +30,7 @@ class Fold:
     fewshot: dict[int, dict[int, list[str]]] = field(default_factory=dict)
     # optional: fractions[fraction][seed] -> a class-stratified share of ``train`` (nested across fractions)
     fractions: dict[float, dict[int, list[str]]] = field(default_factory=dict)
+    repeat: int = 0  # repeated CV (``splits --repeats``): which redraw of the outer split this fold belongs to
 
 
 @dataclass
@@ -48,6 +49,16 @@ class SplitsFile:
     @property
     def shots(self) -> list[int]:
         return sorted({n for fold in self.folds for n in fold.fewshot})
+
+    @property
+    def positive(self) -> str | None:
+        """The positive class of a binary task (index 1: ``--positive`` or the class that sorts second; older
+        files follow the latter rule); None for a multi-class task."""
+        return self.classes[1] if len(self.classes) == 2 else None
+
+    @property
+    def repeats(self) -> int:
+        return int(self.params.get("repeats", 1))
 
     @property
     def fractions(self) -> list[float]:
@@ -90,6 +101,7 @@ class SplitsFile:
                         _fraction_key(fr): {str(seed): ids for seed, ids in sorted(by_seed.items())}
                         for fr, by_seed in sorted(f.fractions.items())
                     }} if f.fractions else {}),
+                    **({"repeat": f.repeat} if f.repeat else {}),
                 }
                 for f in self.folds
             ],
@@ -144,6 +156,7 @@ def load_splits(path: str | Path) -> SplitsFile:
                     val=f["val"],
                     test=f["test"],
                     held_out_center=f.get("held_out_center"),
+                    repeat=int(f.get("repeat", 0)),
                     fewshot={
                         int(n): {int(seed): ids for seed, ids in by_seed.items()}
                         for n, by_seed in f.get("fewshot", {}).items()
