@@ -195,7 +195,7 @@ def rule_violation(splits: SplitsFile) -> str | None:
         return (f"{len(bad_labels)} label(s) index past the {n_classes} classes "
                 f"({_some(f'{i}={splits.labels[i]}' for i in bad_labels)})")
     covered: set[str] | None = None
-    seen_test: dict[str, int] = {}
+    seen_test: dict[int, dict[str, int]] = {}  # repeat -> test id -> fold
     for fold in splits.folds:
         where = f"fold {fold.fold}"
         roles = {"train": fold.train, "val": fold.val, "test": fold.test}
@@ -222,11 +222,13 @@ def rule_violation(splits: SplitsFile) -> str | None:
             return f"{where}: covers other ids than fold {splits.folds[0].fold} ({_some(differ)})"
         covered = every
         if splits.strategy in ("kfold", "loco"):
-            again = sorted(i for i in sets["test"] if i in seen_test)
+            # within one repeat of the outer split (``splits --repeats``) every id is tested once
+            tested = seen_test.setdefault(fold.repeat, {})
+            again = sorted(i for i in sets["test"] if i in tested)
             if again:
                 return (f"{where}: {len(again)} test id(s) are also in the test part of fold "
-                        f"{seen_test[again[0]]} ({_some(again)})")
-            seen_test.update(dict.fromkeys(sets["test"], fold.fold))
+                        f"{tested[again[0]]} ({_some(again)})")
+            tested.update(dict.fromkeys(sets["test"], fold.fold))
         subsets = [(f"{n}-shot seed {seed}", ids) for n, by_seed in fold.fewshot.items()
                    for seed, ids in by_seed.items()]
         subsets += [(f"fraction {fr} seed {seed}", ids) for fr, by_seed in fold.fractions.items()
