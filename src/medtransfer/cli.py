@@ -481,6 +481,11 @@ def probe(
     manifest: Annotated[
         Path | None, typer.Option(help="Check that the splits file was made from this manifest.")
     ] = None,
+    task: Annotated[str, typer.Option(
+        help="Name of the prediction task, recorded on every row (the report groups by it; default: the --out "
+        "folder's name).")] = "",
+    force: Annotated[bool, typer.Option(
+        "--force", help="Fit again what --out already holds with these settings (default: skip it).")] = False,
 ) -> None:
     """Fit probe heads on cached features: full data, every few-shot subset and label fraction of the splits."""
     import pandas as pd
@@ -497,13 +502,25 @@ def probe(
     options = ProbeOptions(heads=tuple(head), embeddings=tuple(embedding), regimes=tuple(regime),
                            fractions=_float_list(fractions), class_weight=class_weight, preprocess=preprocess,
                            threshold=threshold, tune=tune, inner_folds=inner_folds, device=device)
-    table = run_probe(store, splits, backbone, out, weights=weights, options=options)
+    table = run_probe(store, splits, backbone, out, weights=weights, options=options, task=task, force=force)
     console.print(probe_summary_table(pd.read_csv(out / SUMMARY_FILE)))
     console.print(f"results -> {out / 'results.csv'} (summary: {out / SUMMARY_FILE})")
+    _warn_degenerate(table)
     failed = table[table["status"] != "ok"]
     if not failed.empty:
         typer.echo(f"{len(failed)} fit(s) failed, e.g.: {failed['error'].iloc[0]} (see the error column)", err=True)
         raise typer.Exit(1)
+
+def _warn_degenerate(table) -> None:
+    """One line when some fits predicted a single class (or constant probabilities) for every test sample."""
+    if "degenerate" not in table.columns:
+        return
+    flat = table[table["degenerate"].fillna(False).astype(bool)]
+    if not flat.empty:
+        methods = ", ".join(sorted(set(flat["method"])))
+        typer.echo(f"warning: {len(flat)} fit(s) predicted one class for every test sample ({methods}); "
+                   "they are flagged in the degenerate column and in the report", err=True)
+
 
 @app.command()
 @user_errors
