@@ -567,6 +567,12 @@ def adapt(
     workers: Annotated[int | None, typer.Option(help="Image-decoding workers (default 0).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue a killed run from its last epoch.")] = False,
     frames: Annotated[str, typer.Option(help=FRAMES_HELP)] = "refuse",
+    image_size: Annotated[int | None, typer.Option(
+        help="Train and test at this input size instead of the backbone's (e.g. 64 for a quick CPU run; CNNs take "
+        "any size). Recorded in the preprocessing column, so it never replaces a full-size row.")] = None,
+    task: Annotated[str, typer.Option(
+        help="Name of the prediction task, recorded on every row (the report groups by it; default: the --out "
+        "folder's name).")] = "",
 ) -> None:
     """Train a backbone (full fine-tuning, linear probe or a PEFT method) on the splits file's tasks."""
     from medtransfer.adapt import run_adapt
@@ -582,9 +588,11 @@ def adapt(
         batch_size=batch_size,
         grad_accumulation=grad_accumulation, optimizer=optimizer, balance=balance, early_stopping=early_stopping,
         patience=patience, augment=augment, hflip=hflip or None, train_norms=train_norms or None, refit=refit,
-        precision=precision, compile=compile or None, num_workers=workers, frames=frames,
+        precision=precision, compile=compile or None, num_workers=workers, frames=frames, image_size=image_size,
+        task=task,
     )
     console.print(fold_table(table, f"{backbone} + {table['method'].iloc[0]}"))
+    _warn_degenerate(table)
     console.print(f"results -> {out / 'results.csv'}")
     if (table["status"] != "ok").any():
         raise typer.Exit(1)

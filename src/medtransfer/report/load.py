@@ -130,8 +130,36 @@ def _normalise(df: pd.DataFrame, run_dir: Path, problems: list[str]) -> pd.DataF
     if "error" not in df.columns:
         df["error"] = ""
     df["error"] = _text(df["error"], "")
+    for col in ("weights", "embedding", "preprocessing", "peft_targets"):
+        df[col] = _text(df[col], "") if col in df.columns else ""
+    df["degenerate"] = df["degenerate"].fillna(False).astype(bool) if "degenerate" in df.columns else False
     df["source"] = str(run_dir)
     return df
+
+
+def label_variants(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows that differ only in weights (or preprocessing / PEFT targets) are other experiments, not repeats:
+    where a task holds several for one backbone (method), the backbone (method) name says which, e.g.
+    ``resnet18 [random]``, so no statistic pools them and no row replaces another."""
+    if df.empty:
+        return df
+    df = df.copy()
+    several = df.groupby(["task", "backbone"])["weights"].transform("nunique") > 1
+    df.loc[several, "backbone"] = df.loc[several, "backbone"] + " [" + df.loc[several, "weights"] + "]"
+    variant = df["preprocessing"] + df["peft_targets"].map(lambda t: f", targets {t}" if t else "")
+    several = df.assign(variant=variant).groupby(["task", "backbone", "method"])["variant"].transform("nunique") > 1
+    df.loc[several, "method"] = df.loc[several, "method"] + " [" + variant[several] + "]"
+    return df
+
+
+def _degenerate(ok: pd.DataFrame) -> list[str]:
+    """One line per strategy whose fits predicted a single class (or constant probabilities) on test."""
+    flat = ok[ok["degenerate"].astype(bool)]
+    return [
+        f"{_where(key)}: {len(rows)} of {int(((ok[WHERE] == pd.Series(key, index=WHERE)).all(axis=1)).sum())} "
+        f"run(s) degenerate: one class predicted for every test sample ({_runs(rows)})"
+        for key, rows in flat.groupby(WHERE, sort=True)
+    ]
 
 
 def regime_label(regime: str, shots: int, fraction: float) -> str:
@@ -238,8 +266,8 @@ def load_results(results_dirs: list[Path] | list[str]) -> Results:
             norm = _normalise(table, run_dir, problems)
             if norm is not None:
                 frames.append(norm)
-    columns = [*KEYS, *METRICS, "pct_trainable", "status", "error", "source"]
-    data = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    columns = [*KEYS, *METRICS, "pct_trainable", "status", "error", "weights", "degenerate", "source"]
+    data = label_variants(pd.concat(frames, ignore_index=True)) if frames else pd.DataFrame(columns=columns)
     failed_mask = data["status"].str.lower() != "ok"
     failed = data[failed_mask]
     problems.extend(_failures(failed))
@@ -247,4 +275,5 @@ def load_results(results_dirs: list[Path] | list[str]) -> Results:
     problems.extend(_absent_metrics(ok, problems))
     problems.extend(_missing_folds(ok, failed))
     ok = ok[ok["mcc"].notna()].drop_duplicates(subset=KEYS, keep="last").reset_index(drop=True)
+    problems.extend(_degenerate(ok))
     return Results(ok=ok, failed=failed.reset_index(drop=True), problems=problems, sources=sources)
