@@ -635,11 +635,13 @@ def backbones() -> None:
     table = Table(
         title="Backbones (also timm:<model>, open_clip:<arch>/<tag>, hf:<repo-id>; --weights default|random|PATH)"
     )
-    for column, justify in (("name", "left"), ("params (M)", "right"), ("dim", "right"), ("input", "right"),
-                            ("source", "left")):
+    for column, justify in (("name", "left"), ("seed", "center"), ("params (M)", "right"), ("dim", "right"),
+                            ("input", "right"), ("source", "left")):
         table.add_column(column, justify=justify)
     for row in backbone_table():
-        table.add_row(row["name"], f"{row['params_m']:.1f}", str(row["dim"]), str(row["input_size"]), row["source"])
+        table.add_row(row["name"], "*" if row["seed"] else "", f"{row['params_m']:.1f}", str(row["dim"]),
+                      str(row["input_size"]), row["source"])
+    table.caption = "seed *: the published benchmark's backbones, extracted together by `extract --backbone seed`"
     console.print(table)
 
 
