@@ -7,9 +7,9 @@ import functools
 import logging
 import os
 import socket
-from urllib.parse import urlparse
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlparse
 
 from torch import nn
 

@@ -115,7 +115,7 @@ def run_probe(
                     columns = [_columns(ctx, head, t) for t in tasks]
                     if all(_row_key(c) in finished for c in columns):
                         bar.update(len(tasks))
-                        written.append(pd.DataFrame(columns)[KEY])
+                        written.append(pd.DataFrame([{**KEY_DEFAULTS, **c} for c in columns])[KEY])
                     else:
                         todo.append(head)
                 if not todo:
@@ -134,7 +134,7 @@ def run_probe(
                         if prediction is not None:
                             predictions.append(prediction)
                     write_results(out, rows, pd.concat(predictions, ignore_index=True) if predictions else None)
-                    written.append(pd.DataFrame([r.as_record() for r in rows])[KEY])
+                    written.append(pd.DataFrame([{**KEY_DEFAULTS, **r.as_record()} for r in rows])[KEY])
     table, predicted = _this_call(out, pd.concat(written, ignore_index=True))
     summarize(table, predicted).to_csv(Path(out) / SUMMARY_FILE, index=False)
     return table
