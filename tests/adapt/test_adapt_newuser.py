@@ -20,7 +20,7 @@ from medtransfer.splits import SplitSpec, make_splits, save_splits
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     folder = tmp_path_factory.mktemp("newuser-adapt")
-    manifest = make_synthetic_dataset(folder / "data", SyntheticSpec(n_patients=30, image_size=32, signal=1.5))
+    manifest = make_synthetic_dataset(folder / "data", SyntheticSpec(n_patients=60, image_size=32, signal=1.5))
     splits = save_splits(make_splits(load_manifest(manifest), SplitSpec(n_folds=2)), folder / "splits.json")
     other = save_splits(make_splits(load_manifest(manifest), SplitSpec(n_folds=2, seed=5)), folder / "other.json")
     return manifest, splits, other
@@ -75,6 +75,6 @@ def test_image_size_is_recorded_and_a_long_cpu_run_warns(data, tmp_path, monkeyp
 
     import medtransfer.adapt.run as run
 
-    monkeypatch.setattr(run, "seconds_per_image", lambda *a, **k: 2.0)  # as a ViT-L step on a laptop CPU
+    monkeypatch.setattr(run, "seconds_per_image", lambda *a, **k: 200.0)  # 45 images: over an hour
     with pytest.warns(UserWarning, match=r"this CPU run will take about [\d.]+ h .*--image-size"):
         assert _adapt(data, tmp_path / "long", "--epochs", "1", "--device", "cpu").exit_code == 0
