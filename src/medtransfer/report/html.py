@@ -333,11 +333,15 @@ def friedman_html(result: FriedmanResult, figures: list[Figure]) -> str:
             f'<tr><td>{esc(name)}</td><td class="num" data-v="{rank!r}">{rank:.2f}</td></tr>'
             for name, rank in result.mean_ranks.items()
         )
-        parts.append(
+        table = (
             f'<div class="table-wrap"><table class="sortable friedman">'
             f"{_head([('strategy', 'text'), ('mean rank (1 = best)', 'num')])}<tbody>{rows}</tbody>"
             "</table></div>"
         )
+        if len(result.mean_ranks) > LARGE_TABLE:  # the diagram below shows them all; the table on a click
+            table = f'<details class="more"><summary>Mean ranks of all {len(result.mean_ranks)} strategies' \
+                    f"</summary>{table}</details>"
+        parts.append(table)
     parts.extend(figure_html(f) for f in figures if f.kind == "cd")
     parts.append("</section>")
     return "".join(parts)
