@@ -528,6 +528,11 @@ def probe(
     manifest: Annotated[
         Path | None, typer.Option(help="Check that the splits file was made from this manifest.")
     ] = None,
+    task: Annotated[str, typer.Option(
+        help="Name of the prediction task, recorded on every row (the report groups by it; default: the --out "
+        "folder's name).")] = "",
+    force: Annotated[bool, typer.Option(
+        "--force", help="Fit again what --out already holds with these settings (default: skip it).")] = False,
 ) -> None:
     """Fit probe heads on cached features: full data, every few-shot subset and label fraction of the splits."""
     import pandas as pd
@@ -544,13 +549,25 @@ def probe(
     options = ProbeOptions(heads=tuple(head), embeddings=tuple(embedding), regimes=tuple(regime),
                            fractions=_float_list(fractions), class_weight=class_weight, preprocess=preprocess,
                            threshold=threshold, tune=tune, inner_folds=inner_folds, device=device, unit=unit)
-    table = run_probe(store, splits, backbone, out, weights=weights, options=options)
+    table = run_probe(store, splits, backbone, out, weights=weights, options=options, task=task, force=force)
     console.print(probe_summary_table(pd.read_csv(out / SUMMARY_FILE)))
     console.print(f"results -> {out / 'results.csv'} (summary: {out / SUMMARY_FILE})")
+    _warn_degenerate(table)
     failed = table[table["status"] != "ok"]
     if not failed.empty:
         typer.echo(f"{len(failed)} fit(s) failed, e.g.: {failed['error'].iloc[0]} (see the error column)", err=True)
         raise typer.Exit(1)
+
+def _warn_degenerate(table) -> None:
+    """One line when some fits predicted a single class (or constant probabilities) for every test sample."""
+    if "degenerate" not in table.columns:
+        return
+    flat = table[table["degenerate"].fillna(False).astype(bool)]
+    if not flat.empty:
+        methods = ", ".join(sorted(set(flat["method"])))
+        typer.echo(f"warning: {len(flat)} fit(s) predicted one class for every test sample ({methods}); "
+                   "they are flagged in the degenerate column and in the report", err=True)
+
 
 @app.command()
 @user_errors
@@ -597,6 +614,12 @@ def adapt(
     workers: Annotated[int | None, typer.Option(help="Image-decoding workers (default 0).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue a killed run from its last epoch.")] = False,
     frames: Annotated[str, typer.Option(help=FRAMES_HELP)] = "refuse",
+    image_size: Annotated[int | None, typer.Option(
+        help="Train and test at this input size instead of the backbone's (e.g. 64 for a quick CPU run; CNNs take "
+        "any size). Recorded in the preprocessing column, so it never replaces a full-size row.")] = None,
+    task: Annotated[str, typer.Option(
+        help="Name of the prediction task, recorded on every row (the report groups by it; default: the --out "
+        "folder's name).")] = "",
 ) -> None:
     """Train a backbone (full fine-tuning, linear probe or a PEFT method) on the splits file's tasks."""
     from medtransfer.adapt import run_adapt
@@ -612,9 +635,11 @@ def adapt(
         batch_size=batch_size,
         grad_accumulation=grad_accumulation, optimizer=optimizer, balance=balance, early_stopping=early_stopping,
         patience=patience, augment=augment, hflip=hflip or None, train_norms=train_norms or None, refit=refit,
-        precision=precision, compile=compile or None, num_workers=workers, frames=frames,
+        precision=precision, compile=compile or None, num_workers=workers, frames=frames, image_size=image_size,
+        task=task,
     )
     console.print(fold_table(table, f"{backbone} + {table['method'].iloc[0]}"))
+    _warn_degenerate(table)
     console.print(f"results -> {out / 'results.csv'}")
     if (table["status"] != "ok").any():
         raise typer.Exit(1)
@@ -672,11 +697,13 @@ def backbones() -> None:
     table = Table(
         title="Backbones (also timm:<model>, open_clip:<arch>/<tag>, hf:<repo-id>; --weights default|random|PATH)"
     )
-    for column, justify in (("name", "left"), ("params (M)", "right"), ("dim", "right"), ("input", "right"),
-                            ("source", "left")):
+    for column, justify in (("name", "left"), ("seed", "center"), ("params (M)", "right"), ("dim", "right"),
+                            ("input", "right"), ("source", "left")):
         table.add_column(column, justify=justify)
     for row in backbone_table():
-        table.add_row(row["name"], f"{row['params_m']:.1f}", str(row["dim"]), str(row["input_size"]), row["source"])
+        table.add_row(row["name"], "*" if row["seed"] else "", f"{row['params_m']:.1f}", str(row["dim"]),
+                      str(row["input_size"]), row["source"])
+    table.caption = "seed *: the published benchmark's backbones, extracted together by `extract --backbone seed`"
     console.print(table)
 
 

@@ -7,6 +7,15 @@ import pandas as pd
 from rich.table import Table
 
 
+def mean_std(mean: float, std: float, n: int) -> str:
+    """``0.512 ± 0.034``; a single run has no spread, so it says ``(n=1)`` rather than ``± nan``."""
+    if mean is None or np.isnan(mean):
+        return "-"
+    if n <= 1 or std is None or np.isnan(std):
+        return f"{mean:.3f} (n={n})"
+    return f"{mean:.3f} ± {std:.3f}"
+
+
 def fold_table(results: pd.DataFrame, title: str) -> Table:
     """Full-data rows per fold, then mean ± std of every regime and shot count; titled with the positive class."""
     positive = sorted({str(p) for p in results.get("positive", pd.Series(dtype=str)).dropna()} - {"", "nan"})
@@ -19,8 +28,8 @@ def fold_table(results: pd.DataFrame, title: str) -> Table:
     for (regime, shots), group in ok.groupby(["regime", "shots"], sort=False):
         table.add_row(
             f"[bold]{regime}[/]", str(shots) if regime == "fewshot" else "-", "mean ± std",
-            f"[bold]{group['mcc'].mean():.3f} ± {group['mcc'].std():.3f}[/]",
-            f"[bold]{group['pr_auc'].mean():.3f} ± {group['pr_auc'].std():.3f}[/]",
+            f"[bold]{mean_std(group['mcc'].mean(), group['mcc'].std(), group['mcc'].notna().sum())}[/]",
+            f"[bold]{mean_std(group['pr_auc'].mean(), group['pr_auc'].std(), group['pr_auc'].notna().sum())}[/]",
         )
     failed = results[results["status"] != "ok"]
     if not failed.empty:

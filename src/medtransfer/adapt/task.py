@@ -40,7 +40,7 @@ from medtransfer.adapt.train import (
 )
 from medtransfer.backbones.registry import BackboneSpec
 from medtransfer.errors import MedtransferError, first_line
-from medtransfer.metrics import compute_metrics, predict_labels
+from medtransfer.metrics import compute_metrics, is_degenerate, predict_labels
 from medtransfer.results import ResultRow
 from medtransfer.splits.schema import SplitsFile
 from medtransfer.splits.tasks import Task
@@ -251,6 +251,7 @@ class _TaskRunner:
             **{**columns, "n_train": n_train, "trained_on": "train+val" if refit_epochs else "train"}, metrics=metrics,
             threshold=0.5 if job.n_classes == 2 else float("nan"), mcc_at_05=metrics["mcc"],
             fit_seconds=time.perf_counter() - start, hyperparameters=self._hyperparameters(),
+            degenerate=is_degenerate(predict_labels(probabilities), probabilities),
             extra={
                 "trainable_params": trainable, "total_params": total, "pct_trainable": pct,
                 "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,

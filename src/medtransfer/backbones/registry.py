@@ -178,6 +178,7 @@ def backbone_table() -> list[dict]:
             "dim": spec.embed_dim,
             "input_size": spec.preprocessing.input_size,
             "source": spec.source,
+            "seed": spec.name in SEED_BACKBONES,  # in the published benchmark's set (``--backbone seed``)
         }
         for spec in REGISTRY.values()
     ]

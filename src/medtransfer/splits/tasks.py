@@ -35,6 +35,11 @@ def tasks_for(
     unknown = set(regimes) - set(REGIMES)
     if unknown:
         raise MedtransferError(f"unknown regime(s) {sorted(unknown)}; choose from {', '.join(REGIMES)}")
+    if "fraction" in regimes and not splits.fractions:
+        raise MedtransferError(
+            "regime fraction asked for, but the splits file holds no label fractions; make them with "
+            "`medtransfer splits MANIFEST --fractions 0.01,0.1 ...` (or leave out --regime fraction)"
+        )
     if fractions:
         missing = [f for f in fractions if not any(_has_fraction(fold, f) for fold in splits.folds)]
         if missing:
