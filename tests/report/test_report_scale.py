@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from report_browser import Chromium
+from report_synthetic import predictions
 from test_report import ARTIFACTS, FIGURES_JS, _chromium
 
 from medtransfer.report import build_report
@@ -38,7 +39,9 @@ def big_page(tmp_path_factory) -> tuple:
                             "pct_trainable": 0.5 if head == "lora-r8" else np.nan,
                         })
     folder = tmp_path_factory.mktemp("scale")
-    pd.DataFrame(rows).to_parquet(folder / "results.parquet", index=False)
+    table = pd.DataFrame(rows)
+    table.to_parquet(folder / "results.parquet", index=False)
+    predictions(table).to_parquet(folder / "predictions.parquet", index=False)  # what the 95% CIs resample
     return folder, build_report([folder], folder / "report")
 
 
@@ -51,6 +54,7 @@ def test_every_method_has_its_own_colour_and_marker() -> None:
 def test_large_tables_collapse_and_cis_stay_in_range(big_page) -> None:
     folder, page = big_page
     summary = pd.read_csv(folder / "report" / "tables" / "summary.csv")
+    assert summary["pr_auc_ci_high"].notna().all() and summary["mcc_ci_low"].notna().all()
     assert summary["pr_auc_ci_high"].max() <= 1.0 and summary["mcc_ci_low"].min() >= -1.0
     text = page.read_text()
     assert text.count('<details class="more" data-backbone=') == len(BACKBONES)  # a table per backbone
