@@ -9,7 +9,7 @@ from medtransfer.errors import MedtransferError
 from medtransfer.probe.features import parse_preprocess
 from medtransfer.probe.threshold import check_rule
 from medtransfer.splits.tasks import Task
-from medtransfer.vocabulary import CLASS_WEIGHTS, REGIMES, TUNING, UNITS
+from medtransfer.vocabulary import CLASS_WEIGHTS, EMBEDDING_KINDS, REGIMES, TUNING, UNITS
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,9 @@ class ProbeOptions:
         unknown = sorted(set(self.regimes) - set(REGIMES))
         if unknown:
             raise MedtransferError(f"unknown regime(s) {unknown}; choose from {', '.join(REGIMES)}")
+        odd = [e for e in self.embeddings if e not in ("default", "features", *EMBEDDING_KINDS)]
+        if odd:  # refused here, before any progress bar or fit
+            raise MedtransferError(f"unknown --embedding {odd[0]!r}; choose default, {', '.join(EMBEDDING_KINDS)}")
         if self.tune == "cv" and self.inner_folds < 2:
             raise MedtransferError(f"--inner-folds must be at least 2 for --tune cv, got {self.inner_folds}")
         object.__setattr__(self, "steps", parse_preprocess(self.preprocess))
