@@ -119,8 +119,8 @@ def write_results(out: str | Path, rows: list[ResultRow], predictions: pd.DataFr
     with results_lock(out):
         _remove_stale_temporaries(out)
         # read everything before writing anything: an unreadable table refuses the write and changes nothing
-        old = _with_key(_read_table(out / RESULTS_FILE))
-        earlier = _read_table(out / PREDICTIONS_FILE)
+        old = _with_key(read_table(out / RESULTS_FILE))
+        earlier = read_table(out / PREDICTIONS_FILE)
         # predictions written before the key grew take the rest of their key from their rows
         earlier = _with_key(_with_row_keys(earlier, old) if old is not None else earlier)
         if old is not None:
@@ -175,12 +175,17 @@ def _remove_stale_temporaries(out: Path) -> None:
         stale.unlink(missing_ok=True)
 
 
-def _read_table(path: Path) -> pd.DataFrame | None:
-    """A results or predictions table, None when absent; a damaged file is one line naming it."""
+def read_table(path: Path, columns: list[str] | None = None) -> pd.DataFrame | None:
+    """A results or predictions table, None when absent; a damaged file is one line naming it.
+
+    Read through one open handle: pyarrow opens a path more than once (footer, then pages), and a writer's
+    rename between the two would pair the old footer with the new file's pages (a torn read). The handle keeps
+    the file it opened, old or new, whole."""
     if not path.exists():
         return None
     try:
-        return pd.read_parquet(path)
+        with open(path, "rb") as handle:
+            return pd.read_parquet(handle, columns=columns)
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for damaged files
         raise _unreadable(path, exc) from None
 
@@ -203,8 +208,8 @@ def check_results_folder(out: str | Path, splits_fingerprint: str | None = None)
     stops at once rather than after hours of work: both tables are read whole (a damaged page in the middle passes
     a footer check; a damaged file is one line naming it), and the rows must come from the same splits file."""
     out = Path(out)
-    old = _with_key(_read_table(out / RESULTS_FILE))
-    _read_table(out / PREDICTIONS_FILE)
+    old = _with_key(read_table(out / RESULTS_FILE))
+    read_table(out / PREDICTIONS_FILE)
     if old is not None and splits_fingerprint is not None:
         _check_same_splits(out, old, pd.DataFrame({"splits": [splits_fingerprint]}))
     return old
@@ -263,4 +268,4 @@ def read_results(folder: str | Path) -> pd.DataFrame:
     path = Path(folder) / RESULTS_FILE
     if not path.is_file():
         raise MedtransferError(f"no results table in {folder} (expected {RESULTS_FILE}); run probe or adapt first")
-    return _read_table(path)
+    return read_table(path)

@@ -52,6 +52,7 @@ from medtransfer.results import (
     ResultRow,
     check_results_folder,
     config_hash,
+    read_table,
     write_results,
 )
 from medtransfer.splits.schema import load_splits
@@ -167,10 +168,11 @@ def _finished(earlier: pd.DataFrame) -> set[tuple]:
 
 def _this_call(out: str | Path, keys: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """The rows (and predictions) of this call's keys as the folder now holds them: fitted now or earlier."""
-    table = pd.read_parquet(Path(out) / RESULTS_FILE)
+    table = read_table(Path(out) / RESULTS_FILE)
     table = table.merge(keys.drop_duplicates(), on=KEY, how="inner")
-    path = Path(out) / PREDICTIONS_FILE
-    predicted = pd.read_parquet(path).merge(keys.drop_duplicates(), on=KEY, how="inner") if path.is_file() else None
+    predicted = read_table(Path(out) / PREDICTIONS_FILE)
+    if predicted is not None:
+        predicted = predicted.merge(keys.drop_duplicates(), on=KEY, how="inner")
     return table.reset_index(drop=True), predicted
 
 
