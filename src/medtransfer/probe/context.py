@@ -106,3 +106,30 @@ def inner_splits(ctx: ProbeContext, rows: np.ndarray) -> list[tuple[np.ndarray, 
         return (f"inner-CV tuning needs at least 2 training patients of every class (the smallest has {smallest}); "
                 "use --tune val")
     return list(StratifiedGroupKFold(k, shuffle=True, random_state=0).split(rows, y, groups))
+
+
+@dataclass(frozen=True)
+class InnerFolds:
+    """Every inner-CV (fit rows, evaluation rows) pair of a list of tasks, flattened, with the task each belongs
+    to; ``failed`` holds why a task has none (too few patients of a class)."""
+
+    fit_rows: list[np.ndarray]
+    eval_rows: list[np.ndarray]
+    owner: list[int]
+    failed: dict[int, str]
+
+
+def inner_folds_of(ctx: ProbeContext, tasks: list) -> InnerFolds:
+    """The inner folds of every task's training rows (``inner_splits``), for heads that fit them all at once."""
+    fit_rows, eval_rows, owner, failed = [], [], [], {}
+    for j, task in enumerate(tasks):
+        rows = ctx.index(task.train)
+        split = inner_splits(ctx, rows)
+        if isinstance(split, str):
+            failed[j] = split
+            continue
+        for fit_part, eval_part in split:
+            fit_rows.append(rows[fit_part])
+            eval_rows.append(rows[eval_part])
+            owner.append(j)
+    return InnerFolds(fit_rows, eval_rows, owner, failed)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from medtransfer.probe.context import HeadFit, ProbeContext, inner_splits
+from medtransfer.probe.context import HeadFit, ProbeContext, inner_folds_of
 from medtransfer.probe.selection import choose_on_val
 from medtransfer.splits.tasks import Task
 
@@ -109,18 +109,10 @@ def _fit_cv(head: HeadSpec, ctx: ProbeContext, tasks: list[Task], solver: GridSo
     """Candidates chosen on the pooled out-of-fold rows of stratified inner CV on each task's training rows."""
     start = time.perf_counter()
     every = tuple(range(len(head.grid)))
-    results: dict[int, HeadFit | str] = {}
-    jobs, evals, owner = [], [], []
-    for j, task in enumerate(tasks):
-        rows = ctx.index(task.train)
-        split = inner_splits(ctx, rows)
-        if isinstance(split, str):
-            results[j] = split
-            continue
-        for fit_part, eval_part in split:
-            jobs.append(GridJob(rows[fit_part], every, rows[eval_part]))
-            evals.append(rows[eval_part])
-            owner.append(j)
+    folds = inner_folds_of(ctx, tasks)
+    results: dict[int, HeadFit | str] = dict(folds.failed)
+    evals, owner = folds.eval_rows, folds.owner
+    jobs = [GridJob(fit, every, held) for fit, held in zip(folds.fit_rows, folds.eval_rows, strict=True)]
     live = sorted(set(owner))
     if not live:
         return results

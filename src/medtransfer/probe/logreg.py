@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from medtransfer.probe.context import HeadFit, ProbeContext, inner_splits
+from medtransfer.probe.context import HeadFit, ProbeContext, inner_folds_of
 from medtransfer.probe.selection import choose_on_val
 from medtransfer.splits.tasks import Task
 
@@ -117,18 +117,9 @@ def _fit_cv(head: HeadSpec, ctx: ProbeContext, tasks: list[Task], objective: dic
     from medtransfer.probe import batched
     start = time.perf_counter()
     cs = np.array([p["C"] for p in head.grid], dtype=float)
-    sub_rows, sub_eval, owner = [], [], []
-    results: dict[int, HeadFit | str] = {}
-    for j, task in enumerate(tasks):
-        rows = ctx.index(task.train)
-        split = inner_splits(ctx, rows)
-        if isinstance(split, str):
-            results[j] = split
-            continue
-        for fit_part, eval_part in split:
-            sub_rows.append(rows[fit_part])
-            sub_eval.append(rows[eval_part])
-            owner.append(j)
+    folds = inner_folds_of(ctx, tasks)
+    sub_rows, sub_eval, owner = folds.fit_rows, folds.eval_rows, folds.owner
+    results: dict[int, HeadFit | str] = dict(folds.failed)
     live = sorted(set(owner))
     if not live:
         return results
