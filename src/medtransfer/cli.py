@@ -6,6 +6,7 @@ Errors the user can fix (MedtransferError) print as one line on stderr and exit 
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -127,11 +128,18 @@ def extract(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), fp32, bf16 or fp16.")] = "auto",
     embedding: Annotated[
-        list[str], typer.Option(help="Extra embeddings stored beside the default: cls, mean, cls_mean (ViTs).")
+        list[str], typer.Option(help="Extra embeddings stored beside the default (ViTs; DINOv2's linear-eval "
+                                     "grid): cls, cls_mean, cls4 (last 4 class tokens), last4 (cls4 + pooled "
+                                     "patches), mean; proj (CLIP-style models: the projected class token).")
     ] = [],  # noqa: B006
     layers: Annotated[
         bool, typer.Option("--layers", help="Also store last4: DINOv2 linear-eval features (last 4 class tokens).")
     ] = False,
+    resize: Annotated[
+        str, typer.Option(help="upstream (each backbone's published eval transform, e.g. short side 256 + "
+                               "center-crop 224), squash (whole image to a square, as the benchmark fed) or pad "
+                               "(pad to square, MedCLIP); another choice is another store group.")
+    ] = "upstream",
     pixel_cache: Annotated[
         Path | None,
         typer.Option(help="Decode + resize each image once into this Zarr pixel cache; later backbones read it."),
@@ -155,7 +163,7 @@ def extract(
         manifest, backbone, store, weights=weights, label_column=label_column, batch_size=batch_size, device=device,
         num_workers=None if workers < 0 else workers, fmt=format, precision=precision,
         embeddings=[*embedding, *(["last4"] if layers else [])], pixel_cache=pixel_cache,
-        pixel_size=pixel_size or None, on_result=report,
+        pixel_size=pixel_size or None, on_result=report, resize=resize,
     )
 
 
@@ -223,7 +231,7 @@ def probe(
                           "xgb, mlp."),
     ] = ["logreg"],  # noqa: B006
     embedding: Annotated[
-        list[str], typer.Option(help="Feature variant(s) (repeat): default, cls, mean, cls_mean, last4.")
+        list[str], typer.Option(help="Feature variant(s) (repeat): default, cls, mean, cls_mean, cls4, last4, proj.")
     ] = ["default"],  # noqa: B006
     regime: Annotated[
         list[str], typer.Option(help="Regime(s) (repeat): full, fewshot, fraction (all fractions in the splits).")
@@ -283,6 +291,9 @@ def adapt(
     weights: Annotated[str, typer.Option(help="'default' (published), 'random', or a local checkpoint.")] = "default",
     out: Annotated[Path, typer.Option(help="Results folder, shared with probe.")] = Path("results"),
     rank: Annotated[int | None, typer.Option(help="LoRA/DoRA/VeRA/LoHa/LoKr rank (default 8).")] = None,
+    targets: Annotated[str | None, typer.Option(
+        help="PEFT target preset: seed (the published benchmark's), qv (MED-PEFT), attn, attn-mlp (default) or "
+             "all-linear; see `medtransfer backbones --json`.")] = None,
     alpha: Annotated[float | None, typer.Option(help="LoRA alpha (default 2 x rank).")] = None,
     dropout: Annotated[float | None, typer.Option(help="Adapter dropout (default 0).")] = None,
     epochs: Annotated[
@@ -320,7 +331,7 @@ def adapt(
         shots=_int_list(shots) if shots else None, folds=_int_list(folds) if folds else None,
         seeds=_int_list(seeds) if seeds else None, device=device, resume=resume, pixel_cache=pixel_cache,
         log=lambda message: console.print(message, markup=False, highlight=False),
-        rank=rank, alpha=alpha, dropout=dropout, epochs=epochs, lr=lr, batch_size=batch_size,
+        rank=rank, targets=targets, alpha=alpha, dropout=dropout, epochs=epochs, lr=lr, batch_size=batch_size,
         grad_accumulation=grad_accumulation, optimizer=optimizer, balance=balance, early_stopping=early_stopping,
         patience=patience, augment=augment, hflip=hflip or None, train_norms=train_norms or None, refit=refit,
         precision=precision, compile=compile or None, num_workers=workers,
@@ -331,11 +342,22 @@ def adapt(
         raise typer.Exit(1)
 
 @app.command()
-def backbones() -> None:
+def backbones(
+    json_output: Annotated[bool, typer.Option("--json", help="Print every entry's weights, preprocessing, "
+                                              "embedding, feature variants and PEFT presets as JSON.")] = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print the README's backbone table.")] = False,
+) -> None:
     """List the registered backbones (also: timm:<model>, open_clip:<arch>/<tag>, hf:<repo-id>)."""
     from rich.table import Table
 
-    from medtransfer.backbones import backbone_table
+    from medtransfer.backbones import backbone_markdown, backbone_table
+
+    if json_output:
+        typer.echo(json.dumps(backbone_table(), indent=2))
+        return
+    if markdown:
+        typer.echo(backbone_markdown())
+        return
 
     table = Table(
         title="Backbones (also timm:<model>, open_clip:<arch>/<tag>, hf:<repo-id>; --weights default|random|PATH)"

@@ -35,6 +35,9 @@ class AdaptConfig:
     patience: int = 5
     min_epochs: int = 1
     rank: int = 8
+    # which modules PEFT methods wrap: a preset of medtransfer.backbones.TARGET_PRESETS, resolved per backbone
+    # family from the registry (seed: the published benchmark's own targets; default attn-mlp)
+    targets: str = "attn-mlp"
     alpha: float | None = None
     dropout: float = 0.0
     # full regime: after val picked the epoch count, retrain from scratch on train + val for that many epochs,
@@ -70,6 +73,8 @@ class AdaptConfig:
              f"--precision must be auto, bf16 or fp32, got {self.precision!r}"),
             (0 <= self.warmup_fraction < 1, f"warmup fraction must be in [0, 1), got {self.warmup_fraction}"),
             (0 <= self.dropout < 1, f"--dropout must be in [0, 1), got {self.dropout}"),
+            (self.targets in ("seed", "qv", "attn", "attn-mlp", "all-linear"),
+             f"--targets must be seed, qv, attn, attn-mlp or all-linear, got {self.targets!r}"),
         ]
         for ok, message in checks:
             if not ok:

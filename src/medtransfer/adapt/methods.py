@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from medtransfer.adapt.config import AdaptConfig
-from medtransfer.backbones.registry import BackboneSpec, matches_target, resolve_targets
+from medtransfer.backbones.registry import BackboneSpec, matches_target, preset_patterns, resolve_targets
 from medtransfer.errors import MedtransferError, first_line
 from medtransfer.registry import Registry
 
@@ -78,17 +78,21 @@ def method_table() -> list[dict]:
 # --- helpers -----------------------------------------------------------------------------------------------
 
 
-def target_patterns(spec: BackboneSpec, method: str, supported: tuple[type, ...] = ()) -> tuple[str, ...]:
-    """attention + MLP patterns for ViTs, convolution patterns for CNNs; an error when the family has none.
+def target_patterns(spec: BackboneSpec, method: str, supported: tuple[type, ...] = (), *,
+                    preset: str = "attn-mlp", model: nn.Module | None = None) -> tuple[str, ...]:
+    """The ``--targets`` preset's patterns for this backbone (``backbones.preset_patterns``); an error when the
+    family has none.
 
     A method that cannot wrap a fused attention module (only LoRA wraps ``nn.MultiheadAttention``) gets the
-    backbone's Linear-only attention patterns (``targets.attention_linear``) instead.
+    backbone's Linear-only attention patterns (``targets.attention_linear``) in its place.
     """
     targets = spec.targets
-    attention = targets.attention
+    patterns = preset_patterns(spec, preset, model)
     if targets.attention_linear and nn.MultiheadAttention not in supported:
-        attention = targets.attention_linear
-    patterns = attention + targets.mlp if spec.family == "vit" else targets.conv
+        fused = set(targets.attention)
+        swapped = [p for p in patterns if p not in fused]
+        if len(swapped) != len(patterns):
+            patterns = tuple(targets.attention_linear) + tuple(swapped)
     if not patterns:
         kind = "attention/mlp" if spec.family == "vit" else "conv"
         raise MedtransferError(
@@ -247,7 +251,7 @@ def _peft_apply(make_config: Callable, method: str, supported: tuple[type, ...])
     def apply(model: nn.Module, spec: BackboneSpec, config: AdaptConfig) -> nn.Module:
         import peft
 
-        patterns = target_patterns(spec, method, supported)
+        patterns = target_patterns(spec, method, supported, preset=config.targets, model=model)
         matched = check_targets(model, spec, method, patterns, supported)
         peft_config = make_config(peft, list(patterns), matched, spec, config)
         try:

@@ -298,6 +298,9 @@ def _run_task(pristine, spec: BackboneSpec, method: AdaptMethod, label: str, con
         "best_val_mcc": best.get("val_mcc", float("nan")), "best_val_loss": best.get("val_loss", float("nan")),
         "device": str(device),
         "refit_epochs": refit_epochs,
+        # which modules the PEFT method wrapped: the --targets preset and how many modules it resolved to
+        "peft_targets": config.targets if method.is_peft else "",
+        "n_wrapped_modules": wrapped_modules(model) if method.is_peft else 0,
     }
     prediction = pd.DataFrame({
         "backbone": spec.name, "method": label, "regime": task.regime, "shots": task.shots,
@@ -309,6 +312,13 @@ def _run_task(pristine, spec: BackboneSpec, method: AdaptMethod, label: str, con
         for class_index in range(n_classes):
             prediction[f"probability_{class_index}"] = probabilities[:, class_index]
     return row, prediction
+
+
+def wrapped_modules(model: torch.nn.Module) -> int:
+    """Modules a peft method replaced with its adapter layers (``BaseTunerLayer``)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return sum(isinstance(module, BaseTunerLayer) for module in model.modules())
 
 
 def _describe(row: ResultRow, task: Task, config: AdaptConfig) -> None:

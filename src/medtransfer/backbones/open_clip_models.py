@@ -1,4 +1,6 @@
-"""open_clip image towers: CLIP ViT-L/14 (LAION-400M) and BiomedCLIP (ViT-B/16 timm trunk).
+"""open_clip image towers: CLIP ViT-L/14 (LAION-400M, ``clip-l-laion400m``) and BiomedCLIP (ViT-B/16 timm trunk).
+
+``clip-l`` is OpenAI's ViT-L/14 through transformers (hf_vits.py), as the benchmark used.
 
 Only the image tower is built (``open_clip.model._build_vision_tower``, the function ``create_model`` uses),
 so the text tower is neither built nor counted. Published weights are fetched with open_clip's own
@@ -36,10 +38,12 @@ OPEN_CLIP_VIT_TARGETS = PeftTargets(
     attention_linear=("attn.out_proj",),
     mlp=("mlp.c_fc", "mlp.c_proj"),
     norm=("ln_1", "ln_2", "ln_pre", "ln_post"),
+    qkv=("attn",),
 )
+VIT_GRID = ("cls", "mean", "cls_mean", "cls4", "last4")  # as hf_vits.VIT_GRID (DINOv2's linear-eval grid)
 
 
-def timm_vit_targets(final_norm: str) -> PeftTargets:
+def timm_vit_targets(final_norm: str, seed: bool = False) -> PeftTargets:
     """timm-style ViT (BiomedCLIP's trunk, torch.hub DINOv2, MAE checkpoints): fused qkv + proj, fc1 / fc2.
     ``final_norm`` names the last LayerNorm unambiguously (a bare "norm" would also select the Identity
     ``patch_embed.norm``)."""
@@ -47,6 +51,9 @@ def timm_vit_targets(final_norm: str) -> PeftTargets:
         attention=("attn.qkv", "attn.proj"),
         mlp=("mlp.fc1", "mlp.fc2"),
         norm=("norm1", "norm2", final_norm),
+        qkv=("attn.qkv",),
+        # biomedclip.yaml / medmae.yaml: modules_target [qkv, fc1, fc2]
+        seed=("attn.qkv", "mlp.fc1", "mlp.fc2") if seed else (),
     )
 
 
@@ -113,6 +120,8 @@ def wrap_open_clip_vit(visual: nn.Module, pooling: str = "cls") -> ViTEmbedder:
         pooling=pooling,
         project_fn=_oc_vit_project,
         project_dim=visual.output_dim,
+        blocks="transformer.resblocks",
+        norm="ln_post",
     )
 
 
@@ -133,6 +142,8 @@ def wrap_open_clip_timm(visual: nn.Module, embed_dim: int, pooling: str = "cls")
         pooling=pooling,
         project_fn=_timm_tower_project,
         project_dim=embed_dim,
+        blocks="trunk.blocks",
+        norm="trunk.norm",
     )
 
 
@@ -204,12 +215,16 @@ _clip_l_build, _clip_l_local = _open_clip_builder(
 )
 register(
     BackboneSpec(
-        name="clip-l",
-        architecture="ViT-L/14 (CLIP)",
+        name="clip-l-laion400m",
+        architecture="ViT-L/14 (CLIP, LAION-400M)",
         source="open_clip ViT-L-14, pretrained='laion400m_e32' (LAION-400M)",
-        embed_dim=768,
+        embed_dim=1024,
         n_params_m=303.97,
-        embedding_kind="image-embedding (projected CLS, 768-d)",
+        embedding_kind="cls-token (ln_post, before the 768-d projection)",
+        weights_id="https://huggingface.co/timm/vit_large_patch14_clip_224.laion400m_e32",
+        feature_variants=(*VIT_GRID, "proj"),
+        sources=(("preprocessing", "mlfoundations/open_clip src/open_clip/pretrained.py (laion400m_e32: "
+                                   "OpenAI mean/std, bicubic, 224)"),),
         build=_clip_l_build,
         local_loader=_clip_l_local,
         preprocessing=OPEN_CLIP_PREPROCESSING,
@@ -256,13 +271,20 @@ register(
         name="biomedclip",
         architecture="ViT-B/16 (CLIP, PMC-15M)",
         source=f"open_clip hf-hub:{BIOMEDCLIP_REPO}",
-        embed_dim=512,
+        embed_dim=768,
         n_params_m=86.19,
-        embedding_kind="image-embedding (projected CLS, 512-d)",
+        embedding_kind="cls-token (trunk.norm, before the 512-d projection)",
+        weights_id=BIOMEDCLIP_REPO,
+        feature_variants=(*VIT_GRID, "proj"),
+        sources=(
+            ("preprocessing", f"https://huggingface.co/{BIOMEDCLIP_REPO} open_clip_config.json "
+                              "(its preprocess_cfg not opened here); open_clip's defaults: OPENAI_DATASET_MEAN/STD, bicubic"),
+            ("seed targets", "cosbidev/Deep-Sick src/configs/PEFT_runs/experiment/models/biomedclip.yaml"),
+        ),
         build=_biomedclip_build,
         local_loader=_biomedclip_local,
         preprocessing=OPEN_CLIP_PREPROCESSING,
-        targets=timm_vit_targets("trunk.norm"),
+        targets=timm_vit_targets("trunk.norm", seed=True),
         family="vit",
         published_params_m=86.0,
         published_params_note="ViT-B/16 figure; ours includes the 768x512 projection (0.39M)",

@@ -94,13 +94,14 @@ def extract_features(
     pixel_size: int | None = None,
     pixel_dtype: str = "uint16",
     preprocessing: Preprocessing | None = None,
+    resize: str = "upstream",
 ) -> ExtractResult:
     """Embed every image of the manifest with ``backbone``; returns what was computed and how fast."""
     return extract_many(
         manifest_path, [backbone], store, weights=weights, label_column=label_column, batch_size=batch_size,
         device=device, num_workers=num_workers, dtype=dtype, chunk_rows=chunk_rows, progress=progress, fmt=fmt,
         precision=precision, embeddings=embeddings, pixel_cache=pixel_cache, pixel_size=pixel_size,
-        pixel_dtype=pixel_dtype, preprocessing=preprocessing,
+        pixel_dtype=pixel_dtype, preprocessing=preprocessing, resize=resize,
     )[0]
 
 
@@ -124,12 +125,15 @@ def extract_many(
     pixel_dtype: str = "uint16",
     preprocessing: Preprocessing | None = None,
     on_result=None,
+    resize: str = "upstream",
 ) -> list[ExtractResult]:
     """Several backbones, one manifest: fingerprints (and the pixel cache) computed once, then each backbone.
 
     ``pixel_cache``: a Zarr path, True for ``<store>.pixels.zarr``, or None/False to decode per backbone.
     ``pixel_size``: the cached size (default: the largest input size of the backbones).
     ``preprocessing``: override every backbone's preprocessing (tests, small inputs).
+    ``resize``: "upstream" (each backbone's published evaluation transform), "squash" or "pad" (see
+    ``backbones.RESIZE_POLICIES``); part of the group's preprocessing, so another choice is another group.
     """
     if dtype not in ("float16", "float32"):
         raise MedtransferError(f"feature dtype must be float16 or float32, not {dtype!r}")
@@ -159,7 +163,7 @@ def extract_many(
     for name in names:
         result = _extract_one(
             manifest, paths, shas, name, Path(store), fmt, weights, batch_size, torch_device, autocast_dtype,
-            workers, dtype, chunk_rows, progress, kinds, cache, preprocessing, lenient=len(names) > 1,
+            workers, dtype, chunk_rows, progress, kinds, cache, preprocessing, lenient=len(names) > 1, resize=resize,
         )
         results.append(result)
         if on_result is not None:
@@ -190,9 +194,9 @@ def _read_rows(array, rows: list[int]) -> np.ndarray:
 
 def _extract_one(manifest: Manifest, paths, shas, name, store_path, fmt, weights, batch_size, device,
                  autocast_dtype, workers, dtype, chunk_rows, progress, kinds, cache, preprocessing_override,
-                 lenient=False):
+                 lenient=False, resize="upstream"):
     loaded = load_backbone(name, weights)
-    prep = preprocessing_override or loaded.preprocessing
+    prep = (preprocessing_override or loaded.preprocessing).with_policy(resize)
     prep_dict = prep.as_dict()
     if cache is not None and not same_as_decoding(prep, cache):
         prep_dict["pixel_source"] = cache.source  # other inputs than decoding the files: another group
@@ -209,6 +213,7 @@ def _extract_one(manifest: Manifest, paths, shas, name, store_path, fmt, weights
     dims = _output_dims(embed, prep, kinds, loaded.spec.embed_dim)
     start = time.perf_counter()
     with cache_store.writer_lock(store_path), cache_schema.open_store(store_path, "a", fmt) as store:
+        _note_other_preprocessing(store, key, name, weights, loaded.weights_fingerprint, prep_dict)
         group = cache_schema.create_group(store, key, dims, _group_attrs(loaded, weights, prep_dict), dtype,
                                           chunk_rows)
         chunk_rows = group.attrs["chunk_rows"]
@@ -297,6 +302,26 @@ def _extract_one(manifest: Manifest, paths, shas, name, store_path, fmt, weights
         n_computed=len(compute), seconds=time.perf_counter() - start, n_copied=len(copy_from), store_format=fmt,
         embeddings=embeddings_present,
     )
+
+
+def _note_other_preprocessing(store, key, name, weights, weights_fingerprint, prep_dict) -> None:
+    """A store written before a backbone's preprocessing changed (or with another --resize) holds a group for
+    the same weights under another key: say so. That group is left intact (never mixed with the new rows)."""
+    if key in store.group_names():
+        return
+    for other in store.group_names():
+        attrs = store[other].attrs
+        if (attrs.get("backbone") != name or attrs.get("weights") != weights
+                or attrs.get("weights_fingerprint") != weights_fingerprint):
+            continue
+        old = dict(attrs.get("preprocessing", {}))
+        changed = sorted(k for k in set(old) | set(prep_dict) if old.get(k) != prep_dict.get(k))
+        detail = ", ".join(f"{k}: {old.get(k)!r} -> {prep_dict.get(k)!r}" for k in changed)
+        tqdm.write(
+            f"{name}: store group {other} holds the same weights with other preprocessing ({detail}); it is left "
+            f"intact and the new features go to {key}. probe needs one group per backbone: delete the old "
+            "group or extract into a new store"
+        )
 
 
 def _applies(model, kind, name) -> bool:
