@@ -12,12 +12,12 @@ from medtransfer.backbones import medclip  # noqa: F401
 # isort: split
 from medtransfer.backbones import mae, open_specs  # noqa: F401
 from medtransfer.backbones.registry import (
-    REGISTRY,
-    BackboneSpec,
-    LoadedBackbone,
     DEFAULT_TARGET_PRESET,
+    REGISTRY,
     RESIZE_POLICIES,
     TARGET_PRESETS,
+    BackboneSpec,
+    LoadedBackbone,
     PeftTargets,
     Preprocessing,
     backbone_markdown,

@@ -368,8 +368,10 @@ register(
         weights_id=CLIP_L_REPO,
         feature_variants=(*VIT_GRID, "proj"),
         sources=(
-            ("architecture, preprocessing", f"https://huggingface.co/{CLIP_L_REPO} config.json, preprocessor_config.json"),
-            ("weights choice, seed targets", "cosbidev/Deep-Sick src/configs/PEFT_runs/experiment/models/clip_large.yaml"),
+            ("architecture, preprocessing",
+             f"https://huggingface.co/{CLIP_L_REPO} config.json, preprocessor_config.json"),
+            ("weights choice, seed targets",
+             "cosbidev/Deep-Sick src/configs/PEFT_runs/experiment/models/clip_large.yaml"),
         ),
     )
 )

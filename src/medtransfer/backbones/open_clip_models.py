@@ -111,7 +111,7 @@ def _oc_vit_project(visual: nn.Module, v: torch.Tensor) -> torch.Tensor:
     return v @ visual.proj if visual.proj is not None else v
 
 
-def wrap_open_clip_vit(visual: nn.Module, pooling: str = "cls") -> ViTEmbedder:
+def wrap_open_clip_vit(visual: nn.Module, pooling: str = "cls", project: bool = False) -> ViTEmbedder:
     return ViTEmbedder(
         visual,
         _oc_vit_tokens,
@@ -120,6 +120,7 @@ def wrap_open_clip_vit(visual: nn.Module, pooling: str = "cls") -> ViTEmbedder:
         pooling=pooling,
         project_fn=_oc_vit_project,
         project_dim=visual.output_dim,
+        project=project,
         blocks="transformer.resblocks",
         norm="ln_post",
     )
@@ -133,7 +134,7 @@ def _timm_tower_project(visual: nn.Module, v: torch.Tensor) -> torch.Tensor:
     return visual.head(v)
 
 
-def wrap_open_clip_timm(visual: nn.Module, embed_dim: int, pooling: str = "cls") -> ViTEmbedder:
+def wrap_open_clip_timm(visual: nn.Module, embed_dim: int, pooling: str = "cls", project: bool = False) -> ViTEmbedder:
     return ViTEmbedder(
         visual,
         _timm_tower_tokens,
@@ -142,13 +143,17 @@ def wrap_open_clip_timm(visual: nn.Module, embed_dim: int, pooling: str = "cls")
         pooling=pooling,
         project_fn=_timm_tower_project,
         project_dim=embed_dim,
+        project=project,
         blocks="trunk.blocks",
         norm="trunk.norm",
     )
 
 
 def wrap_tower(visual: nn.Module, embed_dim: int, pooling: str = "cls") -> nn.Module:
-    """ViTEmbedder for ViT towers; other towers (ModifiedResNet, ConvNeXt trunks) are used as they are."""
+    """ViTEmbedder for ViT towers; other towers (ModifiedResNet, ConvNeXt trunks) are used as they are.
+
+    Open specs (``open_clip:<arch>/<tag>``) keep open_clip's ``encode_image`` output (projected) as their
+    default embedding, as their spec declares; the grid variants are pre-projection."""
     from open_clip.timm_model import TimmModel
     from open_clip.transformer import VisionTransformer
 
@@ -158,13 +163,13 @@ def wrap_tower(visual: nn.Module, embed_dim: int, pooling: str = "cls") -> nn.Mo
         and not visual.final_ln_after_pool
         and visual.pool_type == "tok"
     ):
-        return wrap_open_clip_vit(visual, pooling)
+        return wrap_open_clip_vit(visual, pooling, project=True)
     if (
         isinstance(visual, TimmModel)
         and hasattr(visual.trunk, "forward_features")
         and getattr(visual.trunk, "global_pool", None) == "token"
     ):
-        return wrap_open_clip_timm(visual, embed_dim, pooling)
+        return wrap_open_clip_timm(visual, embed_dim, pooling, project=True)
     return visual
 
 
@@ -278,7 +283,8 @@ register(
         feature_variants=(*VIT_GRID, "proj"),
         sources=(
             ("preprocessing", f"https://huggingface.co/{BIOMEDCLIP_REPO} open_clip_config.json "
-                              "(its preprocess_cfg not opened here); open_clip's defaults: OPENAI_DATASET_MEAN/STD, bicubic"),
+                              "(its preprocess_cfg not opened here); open_clip's defaults: "
+                              "OPENAI_DATASET_MEAN/STD, bicubic"),
             ("seed targets", "cosbidev/Deep-Sick src/configs/PEFT_runs/experiment/models/biomedclip.yaml"),
         ),
         build=_biomedclip_build,

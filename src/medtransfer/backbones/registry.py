@@ -277,7 +277,8 @@ def backbone_table() -> list[dict]:
             "weights_id": spec.weights_id,
             "input_size": prep.input_size,
             "resize": prep.resize,
-            "resize_to": round(prep.input_size / prep.crop_fraction) if prep.resize == "center-crop" else prep.input_size,
+            "resize_to": round(prep.input_size / prep.crop_fraction)
+            if prep.resize == "center-crop" else prep.input_size,
             "interpolation": prep.interpolation,
             "mean": list(prep.mean),
             "std": list(prep.std),

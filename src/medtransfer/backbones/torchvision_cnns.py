@@ -8,11 +8,10 @@ are upstream's by construction: ResNet-18 / ResNet-50 V1 / DenseNet-121: 256 -> 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-
-import re
 
 import torch
 import torchvision
@@ -28,6 +27,7 @@ from medtransfer.backbones.registry import (
     register,
     strip_ddp_prefix,
 )
+
 
 def upstream_preprocessing(weights) -> Preprocessing:
     """The evaluation transform torchvision publishes with ``weights`` (``weights.transforms()``)."""
@@ -99,7 +99,8 @@ SEED_CONV = ("conv1",)
 TV = torchvision.models
 _SOURCES_TV = (
     ("preprocessing", "weights.transforms(): pytorch/vision torchvision/models/resnet.py, densenet.py"),
-    ("seed targets", "cosbidev/Deep-Sick src/configs/PEFT_runs/experiment/models/resnet_18.yaml, resnet_50.yaml, dense121.yaml"),
+    ("seed targets",
+     "cosbidev/Deep-Sick src/configs/PEFT_runs/experiment/models/resnet_18.yaml, resnet_50.yaml, dense121.yaml"),
 )
 
 

@@ -111,13 +111,15 @@ def make_embedder(model: nn.Module, kinds: tuple[str, ...], backbone: str) -> Em
         try:
             if token_kinds:
                 tokens = model.tokens(images)
-                cls = plain(tokens[:, 0])
-                mean = plain(tokens[:, model.num_prefix_tokens :].mean(dim=1))
+                cls, mean = tokens[:, 0], tokens[:, model.num_prefix_tokens :].mean(dim=1)
+                # the grid variants are the transformer's own features (never projected)
                 variants = {"cls": cls, "mean": mean, "cls_mean": torch.cat([cls, mean], dim=1)}
                 if "proj" in kinds:
-                    variants["proj"] = project(tokens[:, 0])
+                    variants["proj"] = project(cls)
+                pooled = {"cls": plain(cls), "mean": plain(mean)}
+                pooled["cls_mean"] = torch.cat([pooled["cls"], pooled["mean"]], dim=1)
                 pooling = getattr(model, "pooling", "cls").replace("+", "_")
-                out["features"] = variants[pooling] if pooling in variants else model(images)
+                out["features"] = pooled[pooling] if pooling in pooled else model(images)
                 for kind in token_kinds:
                     out[f"features_{kind}"] = variants[kind]
             else:
