@@ -139,7 +139,6 @@ def test_point4_mae_statistics_and_transforms():
 
 def test_point5_upstream_transforms_match_torchvision():
     """old: torchvision CNNs were squashed to 224."""
-    from torchvision.transforms import functional as tvf
 
     image = np.random.default_rng(0).random((300, 200)).astype(np.float32)
     for name, weights in (("resnet50", torchvision.models.ResNet50_Weights.IMAGENET1K_V1),
@@ -226,7 +225,6 @@ def test_point7_adapt_records_preset_and_wrapped_modules(tmp_path):
     from dataclasses import replace
 
     from adapt_support import TINY_VIT, register_tiny_backbones
-
     from medtransfer.adapt import run_adapt
     from medtransfer.backbones import REGISTRY, register
     from medtransfer.data.manifest import load_manifest
