@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import json
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -26,10 +27,11 @@ from medtransfer.adapt.config import AdaptConfig
 from medtransfer.adapt.data import PixelStore
 from medtransfer.adapt.methods import get_method
 from medtransfer.adapt.model import parameter_counts, set_train_mode
-from medtransfer.adapt.run import build_model
-from medtransfer.adapt.train import ImageInputs, autocast, fit
+from medtransfer.adapt.task import build_model
+from medtransfer.adapt.train import ImageInputs, Schedule, TrainData, autocast, autocast_dtype, fit
 from medtransfer.backbones import get_spec, load_backbone
 from medtransfer.device import resolve_device
+from medtransfer.vocabulary import PRECISIONS
 
 
 def _sync(device: torch.device) -> None:
@@ -37,47 +39,65 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def ceiling(model, method, config, device, batch_size, size, channels_last, steps, warmup) -> float:
-    x = torch.randn(batch_size, 3, size, size, device=device)
-    if channels_last:
+@dataclass(frozen=True)
+class Bench:
+    """What both measurements share: the device, the batch and image sizes, the memory format, the step counts."""
+
+    device: torch.device
+    config: AdaptConfig
+    batch_size: int
+    size: int
+    channels_last: bool
+    steps: int
+    warmup: int
+
+
+def ceiling(model, method, bench: Bench) -> float:
+    x = torch.randn(bench.batch_size, 3, bench.size, bench.size, device=bench.device)
+    if bench.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 2, (batch_size,), device=device)
-    forward = torch.compile(model) if config.compile else model
-    set_train_mode(model, method, config.train_norms)
-    for step in range(warmup + steps):
-        if step == warmup:
-            _sync(device)
+    y = torch.randint(0, 2, (bench.batch_size,), device=bench.device)
+    forward = torch.compile(model) if bench.config.compile else model
+    set_train_mode(model, method, bench.config.train_norms)
+    scaler = torch.amp.GradScaler(bench.device.type,
+                                  enabled=autocast_dtype(bench.config.precision, bench.device) == torch.float16)
+    for step in range(bench.warmup + bench.steps):
+        if step == bench.warmup:
+            _sync(bench.device)
             start = time.perf_counter()
-        with autocast(device, config):
+        with autocast(bench.device, bench.config.precision):
             logits = forward(x)
-        F.cross_entropy(logits.float(), y).backward()
+        scaler.scale(F.cross_entropy(logits.float(), y)).backward()
         model.zero_grad(set_to_none=True)
-    _sync(device)
-    return steps * batch_size / (time.perf_counter() - start)
+    _sync(bench.device)
+    return bench.steps * bench.batch_size / (time.perf_counter() - start)
 
 
-def adapt_loop(model, method, spec, config, device, batch_size, size, channels_last, steps, warmup) -> float:
-    n = batch_size * (warmup + steps)
+def adapt_loop(model, method, spec, bench: Bench) -> float:
+    batch_size, device = bench.batch_size, bench.device
+    n = batch_size * (bench.warmup + bench.steps)
     generator = torch.Generator().manual_seed(0)
-    pixels = torch.randint(0, 256, (n, 1, size, size), dtype=torch.uint8, generator=generator)
+    pixels = torch.randint(0, 256, (n, 1, bench.size, bench.size), dtype=torch.uint8, generator=generator)
     store = PixelStore(pixels=pixels, rows={str(i): i for i in range(n)}, source="random")
     store.to_device_if_small(device)
-    inputs = ImageInputs(store, spec.preprocessing, device, AugmentSpec(), channels_last, generator)
+    inputs = ImageInputs(store, spec.preprocessing, device, augment=AugmentSpec(), channels_last=bench.channels_last,
+                         generator=generator)
     labels = np.arange(n) % 2
     rows = torch.arange(n)
+    schedule = Schedule(dataclasses.replace(bench.config, epochs=1, batch_size=batch_size, warmup_fraction=0.0),
+                        lr=1e-4, head_lr=1e-3)
 
     def run(epoch_rows: torch.Tensor) -> float:
-        cfg = dataclasses.replace(config, epochs=1, batch_size=batch_size, warmup_fraction=0.0)
+        data = TrainData(inputs, epoch_rows, labels[epoch_rows.numpy()], torch.zeros(0, dtype=torch.long),
+                         np.zeros(0, dtype=int), n_classes=2, generator=generator)
         _sync(device)
         start = time.perf_counter()
-        fit(model, inputs, epoch_rows, labels[epoch_rows.numpy()], torch.zeros(0, dtype=torch.long),
-            np.zeros(0, dtype=int), 2, cfg, 1e-4, 1e-3, device, lambda: set_train_mode(model, method),
-            generator, progress=False)
+        fit(model, data, schedule, device=device, set_mode=lambda: set_train_mode(model, method), progress=False)
         _sync(device)
         return time.perf_counter() - start
 
-    run(rows[: batch_size * warmup])
-    return steps * batch_size / run(rows[batch_size * warmup:])
+    run(rows[: batch_size * bench.warmup])
+    return bench.steps * batch_size / run(rows[batch_size * bench.warmup:])
 
 
 def main() -> None:
@@ -88,7 +108,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"))
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS)
     parser.add_argument("--image-size", type=int, default=None, help="override the backbone's input size")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU runs)")
@@ -109,19 +129,21 @@ def main() -> None:
     channels_last = device.type == "cuda" and spec.family == "cnn"
 
     def fresh():
-        model = build_model(pristine, spec, method, config, n_classes=2, seed=0).to(device)
+        model = build_model(pristine, spec, method, n_classes=2, seed=0, config=config).to(device)
         return model.to(memory_format=torch.channels_last) if channels_last else model
 
     model = fresh()
     trainable, total = parameter_counts(model)
-    top = ceiling(model, method, config, device, args.batch_size, size, channels_last, args.steps, args.warmup)
-    ours = adapt_loop(fresh(), method, spec, config, device, args.batch_size, size, channels_last, args.steps,
-                      args.warmup)
+    bench = Bench(device, config, args.batch_size, size, channels_last, args.steps, args.warmup)
+    top = ceiling(model, method, bench)
+    ours = adapt_loop(fresh(), method, spec, bench)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-    bf16 = args.precision == "bf16" or (args.precision == "auto" and device.type == "cuda")
+    dtype = autocast_dtype(args.precision, device)
     figures = {
-        "backbone": args.backbone, "method": method.label(config), "device": name, "batch_size": args.batch_size,
-        "image_size": size, "precision": "bf16" if bf16 else "fp32", "channels_last": channels_last,
+        "backbone": args.backbone, "method": method.label(method.make_options()), "device": name,
+        "batch_size": args.batch_size, "image_size": size,
+        "precision": {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32"}[dtype],
+        "channels_last": channels_last,
         "trainable_pct": round(100 * trainable / total, 3), "ceiling_images_per_s": round(top, 2),
         "adapt_images_per_s": round(ours, 2), "fraction_of_ceiling": round(ours / top, 3),
     }

@@ -30,8 +30,7 @@ from PIL import Image
 from medtransfer.backbones import load_backbone
 from medtransfer.data.images import load_image
 from medtransfer.device import resolve_device, resolve_precision
-from medtransfer.extract import extract_features, fill_pixel_cache
-from medtransfer.extract.fingerprint import fingerprints
+from medtransfer.extract import ExtractOptions, extract_features, fill_pixel_cache
 from medtransfer.extract.preprocess import to_input
 
 
@@ -109,16 +108,15 @@ def main() -> None:
     workers = None if args.workers < 0 else args.workers
     manifest = make_images(workdir / "images", args.n, args.image_size)
     paths = pd.read_csv(manifest)["image"].tolist()
-    common = dict(weights="random", batch_size=args.batch_size, device=args.device, num_workers=workers,
-                  progress=False, precision=args.precision)
+    common = ExtractOptions(weights="random", batch_size=args.batch_size, device=args.device, num_workers=workers,
+                            progress=False, precision=args.precision)
 
     load_before = f"{os.getloadavg()[0]:.2f}"
     naive_ips, naive_cpu = naive(args.backbone, paths, min(args.naive_n, args.n))
     pixel_path = workdir / "pixels.zarr"
     size = load_backbone(args.backbone, "random").preprocessing.input_size
     start = time.perf_counter()
-    fill_pixel_cache(pixel_path, paths, fingerprints(paths), size, "uint16", num_workers=workers or 0,
-                     progress=False)
+    fill_pixel_cache(pixel_path, paths, size=size, dtype="uint16", num_workers=workers or 0, progress=False)
     fill_wall = time.perf_counter() - start
 
     # interleaved repeats, best of each: on a shared machine the load drifts between measurements
@@ -130,18 +128,18 @@ def main() -> None:
         store = workdir / f"features-{repeat}.zarr"
         shutil.rmtree(store, ignore_errors=True)
         start, cpu = time.perf_counter(), time.process_time()
-        first = extract_features(manifest, args.backbone, store, **common)
+        first = extract_features(manifest, args.backbone, store, common)
         wall = time.perf_counter() - start
         best["extract"] = tuple(map(max, best["extract"], (args.n / wall, args.n / (time.process_time() - cpu))))
         first_wall, first_loop = min(first_wall, wall), max(first_loop, first.images_per_second)
         start = time.perf_counter()
-        again = extract_features(manifest, args.backbone, store, **common)
+        again = extract_features(manifest, args.backbone, store, common)
         rerun_wall = min(rerun_wall, time.perf_counter() - start)
         assert again.n_computed == 0
         cached_store = workdir / f"cached-{repeat}.zarr"
         shutil.rmtree(cached_store, ignore_errors=True)
         start, cpu = time.perf_counter(), time.process_time()
-        cached = extract_features(manifest, args.backbone, cached_store, pixel_cache=pixel_path, **common)
+        cached = extract_features(manifest, args.backbone, cached_store, common, pixel_cache=pixel_path)
         wall = time.perf_counter() - start
         best["cached"] = tuple(map(max, best["cached"], (args.n / wall, args.n / (time.process_time() - cpu))))
         assert cached.n_computed == args.n

@@ -28,6 +28,7 @@ from sklearn.preprocessing import StandardScaler
 
 from medtransfer.probe import batched
 from medtransfer.probe.heads import get_head
+from medtransfer.probe.selection import choose_on_val, fast_mcc
 
 SHOTS = (1, 2, 4, 8, 16)
 SEEDS = 10
@@ -63,7 +64,8 @@ def make_tasks(y: np.ndarray, seed: int = 0):
 
 def run_grid(x, y, tasks, cs, max_iter):
     """The batched path: every (task, C) in one stacked solve; scoring batched per fold."""
-    fit = batched.fit_linear_grid(x, y, [t[3] for t in tasks], cs, 2, ("standardize",), True, max_iter=max_iter)
+    fit = batched.fit_linear_grid(x, y, [t[3] for t in tasks], cs, n_classes=2, steps=("standardize",), balanced=True,
+                                  solver=batched.SolverSettings(max_iter=max_iter))
     mcc = np.zeros(len(tasks))
     folds: dict[int, list[int]] = {}
     for j, t in enumerate(tasks):
@@ -71,10 +73,10 @@ def run_grid(x, y, tasks, cs, max_iter):
     for members in folds.values():
         val, test = tasks[members[0]][4], tasks[members[0]][5]
         val_proba = batched.probabilities_many(fit, members, x[val], 2)
-        chosen = [batched.choose_on_val(y[val], val_proba[m]) for m in range(len(members))]
+        chosen = [choose_on_val(y[val], val_proba[m]) for m in range(len(members))]
         test_proba = batched.probabilities_many(fit, members, x[test], 2, grid_index=chosen)
         for m, j in enumerate(members):
-            mcc[j] = batched.fast_mcc(y[test], test_proba[m])
+            mcc[j] = fast_mcc(y[test], test_proba[m])
     return mcc
 
 
@@ -88,8 +90,8 @@ def run_loop(x, y, tasks, cs, max_iter):
             xtr, xva, xte = scaler.transform(x[train]), scaler.transform(x[val]), scaler.transform(x[test])
             models = [LogisticRegression(C=c, class_weight="balanced", max_iter=max_iter).fit(xtr, y[train])
                       for c in cs]
-            best = models[batched.choose_on_val(y[val], np.stack([m.predict_proba(xva) for m in models]))]
-            mcc[j] = batched.fast_mcc(y[test], best.predict_proba(xte))
+            best = models[choose_on_val(y[val], np.stack([m.predict_proba(xva) for m in models]))]
+            mcc[j] = fast_mcc(y[test], best.predict_proba(xte))
     return mcc
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -47,9 +48,10 @@ class TinyCNN(nn.Module):
         return x.mean(dim=(2, 3))
 
 
-def register_tiny_backbones() -> None:
-    if TINY_VIT not in REGISTRY:
-        register(BackboneSpec(
+def tiny_specs() -> list[BackboneSpec]:
+    """The two test backbones' registry entries (built fresh on every call)."""
+    return [
+        BackboneSpec(
             name=TINY_VIT, architecture="tiny ViT (test)", source="none (test only)", embed_dim=32,
             n_params_m=0.03, embedding_kind="cls-token", build=lambda pretrained: TinyViT(),
             preprocessing=Preprocessing(input_size=SIZE), family="vit",
@@ -57,21 +59,30 @@ def register_tiny_backbones() -> None:
                                            "attention.o_proj"),
                                 mlp=("mlp.fc1", "mlp.fc2"),
                                 norm=("layernorm_before", "layernorm_after", "vit.layernorm")),
-        ))
-    if TINY_CNN not in REGISTRY:
-        register(BackboneSpec(
+        ),
+        BackboneSpec(
             name=TINY_CNN, architecture="tiny CNN (test)", source="none (test only)", embed_dim=24,
             n_params_m=0.005, embedding_kind="global-average-pool", build=lambda pretrained: TinyCNN(),
             preprocessing=Preprocessing(input_size=SIZE), family="cnn",
             targets=PeftTargets(conv=("conv1", "conv2")),  # no norm patterns: ln-tune falls back to BN types
-        ))
+        ),
+    ]
 
 
-@pytest.fixture(autouse=False)
-def one_thread():
-    """Tiny models train fastest on one intra-op thread; on a shared, loaded 2-core machine, two threads
-    spin against other processes and run 10-20x slower. Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+@contextmanager
+def tiny_backbones():
+    """Register the test backbones for the ``with`` block; only the entries it added are removed after."""
+    added = [spec.name for spec in tiny_specs() if spec.name not in REGISTRY and register(spec)]
+    try:
+        yield
+    finally:
+        for name in added:
+            REGISTRY.pop(name, None)
+
+
+def register_tiny_backbones() -> None:
+    """For modules outside tests/adapt that still register at import (tests/adapt uses the fixture)."""
+    for spec in tiny_specs():
+        if spec.name not in REGISTRY:
+            register(spec)
+

@@ -1,4 +1,4 @@
-"""Shared helpers for the feature-store tests (no tests here): tiny images, manifests, a tiny backbone."""
+"""Support for the extract and cache tests (no tests here): tiny images, manifests, tiny backbones (a fixture)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from PIL import Image
 from torch import nn
 
-from medtransfer.backbones import REGISTRY, BackboneSpec, Preprocessing, register
+from medtransfer.backbones import REGISTRY, BackboneSpec, Preprocessing
 
 TINY = "tiny-test-cnn"
 TINY2 = "tiny-test-cnn-b"
@@ -43,13 +44,18 @@ def _spec(name: str, build, dim: int = 16) -> BackboneSpec:
                         embedding_kind="global-average-pool", build=build, preprocessing=PREP)
 
 
-def register_tiny() -> None:
-    if TINY not in REGISTRY:
-        register(_spec(TINY, lambda pretrained: TinyCNN()))
-    if TINY2 not in REGISTRY:
-        register(_spec(TINY2, lambda pretrained: TinyCNN(24), dim=24))
-    if NAN not in REGISTRY:
-        register(_spec(NAN, lambda pretrained: NaNModel()))
+def tiny_specs() -> list[BackboneSpec]:
+    """The tiny test backbones: two CNN widths and one that gives NaN for very bright images."""
+    return [_spec(TINY, lambda pretrained: TinyCNN()), _spec(TINY2, lambda pretrained: TinyCNN(24), dim=24),
+            _spec(NAN, lambda pretrained: NaNModel())]
+
+
+@pytest.fixture
+def tiny_backbones(monkeypatch) -> list[str]:
+    """Register the tiny backbones for one test; they leave the registry when it ends."""
+    for spec in tiny_specs():
+        monkeypatch.setitem(REGISTRY, spec.name, spec)
+    return [TINY, TINY2, NAN]
 
 
 def make_images(folder: Path, n: int, seed: int = 0, prefix: str = "img", size: int = 40) -> list[Path]:

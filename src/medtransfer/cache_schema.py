@@ -30,19 +30,18 @@ their attributes are JSON text (``json.loads`` each value). A writer holds ``<st
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import hashlib
-import math
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import zarr
 
+from medtransfer import cache_rows
+from medtransfer.cache_rows import storage_errors
 from medtransfer.cache_store import Group, Store, store_format, strings
+from medtransfer.data.fingerprint import file_fingerprint
 from medtransfer.errors import MedtransferError
 from medtransfer.vocabulary import EMBEDDING_KINDS
 
@@ -89,7 +88,7 @@ def open_store(path: str | Path, mode: str = "r", fmt: str | None = None) -> Sto
 
 
 # --------------------------------------------------------------------------------------------- groups
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class GroupInfo:
     key: str
     backbone: str
@@ -218,36 +217,22 @@ def pending_chunks(group: Group) -> list[int]:
 
 
 def append_rows(group: Group, sample_ids: list[str], shas: list[str], paths: list[str]) -> range:
-    """Append rows (ids, fingerprints, paths; no data yet) and their not-done chunk flags.
-
-    When the last chunk is partly filled and done, its flag is cleared first: that chunk is rewritten with its
-    old rows (copied) and the new ones, so a crash here costs at most that one chunk.
-    """
+    """Append rows (ids, fingerprints, paths; no data yet) and their not-done chunk flags (see
+    ``cache_rows.append_rows``: a partly filled last chunk is cleared first and rewritten)."""
     with storage_errors(group.store_path):
-        return _append_rows(group, sample_ids, shas, paths)
+        return cache_rows.append_rows(group, list(zip(sample_ids, shas, paths, strict=True)), key_array="sample_id",
+                                      data_arrays=feature_arrays(group), attrs={"complete": False})
 
 
-def _append_rows(group: Group, sample_ids: list[str], shas: list[str], paths: list[str]) -> range:
-    chunk_rows = group.attrs["chunk_rows"]
-    n_old = group["sample_id"].shape[0]
-    n_new = n_old + len(sample_ids)
-    if n_new == n_old:
-        return range(n_old, n_old)
-    flags = group["chunk_done"]
-    if n_old % chunk_rows:
-        flags[n_old // chunk_rows] = False
-    for name in (*ROW_ARRAYS, *feature_arrays(group)):
-        array = group[name]
-        array.resize((n_new, *array.shape[1:]))
-    for name, values in zip(ROW_ARRAYS, (sample_ids, shas, paths), strict=True):
-        group[name][n_old:n_new] = np.asarray(values, dtype=str)
-    n_chunks_old = flags.shape[0]
-    flags.resize((math.ceil(n_new / chunk_rows),))
-    if flags.shape[0] > n_chunks_old:
-        flags[n_chunks_old:] = np.zeros(flags.shape[0] - n_chunks_old, dtype=bool)
-    group.update_attrs({"n": n_new, "complete": False})
-    group.flush()
-    return range(n_old, n_new)
+def row_index(group: Group) -> cache_rows.RowIndex:
+    """What the group holds (ids, fingerprints, files, chunk flags), for ``cache_rows.plan_rows``."""
+    return cache_rows.read_index(group, "sample_id")
+
+
+def apply_plan(group: Group, plan: cache_rows.RowPlan) -> dict[int, cache_rows.Row]:
+    """Write a plan's row columns to a feature group; returns the kept and copied rows' features."""
+    return cache_rows.apply_plan(group, plan, key_array="sample_id", data_arrays=feature_arrays(group),
+                                 attrs={"complete": False})
 
 
 def write_chunk(group: Group, chunk_index: int, arrays: dict[str, np.ndarray], where: str = "") -> None:
@@ -265,29 +250,12 @@ def write_chunk(group: Group, chunk_index: int, arrays: dict[str, np.ndarray], w
                 "for that chunk (try --precision fp32)"
             )
     dtype = group.attrs["dtype"]
-    with storage_errors(group.store_path):
-        for name, values in arrays.items():
-            store_rows(group, name, start, values.astype(dtype))
-        group.flush()
-        group["chunk_done"][chunk_index] = True
-        group.flush()
+    cache_rows.commit_chunk(group, chunk_index, {name: v.astype(dtype) for name, v in arrays.items()},
+                            write=store_rows)
 
 
 def store_rows(group: Group, name: str, start: int, values: np.ndarray) -> None:
-    group[name][start : start + len(values)] = values
-
-
-@contextlib.contextmanager
-def storage_errors(path: Path | None) -> Iterator[None]:
-    """A full disk (or any OS error while writing) -> one clear line naming the store; nothing is flagged done."""
-    try:
-        yield
-    except OSError as exc:
-        reason = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
-        raise MedtransferError(
-            f"cannot write to store {path}: {reason}; finished chunks are kept -- free space (or fix the cause) "
-            "and run the same command again to resume"
-        ) from exc
+    cache_rows.store_rows(group, name, start, values)
 
 
 def mark_complete(group: Group) -> bool:
@@ -406,8 +374,6 @@ def verify_store(path: str | Path, check_files: bool = True) -> list[VerifyProbl
 
     Returns the problems found (empty: the store is sound).
     """
-    from medtransfer.extract.fingerprint import file_fingerprint
-
     problems: list[VerifyProblem] = []
     with open_store(path) as store:
         for key in store.group_names():

@@ -11,10 +11,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 from rich.console import Console
+from typer.core import TyperCommand, TyperGroup
 
 from medtransfer.errors import MedtransferError
+from medtransfer.vocabulary import CLASS_WEIGHTS, EMBEDDING_KINDS, PRECISIONS, REGIMES, TUNING
+
+# --frames on splits, extract and adapt (the policy lives in medtransfer.data.frames; give all three the same one)
+FRAMES_HELP = (
+    "Multi-frame files (DICOM cine/volumes, multi-page TIFF): refuse (stop with a hint), first or middle (that "
+    "frame, same id), or all (one row per frame, id <id>#f0003). Use the same policy for splits, extract, adapt."
+)
 
 app = typer.Typer(
     help="How well do pretrained backbones transfer to your medical-imaging task?\n\n"
@@ -38,6 +47,27 @@ def user_errors(command: Callable) -> Callable:
             raise typer.Exit(2) from None
 
     return wrapper
+
+
+def help_from_registry(**fill: Callable[[], str]) -> type[TyperCommand]:
+    """A command class whose options' help is read from a registry when the help is shown: the registries
+    import scikit-learn and friends (seconds), which no other command and no run should pay for at startup.
+    ``fill`` maps an option's parameter name to a function returning its help text."""
+
+    class RegistryHelpCommand(TyperCommand):
+        def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+            for param in self.params:
+                if param.name in fill:
+                    param.help = fill[param.name]()
+            return super().format_help(ctx, formatter)
+
+    return RegistryHelpCommand
+
+
+def _head_help() -> str:
+    from medtransfer.probe.heads import head_help
+
+    return f"Probe head(s) (repeat) or 'all'. {head_help()}."
 
 
 def _float_list(text: str) -> tuple[float, ...]:
@@ -72,7 +102,24 @@ def demo(
     run_demo(workdir, backbone=backbone, weights=weights, n_patients=patients, console=console)
 
 
-@app.command()
+class _SplitsGroup(TyperGroup):
+    """`splits MANIFEST ...` still makes splits (the `make` subcommand); `splits import ...` imports one."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["make", *args]
+        return super().parse_args(ctx, args)
+
+
+splits_app = typer.Typer(
+    cls=_SplitsGroup, no_args_is_help=True,
+    help="Folds and few-shot subsets. `splits MANIFEST` makes them (same as `splits make MANIFEST`); "
+    "`splits import MANIFEST --column fold` turns an official or earlier split into a splits file.",
+)
+app.add_typer(splits_app, name="splits")
+
+
+@splits_app.command("make")
 @user_errors
 def splits(
     manifest: Annotated[Path, typer.Argument(help="Manifest (CSV or Parquet) with image and label columns.")],
@@ -93,12 +140,13 @@ def splits(
     fewshot_per_center: Annotated[
         bool, typer.Option("--fewshot-per-center", help="Few-shot: N shots per class per center.")
     ] = False,
+    frames: Annotated[str, typer.Option(help=FRAMES_HELP)] = "refuse",
 ) -> None:
     """Make folds and few-shot subsets: the single definition of folds that probe and adapt read."""
     from medtransfer.data.manifest import load_manifest
     from medtransfer.splits import SplitSpec, make_splits, save_splits
 
-    loaded = load_manifest(manifest, label_column=label_column, check_files=False)
+    loaded = load_manifest(manifest, label_column=label_column, check_files=False, frames=frames)
     spec = SplitSpec(strategy=strategy, n_folds=folds, val_fraction=val_fraction, test_fraction=test_fraction,
                      shots=_int_list(shots), fewshot_seeds=seeds, seed=seed,
                      fractions=_float_list(fractions), fewshot_per_center=fewshot_per_center)
@@ -106,6 +154,187 @@ def splits(
     save_splits(made, out)
     sizes = ", ".join(f"{len(f.train)}/{len(f.val)}/{len(f.test)}" for f in made.folds)
     console.print(f"{len(made.folds)} {strategy} fold(s) (train/val/test: {sizes}) -> {out}")
+
+
+def _text_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+@splits_app.command("import")
+@user_errors
+def splits_import(
+    manifest: Annotated[Path, typer.Argument(help="Manifest (CSV or Parquet); its extra columns may hold the split.")],
+    column: Annotated[
+        str | None, typer.Option(help="Column of fold numbers/names: each value is one fold's test part.")
+    ] = None,
+    train_val_test: Annotated[
+        str | None, typer.Option("--train-val-test", help="Column of train/val/test values: one fold.")
+    ] = None,
+    table: Annotated[
+        Path | None, typer.Option(help="Read the column from this CSV/XLSX (with an id column) instead.")
+    ] = None,
+    id_column: Annotated[str, typer.Option(help="The --table column naming manifest ids.")] = "id",
+    train: Annotated[str, typer.Option(help="Values meaning train (comma-separated).")] = "train",
+    val: Annotated[str, typer.Option(help="Values meaning val; none present: val is carved from train.")] = (
+        "val,valid,validation"
+    ),
+    test: Annotated[str, typer.Option(help="Values meaning test.")] = "test",
+    ignore: Annotated[str, typer.Option(help="Values meaning 'in no part' (e.g. excluded rows).")] = "",
+    out: Annotated[Path, typer.Option(help="Where to write the splits JSON.")] = Path("splits.json"),
+    shots: Annotated[str, typer.Option(help="Few-shot sizes per class, drawn from each fold's train.")] = "",
+    seeds: Annotated[int, typer.Option(help="Number of few-shot draws (seeds 0..N-1).")] = 5,
+    val_fraction: Annotated[float, typer.Option(help="Share of train carved as val where none is given.")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed of the val carve and few-shot draws.")] = 0,
+    fractions: Annotated[str, typer.Option(help="Label fractions of each fold's train, e.g. 0.01,0.1.")] = "",
+    label_column: Annotated[str, typer.Option(help="Manifest column holding the label.")] = "label",
+) -> None:
+    """Write a splits file from an official or earlier split; leaks and unassigned ids are refused, named."""
+    from medtransfer.data.manifest import load_manifest
+    from medtransfer.data.tables import read_label_table
+    from medtransfer.splits import SplitSpec, save_splits
+    from medtransfer.splits.imported import ImportSpec, import_splits
+
+    loaded = load_manifest(manifest, label_column=label_column, check_files=False)
+    spec = ImportSpec(fold_column=column, split_column=train_val_test, train_values=_text_list(train),
+                      val_values=_text_list(val), test_values=_text_list(test), ignore_values=_text_list(ignore))
+    sampling = SplitSpec(val_fraction=val_fraction, shots=_int_list(shots), fewshot_seeds=seeds, seed=seed,
+                         fractions=_float_list(fractions))
+    side = read_label_table(table) if table is not None else None
+    made = import_splits(loaded, spec, sampling, side, id_column=id_column)
+    save_splits(made, out)
+    sizes = ", ".join(f"{len(f.train)}/{len(f.val)}/{len(f.test)}" for f in made.folds)
+    console.print(f"{len(made.folds)} imported fold(s) (train/val/test: {sizes}) -> {out}")
+
+
+manifest_app = typer.Typer(help="Write a manifest from the layouts data comes in.", no_args_is_help=True)
+app.add_typer(manifest_app, name="manifest")
+
+
+@manifest_app.command("from-dicom")
+@user_errors
+def manifest_from_dicom_command(
+    root: Annotated[Path, typer.Argument(help="Folder scanned recursively for DICOM files (headers only).")],
+    labels: Annotated[Path, typer.Option(help="Clinical table (CSV, TSV or XLSX) holding the labels.")],
+    label_column: Annotated[str, typer.Option(help="Column of the clinical table holding the label.")],
+    out: Annotated[Path, typer.Option(help="Manifest CSV to write; <name>.unmatched.csv goes beside it.")] = Path(
+        "manifest.csv"
+    ),
+    join: Annotated[
+        str, typer.Option(help="Header field joining images to rows (PatientID, StudyInstanceUID, AccessionNumber, "
+                          "...) or 'file' (the file name without suffix).")
+    ] = "PatientID",
+    labels_key: Annotated[
+        str | None, typer.Option(help="Clinical-table column holding the join key (default: the --join name).")
+    ] = None,
+    center_column: Annotated[
+        str | None, typer.Option(help="Clinical-table column naming the center (default: the --center-tag).")
+    ] = None,
+    center_tag: Annotated[str, typer.Option(help="Header field naming the center where present.")] = (
+        "InstitutionName"
+    ),
+    modality: Annotated[str, typer.Option(help="Keep these modalities only, e.g. CR,DX.")] = "",
+    view: Annotated[str, typer.Option(help="Keep these ViewPosition values only, e.g. PA,AP.")] = "",
+    workers: Annotated[int, typer.Option(help="Header-reading threads; 0 picks by core count.")] = 0,
+) -> None:
+    """One row per DICOM image: patient from PatientID, center, study date; non-image objects skipped, counted."""
+    from medtransfer.data.from_dicom import DicomJoin, manifest_from_dicom, write_import
+
+    spec = DicomJoin(join=join, labels_key=labels_key, label_column=label_column, center_column=center_column,
+                     center_tag=center_tag, modalities=_text_list(modality), views=_text_list(view))
+    result = manifest_from_dicom(root, labels, spec, workers=workers or None)
+    console.print(f"scanned {root}: {result.scan.summary()}", highlight=False)
+    manifest_path, side = write_import(result, out)
+    console.print(f"{result.summary()} -> {manifest_path}", highlight=False)
+    console.print(f"unmatched and unreadable: {len(result.side_table())} line(s) -> {side}", highlight=False)
+
+
+@manifest_app.command("from-folders")
+@user_errors
+def manifest_from_folders_command(
+    root: Annotated[Path, typer.Argument(help="ROOT/<class>/<image> (or ROOT/<train|val|test>/<class>/<image>).")],
+    out: Annotated[Path, typer.Option(help="Manifest CSV to write.")] = Path("manifest.csv"),
+    patient_regex: Annotated[
+        str | None, typer.Option(help="Regex on the file name; its 'patient' group (or first group) is the patient.")
+    ] = None,
+) -> None:
+    """One row per image in class sub-folders; a split level above the classes becomes a `split` column."""
+    from medtransfer.data.from_folders import manifest_from_folders
+
+    result = manifest_from_folders(root, patient_regex=patient_regex, out=out)
+    console.print(f"{result.summary()} -> {out}", highlight=False)
+
+
+datasets_app = typer.Typer(help="The benchmark's public data sets: manifest and splits in one step.",
+                           no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+
+
+@datasets_app.command("list")
+def datasets_list() -> None:
+    """Each preset: data set, task, validation and the paper's figures."""
+    from rich.table import Table
+
+    from medtransfer.datasets import DATASETS
+
+    table = Table()
+    for column in ("name", "data set", "task", "validation", "paper: images / patients / centers / balance"):
+        table.add_column(column)
+    for p in DATASETS.values():
+        figures = " / ".join("?" if v is None else f"{v:,}" if isinstance(v, int) else v
+                             for v in (p.paper.images, p.paper.patients, p.paper.centers, p.paper.balance))
+        validation = "leave one center out" if p.strategy == "loco" else f"{p.n_folds}-fold"
+        table.add_row(p.name, p.dataset, p.task, validation, figures)
+    console.print(table)
+
+
+@datasets_app.command("prepare")
+@user_errors
+def datasets_prepare(
+    name: Annotated[str, typer.Argument(help="Preset name (see `datasets list`).")],
+    raw_dir: Annotated[Path, typer.Argument(help="The download as published (DICOM tree and clinical sheet).")],
+    out: Annotated[Path, typer.Option(help="Folder for manifest.csv, manifest.unmatched.csv and splits.json.")],
+    labels: Annotated[list[Path], typer.Option(help="Clinical sheet(s), if not found under RAW_DIR.")] = [],  # noqa: B006
+    label_column: Annotated[str | None, typer.Option(help="Override the preset's label column.")] = None,
+    labels_key: Annotated[str | None, typer.Option(help="Override the sheet column holding the join key.")] = None,
+    join: Annotated[str | None, typer.Option(help="Override the join: a header field or 'file'.")] = None,
+    center_column: Annotated[str | None, typer.Option(help="Override the sheet column naming the center.")] = None,
+    positive: Annotated[str, typer.Option(help="Override the raw label values of class 1 (comma-separated).")] = "",
+    negative: Annotated[str, typer.Option(help="Override the raw label values of class 0.")] = "",
+    all_images: Annotated[
+        bool, typer.Option("--all-images", help="Keep every image where the preset keeps one per patient.")
+    ] = False,
+    shots: Annotated[str, typer.Option(help="Few-shot sizes per class, e.g. 2,4,8,16,32.")] = "",
+    seeds: Annotated[int, typer.Option(help="Number of few-shot draws.")] = 5,
+    workers: Annotated[int, typer.Option(help="Header-reading threads; 0 picks by core count.")] = 0,
+) -> None:
+    """Write the manifest and the benchmark's splits for one preset, and compare its figures with the paper's."""
+    from rich.table import Table
+
+    from medtransfer.datasets import DATASETS, PresetOverrides, prepare_dataset
+
+    preset = DATASETS.lookup(name)
+    overrides = PresetOverrides(labels=tuple(labels), label_column=label_column, labels_key=labels_key, join=join,
+                                center_column=center_column, positive=_text_list(positive),
+                                negative=_text_list(negative), one_image_per_patient=False if all_images else None)
+    prepared = prepare_dataset(preset, raw_dir, out, overrides=overrides, shots=_int_list(shots),
+                               fewshot_seeds=seeds, workers=workers or None)
+    console.print(f"scanned {raw_dir}: {prepared.imported.scan.summary()}", highlight=False)
+    console.print(prepared.imported.summary(), highlight=False)
+    if prepared.dropped_later_images:
+        console.print(f"kept each patient's first image: {prepared.dropped_later_images} later image(s) left out",
+                      highlight=False)
+    table = Table(title=f"{preset.name} ({preset.dataset}): {prepared.preset.task}")
+    for column in ("", "images", "patients", "centers", "balance 0:1 (%)"):
+        table.add_column(column)
+    for who, f in (("your download", prepared.figures), ("paper", preset.paper)):
+        table.add_row(who, *("?" if v is None else f"{v:,}" if isinstance(v, int) else v
+                             for v in (f.images, f.patients, f.centers, f.balance)))
+    console.print(table)
+    if preset.unconfirmed:
+        console.print(f"not confirmed by a public source (overridable): {'; '.join(preset.unconfirmed)}",
+                      highlight=False)
+    console.print(f"-> {prepared.manifest_path}, {prepared.splits_path} (unmatched: {prepared.side_path})",
+                  highlight=False)
 
 
 @app.command()
@@ -147,9 +376,10 @@ def extract(
     pixel_size: Annotated[int, typer.Option(help="Pixel-cache image size; 0: the largest backbone input.")] = 0,
     workers: Annotated[int, typer.Option(help="DataLoader decode workers; -1 picks by core count.")] = -1,
     label_column: Annotated[str, typer.Option(help="Manifest column holding the label.")] = "label",
+    frames: Annotated[str, typer.Option(help=FRAMES_HELP)] = "refuse",
 ) -> None:
     """Embed every image once with each frozen backbone; re-running computes only what is missing."""
-    from medtransfer.extract import extract_many
+    from medtransfer.extract import ExtractOptions, extract_many
 
     def report(result) -> None:
         speed = f" ({result.images_per_second:.1f} img/s)" if result.n_computed else ", the rest already in the store"
@@ -159,12 +389,12 @@ def extract(
             f"{store}/{result.group_key}\n  weights: {result.weights_source}"
         )
 
-    extract_many(
-        manifest, backbone, store, weights=weights, label_column=label_column, batch_size=batch_size, device=device,
-        num_workers=None if workers < 0 else workers, fmt=format, precision=precision,
-        embeddings=[*embedding, *(["last4"] if layers else [])], pixel_cache=pixel_cache,
-        pixel_size=pixel_size or None, on_result=report, resize=resize,
+    options = ExtractOptions(
+        weights=weights, label_column=label_column, batch_size=batch_size, device=device, precision=precision,
+        num_workers=None if workers < 0 else workers, embeddings=(*embedding, *(["last4"] if layers else [])),
+        fmt=format, pixel_cache=pixel_cache, pixel_size=pixel_size or None, frames=frames, resize=resize,
     )
+    extract_many(manifest, backbone, store, options, on_result=report)
 
 
 cache_app = typer.Typer(help="Inspect and check feature stores.", no_args_is_help=True)
@@ -214,7 +444,7 @@ def cache_verify(
         raise typer.Exit(1)
     console.print(f"{store}: ok")
 
-@app.command()
+@app.command(cls=help_from_registry(head=_head_help))
 @user_errors
 def probe(
     store: Annotated[Path, typer.Option(help="Feature store written by `extract`.")],
@@ -227,19 +457,21 @@ def probe(
     ),
     head: Annotated[
         list[str],
-        typer.Option(help="Probe head(s) (repeat) or 'all': logreg, svm, knn, centroid, ridge, rf, extratrees, hgb, "
-                          "xgb, mlp."),
+        typer.Option(help="Probe head(s) (repeat) or 'all': the names of the head registry (listed in --help)."),
     ] = ["logreg"],  # noqa: B006
     embedding: Annotated[
-        list[str], typer.Option(help="Feature variant(s) (repeat): default, cls, mean, cls_mean, cls4, last4, proj.")
+        list[str], typer.Option(help=f"Feature variant(s) (repeat): default, {', '.join(EMBEDDING_KINDS)}.")
     ] = ["default"],  # noqa: B006
     regime: Annotated[
-        list[str], typer.Option(help="Regime(s) (repeat): full, fewshot, fraction (all fractions in the splits).")
+        list[str],
+        typer.Option(help=f"Regime(s) (repeat): {', '.join(REGIMES)} (fraction: all fractions in the splits)."),
     ] = ["full", "fewshot"],  # noqa: B006
     fractions: Annotated[
         str, typer.Option(help="Label fractions to run, e.g. 0.01,0.1 (made by `splits --fractions`).")
     ] = "",
-    class_weight: Annotated[str, typer.Option(help="balanced (n / (K n_class)) or none.")] = "balanced",
+    class_weight: Annotated[
+        str, typer.Option(help=f"{' or '.join(CLASS_WEIGHTS)} (balanced: n / (K n_class)).")
+    ] = "balanced",
     preprocess: Annotated[
         str, typer.Option(help="Fitted on training rows: standardize, l2, pcaN, none, joined by + (l2+standardize).")
     ] = "standardize",
@@ -247,7 +479,7 @@ def probe(
         str, typer.Option(help="Decision threshold: 0.5, or val-mcc (best MCC on each fold's validation rows).")
     ] = "0.5",
     tune: Annotated[
-        str, typer.Option(help="Tune hyperparameters on the fold's val rows (val) or by inner CV on train (cv).")
+        str, typer.Option(help=f"{' or '.join(TUNING)}: tune on the fold's val rows (val) or by inner CV on train.")
     ] = "val",
     inner_folds: Annotated[int, typer.Option(help="Inner CV folds for --tune cv.")] = 3,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda for the batched logistic-regression solver.")] = "auto",
@@ -263,17 +495,18 @@ def probe(
 
     from medtransfer.data.manifest import load_manifest
     from medtransfer.probe import run_probe
+    from medtransfer.probe.options import ProbeOptions
     from medtransfer.probe.run import SUMMARY_FILE
-    from medtransfer.probe.summary import summary_table
+    from medtransfer.render import probe_summary_table
     from medtransfer.splits import load_splits
 
     if manifest is not None:
         load_splits(splits).check_manifest(load_manifest(manifest, check_files=False).fingerprint)
-    table = run_probe(store, splits, backbone, out, heads=head, weights=weights, regimes=tuple(regime),
-                      embeddings=embedding, class_weight=class_weight, preprocess=preprocess, threshold=threshold,
-                      fractions=list(_float_list(fractions)) or None, device=device, tune=tune,
-                      inner_folds=inner_folds)
-    console.print(summary_table(pd.read_csv(out / SUMMARY_FILE)))
+    options = ProbeOptions(heads=tuple(head), embeddings=tuple(embedding), regimes=tuple(regime),
+                           fractions=_float_list(fractions), class_weight=class_weight, preprocess=preprocess,
+                           threshold=threshold, tune=tune, inner_folds=inner_folds, device=device)
+    table = run_probe(store, splits, backbone, out, weights=weights, options=options)
+    console.print(probe_summary_table(pd.read_csv(out / SUMMARY_FILE)))
     console.print(f"results -> {out / 'results.csv'} (summary: {out / SUMMARY_FILE})")
     failed = table[table["status"] != "ok"]
     if not failed.empty:
@@ -287,15 +520,20 @@ def adapt(
     splits: Annotated[Path, typer.Option(help="Splits JSON written by `splits`: adapt trains on probe's tasks.")],
     backbone: Annotated[str, typer.Option(help="Backbone to train (see `medtransfer backbones`).")],
     method: Annotated[str, typer.Option(
-        help="fft, lp, lp-ft, bitfit, ln-tune, lora, dora, vera, ia3, loha, lokr, oft, boft.")] = "lora",
+        help="Adaptation method from the method registry: `medtransfer methods` lists them with their options "
+        "(fft, lp, lp-ft, bitfit, ln-tune and the peft methods).")] = "lora",
     weights: Annotated[str, typer.Option(help="'default' (published), 'random', or a local checkpoint.")] = "default",
     out: Annotated[Path, typer.Option(help="Results folder, shared with probe.")] = Path("results"),
-    rank: Annotated[int | None, typer.Option(help="LoRA/DoRA/VeRA/LoHa/LoKr rank (default 8).")] = None,
+    rank: Annotated[int | None, typer.Option(help="Method option rank (LoRA/DoRA/VeRA/LoHa/LoKr; default 8).")] = None,
     targets: Annotated[str | None, typer.Option(
-        help="PEFT target preset: seed (the published benchmark's), qv (MED-PEFT), attn, attn-mlp (default) or "
-             "all-linear; see `medtransfer backbones --json`.")] = None,
-    alpha: Annotated[float | None, typer.Option(help="LoRA alpha (default 2 x rank).")] = None,
-    dropout: Annotated[float | None, typer.Option(help="Adapter dropout (default 0).")] = None,
+        help="Method option targets of the peft methods: which modules to wrap, a preset resolved per backbone "
+             "family: seed (the published benchmark's own), qv (MED-PEFT), attn, attn-mlp (default) or "
+             "all-linear; `medtransfer backbones --json` lists each backbone's.")] = None,
+    alpha: Annotated[float | None, typer.Option(help="Method option alpha (default 2 x rank).")] = None,
+    dropout: Annotated[float | None, typer.Option(help="Method option dropout (default 0).")] = None,
+    option: Annotated[list[str] | None, typer.Option(
+        help="Any option of the method as NAME=VALUE, repeatable, e.g. block_size=16 for oft "
+        "(`medtransfer methods` lists each method's options).")] = None,
     epochs: Annotated[
         int | None, typer.Option(help="Maximum epochs (default 20; lp 100, stopping on validation loss).")
     ] = None,
@@ -311,7 +549,9 @@ def adapt(
     train_norms: Annotated[bool, typer.Option(help="PEFT methods: also train normalisation layers.")] = False,
     refit: Annotated[bool | None, typer.Option(
         help="Full regime: retrain on train + val for the epochs val chose (default: lp only).")] = None,
-    precision: Annotated[str | None, typer.Option(help="auto (bf16 on CUDA), bf16 or fp32.")] = None,
+    precision: Annotated[str | None, typer.Option(
+        help=f"{', '.join(PRECISIONS)}: auto is bf16 on CUDA, fp32 on CPU; fp16 (with loss scaling) CUDA only.")
+    ] = None,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     regime: Annotated[list[str], typer.Option(help="full and/or fewshot.")] = ["full", "fewshot"],  # noqa: B006
@@ -321,25 +561,56 @@ def adapt(
     pixel_cache: Annotated[Path | None, typer.Option(help="extract's pixel cache, read instead of decoding.")] = None,
     workers: Annotated[int | None, typer.Option(help="Image-decoding workers (default 0).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue a killed run from its last epoch.")] = False,
+    frames: Annotated[str, typer.Option(help=FRAMES_HELP)] = "refuse",
 ) -> None:
     """Train a backbone (full fine-tuning, linear probe or a PEFT method) on the splits file's tasks."""
     from medtransfer.adapt import run_adapt
-    from medtransfer.demo import fold_table
+    from medtransfer.render import fold_table
 
     table = run_adapt(
-        manifest, splits, backbone, method, out, weights=weights, regimes=tuple(regime),
-        shots=_int_list(shots) if shots else None, folds=_int_list(folds) if folds else None,
-        seeds=_int_list(seeds) if seeds else None, device=device, resume=resume, pixel_cache=pixel_cache,
-        log=lambda message: console.print(message, markup=False, highlight=False),
-        rank=rank, targets=targets, alpha=alpha, dropout=dropout, epochs=epochs, lr=lr, batch_size=batch_size,
+        manifest, splits, backbone=backbone, method=method, out=out, weights=weights,
+        options={**_name_values(option or []), "rank": rank, "targets": targets, "alpha": alpha, "dropout": dropout},
+        regimes=tuple(regime), shots=_int_list(shots) if shots else None,
+        folds=_int_list(folds) if folds else None, seeds=_int_list(seeds) if seeds else None, device=device,
+        resume=resume, pixel_cache=pixel_cache,
+        log=lambda message: console.print(message, markup=False, highlight=False), epochs=epochs, lr=lr,
+        batch_size=batch_size,
         grad_accumulation=grad_accumulation, optimizer=optimizer, balance=balance, early_stopping=early_stopping,
         patience=patience, augment=augment, hflip=hflip or None, train_norms=train_norms or None, refit=refit,
-        precision=precision, compile=compile or None, num_workers=workers,
+        precision=precision, compile=compile or None, num_workers=workers, frames=frames,
     )
     console.print(fold_table(table, f"{backbone} + {table['method'].iloc[0]}"))
     console.print(f"results -> {out / 'results.csv'}")
     if (table["status"] != "ok").any():
         raise typer.Exit(1)
+
+
+def _name_values(items: list[str]) -> dict[str, str]:
+    """``["block_size=16", ...]`` -> ``{"block_size": "16"}``; the method's options convert the text."""
+    pairs = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise MedtransferError(f"--option expects NAME=VALUE, got {item!r}")
+        pairs[name.strip()] = value.strip()
+    return pairs
+
+
+@app.command()
+def methods() -> None:
+    """List the registered adaptation methods, what each trains, and each method's options (for --option)."""
+    from rich.table import Table
+
+    from medtransfer.adapt import method_table
+
+    table = Table(title="Adaptation methods (medtransfer adapt --method NAME [--option NAME=VALUE ...])")
+    for column in ("name", "default lr", "trains", "options"):
+        table.add_column(column)
+    for row in method_table():
+        options = "\n".join(f"{o['name']} = {o['default']}: {o['help']}" for o in row["options"]) or "-"
+        table.add_row(row["name"], f"{row['lr']:g}", row["trains"], options)
+    console.print(table)
+
 
 @app.command()
 def backbones(

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pandas as pd
 from rich.console import Console
-from rich.table import Table
 
 from medtransfer.data.manifest import load_manifest
 from medtransfer.data.synthetic import SyntheticSpec, make_synthetic_dataset
 from medtransfer.extract import extract_features
 from medtransfer.probe import run_probe
+from medtransfer.render import fold_table
 from medtransfer.splits import SplitSpec, make_splits, save_splits
 
 
@@ -61,23 +61,3 @@ def run_demo(
     console.print(fold_table(table, f"{backbone} ({extracted.weights_source})"))
     console.print(f"results: {results_dir / 'results.csv'} (per-sample predictions beside it)")
     return DemoResult(manifest_path, splits_path, store, results_dir, extracted.weights_source, table)
-
-
-def fold_table(results: pd.DataFrame, title: str) -> Table:
-    """Full-data rows per fold, then mean ± std of every regime and shot count."""
-    table = Table(title=title)
-    for column in ("regime", "shots", "fold", "MCC", "PR-AUC"):
-        table.add_column(column, justify="right")
-    ok = results[results["status"] == "ok"]
-    for row in ok[ok["regime"] == "full"].itertuples():
-        table.add_row("full", "-", str(row.fold), f"{row.mcc:.3f}", f"{row.pr_auc:.3f}")
-    for (regime, shots), group in ok.groupby(["regime", "shots"], sort=False):
-        table.add_row(
-            f"[bold]{regime}[/]", str(shots) if regime == "fewshot" else "-", "mean ± std",
-            f"[bold]{group['mcc'].mean():.3f} ± {group['mcc'].std():.3f}[/]",
-            f"[bold]{group['pr_auc'].mean():.3f} ± {group['pr_auc'].std():.3f}[/]",
-        )
-    failed = results[results["status"] != "ok"]
-    if not failed.empty:
-        table.caption = f"{len(failed)} fit(s) failed: see the error column of results.csv"
-    return table

@@ -12,7 +12,6 @@ cache lacks some image, or has no group at least as large as the input size, the
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -70,22 +69,17 @@ def normalize(images: torch.Tensor, preprocessing: Preprocessing,
 def _cached_dataset(pixel_cache: str | Path, paths: list[str], preprocessing: Preprocessing,
                     log: Callable[[str], None]):
     """A dataset over extract's pixel cache for ``paths``, or None (with a note) when it cannot serve them all."""
-    import zarr
-
-    from medtransfer.extract.fingerprint import fingerprints
-    from medtransfer.extract.pixels import PixelRowsDataset, open_pixel_cache
+    from medtransfer.data.fingerprint import fingerprints
+    from medtransfer.extract.pixels import PixelCacheFolder, PixelRowsDataset
 
     path = Path(pixel_cache)
-    try:
-        groups = [key for key in zarr.open_group(str(path), mode="r").group_keys()]
-    except Exception as exc:  # zarr raises several types for a folder that is not a store
-        raise MedtransferError(f"{path} is not a readable pixel cache: {exc}") from exc
-    sizes = sorted({int(m.group(1)) for key in groups if (m := re.fullmatch(r"s(\d+)-uint(?:8|16)", key))})
+    folder = PixelCacheFolder(path)
+    sizes = folder.sizes()
     usable = [s for s in sizes if s >= preprocessing.input_size]
     if not usable:
         log(f"pixel cache {path} has no group of >= {preprocessing.input_size} px (has {sizes}); decoding files")
         return None, ""
-    cache = open_pixel_cache(path, usable[0])
+    cache = folder.open(usable[0])
     shas = fingerprints(paths)
     missing = sum(sha not in cache.index for sha in shas)
     if missing:
@@ -96,7 +90,7 @@ def _cached_dataset(pixel_cache: str | Path, paths: list[str], preprocessing: Pr
     return dataset, f"read from pixel cache {path} ({cache.source})"
 
 
-def load_pixels(table, ids: list[str], preprocessing: Preprocessing, num_workers: int = 0,
+def load_pixels(table, ids: list[str], preprocessing: Preprocessing, *, num_workers: int = 0,
                 progress: bool = True, pixel_cache: str | Path | None = None,
                 log: Callable[[str], None] = print) -> PixelStore:
     """Preprocess the manifest rows ``ids`` (``table``: the manifest's table) into a PixelStore."""

@@ -1,13 +1,17 @@
 """The adaptation-method registry: each method declares what it trains and how it wraps a backbone.
 
-A method's ``apply(backbone, spec, config)`` freezes / wraps the embedding model and returns it (a
+A method's ``apply(backbone, spec, options, config)`` freezes / wraps the embedding model and returns it (a
 ``peft.PeftModel`` for the ``peft`` methods); the classification head added by ``adapt.model`` is always
 trainable. ``declared(model)`` names the parameters the method promises to train, computed from names
 alone (not from ``requires_grad``), so a test can check that exactly those receive gradients.
 
-Targets come from the backbone registry (``BackboneSpec.targets``): attention + MLP linears for ViTs,
-convolutions for CNNs. Before wrapping, every pattern must match at least one module (peft's rule:
-``name == t or name.endswith("." + t)``) and every matched module must be a type the method supports.
+Each method declares its own typed options (``adapt.options``: rank, alpha, block size, ...), validated
+when built; ``AdaptConfig`` holds what every method shares (schedule, batch size, precision).
+
+Targets come from the backbone registry (``BackboneSpec.targets``) through a peft method's ``targets``
+preset (``PeftOptions``; default attention + MLP linears for ViTs, convolutions for CNNs). Before wrapping,
+every pattern must match at least one module (peft's rule: ``name == t or name.endswith("." + t)``) and every
+matched module must be a type the method supports.
 """
 
 from __future__ import annotations
@@ -15,30 +19,50 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from torch import nn
 
 from medtransfer.adapt.config import AdaptConfig
-from medtransfer.backbones.registry import BackboneSpec, matches_target, preset_patterns, resolve_targets
+from medtransfer.adapt.options import (
+    BoftOptions,
+    LowRankOptions,
+    MethodOptions,
+    OftOptions,
+    PeftOptions,
+    VeraOptions,
+)
+from medtransfer.backbones.registry import (
+    DEFAULT_TARGET_PRESET,
+    BackboneSpec,
+    matches_target,
+    preset_patterns,
+    resolve_targets,
+)
 from medtransfer.errors import MedtransferError, first_line
 from medtransfer.registry import Registry
 
 NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
 HEAD_PREFIX = "head."  # parameter names of the classification head (``Classifier.head``)
 LOG = logging.getLogger("medtransfer.adapt")
+HEAD_INITS = ("standardize", "probe", "default")
 
 
 @dataclass(frozen=True)
 class AdaptMethod:
+    """One registered method; built by :func:`register_method` (keywords only), read by ``adapt.run``."""
+
     name: str
     description: str
     trains: str  # what a person reads: which parameters this method trains
     default_lr: float
-    apply: Callable[[nn.Module, BackboneSpec, AdaptConfig], nn.Module] = field(repr=False)
+    # wrap / freeze the backbone: ``apply(backbone, spec, options, config)`` returns the module to train
+    apply: Callable[[nn.Module, BackboneSpec, MethodOptions, AdaptConfig], nn.Module] = field(repr=False)
     # names (of the *backbone* after apply) this method trains; the head is always trained on top
     declares: Callable[[str, nn.Module, BackboneSpec], bool] = field(repr=False)
+    options: type[MethodOptions] = MethodOptions  # the method's own typed options (rank, block size, ...)
     is_peft: bool = False  # uses peft: checkpoints hold adapter weights (+ head) only
     adapter_prefixes: tuple[str, ...] = ()  # peft parameter-name markers, e.g. "lora_"
     supported: tuple[type, ...] = ()  # module types the peft method can wrap; () = no target modules needed
@@ -49,21 +73,57 @@ class AdaptMethod:
     # "probe": also fit probe's logreg on them and start the head there (LP-FT); "default": identity
     head_init: str = "standardize"
     default_augment: str = "cxr"
-    uses_rank: bool = False
     refit_with_val: bool = False  # full regime: retrain on train + val for the epochs val chose (as probe does)
     # AdaptConfig fields this method needs other than the global defaults (options the user gives still win)
     config_defaults: dict = field(default_factory=dict)
 
-    def label(self, config: AdaptConfig) -> str:
-        """The results table's ``method`` value: ranks are part of it so that r4/r8/r16 rows coexist."""
-        return f"{self.name}-r{config.rank}" if self.uses_rank else self.name
+    def __post_init__(self) -> None:
+        checks = [
+            (self.default_lr > 0, f"default_lr must be positive, got {self.default_lr}"),
+            (self.norm_stats in ("train", "frozen"), f"norm_stats must be train or frozen, got {self.norm_stats!r}"),
+            (self.head_init in HEAD_INITS, f"head_init must be one of {HEAD_INITS}, got {self.head_init!r}"),
+            (self.default_augment in ("cxr", "none"), "default_augment must be cxr or none"),
+            (isinstance(self.options, type) and issubclass(self.options, MethodOptions),
+             "options must be a MethodOptions dataclass"),
+            (not set(self.config_defaults) - {f.name for f in fields(AdaptConfig)},
+             f"config_defaults names no AdaptConfig field: {sorted(self.config_defaults)}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"adapt method {self.name!r}: {message}")
+
+    @property
+    def uses_rank(self) -> bool:
+        return "rank" in self.options.names()
+
+    def make_options(self, values: Mapping[str, Any] | MethodOptions | None = None) -> MethodOptions:
+        """This method's options from ``values`` (names of its option fields; ``None`` values are defaults)."""
+        if isinstance(values, MethodOptions):
+            if not isinstance(values, self.options):
+                raise MedtransferError(f"method {self.name!r} takes {self.options.__name__}, "
+                                       f"got {type(values).__name__}")
+            return values
+        return self.options.build(self.name, values or {})
+
+    def label(self, options: MethodOptions) -> str:
+        """The results table's ``method`` value: ranks (and a non-default ``--targets`` preset) are part of it so
+        that r4/r8/r16 rows, and lora-r8 beside lora-r8-qv, coexist."""
+        label = f"{self.name}-r{options.rank}" if self.uses_rank else self.name
+        if isinstance(options, PeftOptions) and options.targets != DEFAULT_TARGET_PRESET:
+            label = f"{label}-{options.targets}"
+        return label
 
 
 METHODS: Registry[AdaptMethod] = Registry("adapt method")
 
 
-def register_method(method: AdaptMethod) -> AdaptMethod:
-    return METHODS.add(method)
+def register_method(*, name: str, description: str, trains: str, default_lr: float,
+                    apply: Callable[[nn.Module, BackboneSpec, MethodOptions, AdaptConfig], nn.Module],
+                    declares: Callable[[str, nn.Module, BackboneSpec], bool], **traits: Any) -> AdaptMethod:
+    """Register a method by keywords, as peft's ``register_peft_method(*, name, config_cls, ...)`` does;
+    ``traits`` are the other :class:`AdaptMethod` fields (``options=``, ``is_peft=``, ``norm_stats=`` ...)."""
+    return METHODS.add(AdaptMethod(name=name, description=description, trains=trains, default_lr=default_lr,
+                                   apply=apply, declares=declares, **traits))
 
 
 def get_method(name: str) -> AdaptMethod:
@@ -71,15 +131,15 @@ def get_method(name: str) -> AdaptMethod:
 
 
 def method_table() -> list[dict]:
-    return [{"name": m.name, "lr": m.default_lr, "trains": m.trains, "description": m.description}
-            for m in METHODS.values()]
+    return [{"name": m.name, "lr": m.default_lr, "trains": m.trains, "description": m.description,
+             "options": m.options.describe()} for m in METHODS.values()]
 
 
 # --- helpers -----------------------------------------------------------------------------------------------
 
 
 def target_patterns(spec: BackboneSpec, method: str, supported: tuple[type, ...] = (), *,
-                    preset: str = "attn-mlp", model: nn.Module | None = None) -> tuple[str, ...]:
+                    preset: str = DEFAULT_TARGET_PRESET, model: nn.Module | None = None) -> tuple[str, ...]:
     """The ``--targets`` preset's patterns for this backbone (``backbones.preset_patterns``); an error when the
     family has none.
 
@@ -174,7 +234,7 @@ def _blockwise(modules: dict[str, nn.Module], block: int, method: str, spec: Bac
         sizes = sorted({_in_features(m) for m in modules.values()} - {None})
         raise MedtransferError(
             f"method {method!r} cannot apply to backbone {spec.name!r}: no target's input size {sizes} is a "
-            f"multiple of the block size {block}; choose another block size (AdaptConfig.extra)"
+            f"multiple of the block size {block}; choose another block size (--option block_size=N)"
         )
     if excluded:
         LOG.warning("%s on %s: %d target(s) left out, input size not a multiple of block size %d: %s",
@@ -192,18 +252,18 @@ def _exact(names: list[str]) -> str | None:
 # --- non-peft methods ------------------------------------------------------------------------------------
 
 
-def _apply_fft(model: nn.Module, spec: BackboneSpec, config: AdaptConfig) -> nn.Module:
+def _apply_fft(model: nn.Module, spec: BackboneSpec, options: MethodOptions, config: AdaptConfig) -> nn.Module:
     for parameter in model.parameters():
         parameter.requires_grad_(True)
     return model
 
 
-def _apply_lp(model: nn.Module, spec: BackboneSpec, config: AdaptConfig) -> nn.Module:
+def _apply_lp(model: nn.Module, spec: BackboneSpec, options: MethodOptions, config: AdaptConfig) -> nn.Module:
     _freeze(model)
     return model
 
 
-def _apply_bitfit(model: nn.Module, spec: BackboneSpec, config: AdaptConfig) -> nn.Module:
+def _apply_bitfit(model: nn.Module, spec: BackboneSpec, options: MethodOptions, config: AdaptConfig) -> nn.Module:
     _freeze(model)
     found = 0
     for name, parameter in model.named_parameters():
@@ -220,7 +280,7 @@ def _apply_bitfit(model: nn.Module, spec: BackboneSpec, config: AdaptConfig) -> 
     return model
 
 
-def _apply_ln_tune(model: nn.Module, spec: BackboneSpec, config: AdaptConfig) -> nn.Module:
+def _apply_ln_tune(model: nn.Module, spec: BackboneSpec, options: MethodOptions, config: AdaptConfig) -> nn.Module:
     _freeze(model)
     if not norm_modules(model, spec):
         raise MedtransferError(f"method 'ln-tune' cannot apply to backbone {spec.name!r}: it has no norm layers")
@@ -247,13 +307,26 @@ def _declares_norms(name: str, model: nn.Module, spec: BackboneSpec) -> bool:
 # --- peft methods --------------------------------------------------------------------------------------------
 
 
-def _peft_apply(make_config: Callable, method: str, supported: tuple[type, ...]):
-    def apply(model: nn.Module, spec: BackboneSpec, config: AdaptConfig) -> nn.Module:
+@dataclass(frozen=True)
+class PeftCall:
+    """What a peft config maker reads: the matched targets, the backbone, this method's options and the run's."""
+
+    patterns: list[str]
+    matched: dict[str, nn.Module]
+    spec: BackboneSpec
+    options: MethodOptions
+    config: AdaptConfig
+
+
+def peft_apply(make_config: Callable[[Any, PeftCall], Any], method: str, supported: tuple[type, ...]):
+    """``apply`` for a peft method: check the backbone's targets, build the peft config, wrap the backbone."""
+
+    def apply(model: nn.Module, spec: BackboneSpec, options: MethodOptions, config: AdaptConfig) -> nn.Module:
         import peft
 
-        patterns = target_patterns(spec, method, supported, preset=config.targets, model=model)
+        patterns = target_patterns(spec, method, supported, preset=options.targets, model=model)
         matched = check_targets(model, spec, method, patterns, supported)
-        peft_config = make_config(peft, list(patterns), matched, spec, config)
+        peft_config = make_config(peft, PeftCall(list(patterns), matched, spec, options, config))
         try:
             wrapped = peft.get_peft_model(model, peft_config)
         except (ValueError, TypeError, RuntimeError) as exc:  # peft's "unsupported layer" errors are RuntimeErrors
@@ -267,55 +340,73 @@ def _peft_apply(make_config: Callable, method: str, supported: tuple[type, ...])
     return apply
 
 
-def _lora(peft, patterns, matched, spec, config):
-    return peft.LoraConfig(r=config.rank, lora_alpha=config.lora_alpha, lora_dropout=config.dropout,
-                           target_modules=patterns)
+def _lora(peft, call: PeftCall):
+    o = call.options
+    return peft.LoraConfig(r=o.rank, lora_alpha=o.resolved_alpha, lora_dropout=o.dropout, target_modules=call.patterns)
 
 
-def _dora(peft, patterns, matched, spec, config):
-    return peft.LoraConfig(r=config.rank, lora_alpha=config.lora_alpha, lora_dropout=config.dropout,
-                           target_modules=patterns, use_dora=True)
+def _dora(peft, call: PeftCall):
+    o = call.options
+    return peft.LoraConfig(r=o.rank, lora_alpha=o.resolved_alpha, lora_dropout=o.dropout, target_modules=call.patterns,
+                           use_dora=True)
 
 
-def _vera(peft, patterns, matched, spec, config):
-    return peft.VeraConfig(r=config.rank, vera_dropout=config.dropout, target_modules=patterns,
-                           projection_prng_key=config.seed)
+def _vera(peft, call: PeftCall):
+    return peft.VeraConfig(r=call.options.rank, vera_dropout=call.options.dropout, target_modules=call.patterns,
+                           projection_prng_key=call.config.seed)
 
 
-def _ia3(peft, patterns, matched, spec, config):
-    feedforward = [p for p in spec.targets.mlp if p in patterns] if spec.family == "vit" else []
-    return peft.IA3Config(target_modules=patterns, feedforward_modules=feedforward)
+def _ia3(peft, call: PeftCall):
+    spec = call.spec
+    feedforward = [p for p in spec.targets.mlp if p in call.patterns] if spec.family == "vit" else []
+    return peft.IA3Config(target_modules=call.patterns, feedforward_modules=feedforward)
 
 
-def _loha(peft, patterns, matched, spec, config):
-    return peft.LoHaConfig(r=config.rank, alpha=config.lora_alpha, module_dropout=config.dropout,
-                           target_modules=patterns)
+def _loha(peft, call: PeftCall):
+    o = call.options
+    return peft.LoHaConfig(r=o.rank, alpha=o.resolved_alpha, module_dropout=o.dropout, target_modules=call.patterns)
 
 
-def _lokr(peft, patterns, matched, spec, config):
-    return peft.LoKrConfig(r=config.rank, alpha=config.lora_alpha, module_dropout=config.dropout,
-                           target_modules=patterns)
+def _lokr(peft, call: PeftCall):
+    o = call.options
+    return peft.LoKrConfig(r=o.rank, alpha=o.resolved_alpha, module_dropout=o.dropout, target_modules=call.patterns)
 
 
-def _oft(peft, patterns, matched, spec, config):
-    size = int(config.extra.get("oft_block_size", 32))
-    excluded = _blockwise(matched, size, "oft", spec)
-    return peft.OFTConfig(r=0, oft_block_size=size, module_dropout=config.dropout, target_modules=patterns,
+def _oft(peft, call: PeftCall):
+    o = call.options
+    excluded = _blockwise(call.matched, o.block_size, "oft", call.spec)
+    return peft.OFTConfig(r=0, oft_block_size=o.block_size, module_dropout=o.dropout, target_modules=call.patterns,
                           exclude_modules=_exact(excluded))
 
 
-def _boft(peft, patterns, matched, spec, config):
-    size = int(config.extra.get("boft_block_size", 4))
-    excluded = _blockwise(matched, size, "boft", spec)
-    return peft.BOFTConfig(boft_block_size=size, boft_n_butterfly_factor=int(config.extra.get("boft_butterfly", 1)),
-                           boft_dropout=config.dropout, target_modules=patterns, exclude_modules=_exact(excluded))
+def _boft(peft, call: PeftCall):
+    o = call.options
+    excluded = _blockwise(call.matched, o.block_size, "boft", call.spec)
+    return peft.BOFTConfig(boft_block_size=o.block_size, boft_n_butterfly_factor=o.butterfly_factor,
+                           boft_dropout=o.dropout, target_modules=call.patterns, exclude_modules=_exact(excluded))
 
 
-def _declares_prefixes(prefixes: tuple[str, ...]):
+def declares_prefixes(prefixes: tuple[str, ...]):
+    """``declares`` of a peft method: the parameters whose names carry one of its adapter prefixes."""
+
     def declares(name: str, model: nn.Module, spec: BackboneSpec) -> bool:
         return any(f".{p}" in name or name.startswith(p) for p in prefixes)
 
     return declares
+
+
+def register_peft_method(*, name: str, description: str, trains: str, make_config: Callable[[Any, PeftCall], Any],
+                         supported: tuple[type, ...], adapter_prefixes: tuple[str, ...],
+                         options: type[PeftOptions] = PeftOptions) -> AdaptMethod:
+    """A peft method in one call: ``make_config(peft, call)`` returns its peft config; the targets it may wrap
+    are ``supported``; its trained parameters are named by ``adapter_prefixes``; its options extend
+    ``PeftOptions`` (the ``targets`` preset)."""
+    if not (isinstance(options, type) and issubclass(options, PeftOptions)):
+        raise MedtransferError(f"peft method {name!r}: options must extend PeftOptions (the targets preset)")
+    return register_method(
+        name=name, description=description, trains=f"{trains} + head", default_lr=PEFT_LR,
+        apply=peft_apply(make_config, name, supported), declares=declares_prefixes(adapter_prefixes),
+        options=options, is_peft=True, adapter_prefixes=adapter_prefixes, supported=supported)
 
 
 LINEAR_CONV = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -323,47 +414,54 @@ LORA_TYPES = (*LINEAR_CONV, nn.MultiheadAttention)  # peft LoRA wraps MHA (open_
 PEFT_LR = 1e-4
 FFT_LR = 1e-5
 
-register_method(AdaptMethod(
+register_method(
     name="fft", description="full fine-tuning", trains="every backbone parameter + head",
-    default_lr=FFT_LR, apply=_apply_fft, declares=_declares_all, norm_stats="train"))
-register_method(AdaptMethod(
+    default_lr=FFT_LR, apply=_apply_fft, declares=_declares_all, norm_stats="train")
+register_method(
     name="lp", description="linear probe in the training loop (frozen backbone, features standardised on train)",
     trains="head only", default_lr=3e-2, apply=_apply_lp, declares=_declares_none, backbone_eval=True,
     default_augment="none", refit_with_val=True,
     # the head trains on embeddings computed once, so epochs are cheap: train to convergence (stopping on
     # validation loss) so that lp lands where probe's logreg does; 20 epochs at 1e-3 left it 0.17 MCC short
-    config_defaults={"epochs": 100, "early_stopping": "loss"}))
-register_method(AdaptMethod(
+    config_defaults={"epochs": 100, "early_stopping": "loss"})
+register_method(
     name="lp-ft", description="linear probe (logreg, C tuned on val) initialises the head, then full fine-tuning",
     trains="every backbone parameter + head (initialised from the probe)", default_lr=FFT_LR, apply=_apply_fft,
-    declares=_declares_all, norm_stats="train", head_init="probe"))
-register_method(AdaptMethod(
+    declares=_declares_all, norm_stats="train", head_init="probe")
+register_method(
     name="bitfit", description="BitFit: biases only", trains="every *.bias + head", default_lr=PEFT_LR,
-    apply=_apply_bitfit, declares=_declares_bitfit))
-register_method(AdaptMethod(
+    apply=_apply_bitfit, declares=_declares_bitfit)
+register_method(
     name="ln-tune", description="normalisation layers only (LayerNorm; BatchNorm for CNNs, statistics too)",
     trains="norm-layer weights and biases + head", default_lr=PEFT_LR, apply=_apply_ln_tune,
-    declares=_declares_norms, norm_stats="train"))
-_PEFT = [
-    ("lora", "LoRA (peft), alpha = 2 x rank unless given", "LoRA A/B on the targets", _lora, LORA_TYPES,
-     ("lora_A", "lora_B"), True),
-    ("dora", "DoRA: weight-decomposed LoRA (peft use_dora)", "LoRA A/B + magnitude vectors on the targets", _dora,
-     LINEAR_CONV, ("lora_A", "lora_B", "lora_magnitude_vector"), True),
-    ("vera", "VeRA (peft): frozen shared random projections, trained scaling vectors",
-     "VeRA lambda_b / lambda_d vectors", _vera, (nn.Linear,), ("vera_lambda_",), True),
-    ("ia3", "(IA)^3 (peft): learned rescaling of target activations", "IA3 scaling vectors", _ia3,
-     (nn.Linear, nn.Conv2d, nn.Conv3d), ("ia3_l",), False),
-    ("loha", "LoHa (peft): low-rank Hadamard product", "LoHa factors on the targets", _loha,
-     (nn.Linear, nn.Conv1d, nn.Conv2d), ("hada_",), True),
-    ("lokr", "LoKr (peft): low-rank Kronecker product", "LoKr factors on the targets", _lokr,
-     (nn.Linear, nn.Conv1d, nn.Conv2d), ("lokr_",), True),
-    ("oft", "OFT (peft): orthogonal fine-tuning, block size 32 (targets whose input it does not divide are skipped)",
-     "OFT rotation blocks on the targets", _oft, (nn.Linear, nn.Conv2d), ("oft_",), False),
-    ("boft", "BOFT (peft): butterfly orthogonal fine-tuning, block size 4", "BOFT blocks and scales on the targets",
-     _boft, (nn.Linear, nn.Conv2d), ("boft_",), False),
-]
-for _name, _description, _trains, _make, _supported, _prefixes, _rank in _PEFT:
-    register_method(AdaptMethod(
-        name=_name, description=_description, trains=f"{_trains} + head", default_lr=PEFT_LR,
-        apply=_peft_apply(_make, _name, _supported), declares=_declares_prefixes(_prefixes), is_peft=True,
-        adapter_prefixes=_prefixes, supported=_supported, uses_rank=_rank))
+    declares=_declares_norms, norm_stats="train")
+register_peft_method(
+    name="lora", description="LoRA (peft), alpha = 2 x rank unless given", trains="LoRA A/B on the targets",
+    make_config=_lora, supported=LORA_TYPES, adapter_prefixes=("lora_A", "lora_B"), options=LowRankOptions)
+register_peft_method(
+    name="dora", description="DoRA: weight-decomposed LoRA (peft use_dora)",
+    trains="LoRA A/B + magnitude vectors on the targets", make_config=_dora, supported=LINEAR_CONV,
+    adapter_prefixes=("lora_A", "lora_B", "lora_magnitude_vector"), options=LowRankOptions)
+register_peft_method(
+    name="vera", description="VeRA (peft): frozen shared random projections, trained scaling vectors",
+    trains="VeRA lambda_b / lambda_d vectors", make_config=_vera, supported=(nn.Linear,),
+    adapter_prefixes=("vera_lambda_",), options=VeraOptions)
+register_peft_method(
+    name="ia3", description="(IA)^3 (peft): learned rescaling of target activations", trains="IA3 scaling vectors",
+    make_config=_ia3, supported=(nn.Linear, nn.Conv2d, nn.Conv3d), adapter_prefixes=("ia3_l",))
+register_peft_method(
+    name="loha", description="LoHa (peft): low-rank Hadamard product", trains="LoHa factors on the targets",
+    make_config=_loha, supported=(nn.Linear, nn.Conv1d, nn.Conv2d), adapter_prefixes=("hada_",),
+    options=LowRankOptions)
+register_peft_method(
+    name="lokr", description="LoKr (peft): low-rank Kronecker product", trains="LoKr factors on the targets",
+    make_config=_lokr, supported=(nn.Linear, nn.Conv1d, nn.Conv2d), adapter_prefixes=("lokr_",),
+    options=LowRankOptions)
+register_peft_method(
+    name="oft", description="OFT (peft): orthogonal fine-tuning, block size 32 (targets whose input it does not "
+    "divide are skipped)", trains="OFT rotation blocks on the targets", make_config=_oft,
+    supported=(nn.Linear, nn.Conv2d), adapter_prefixes=("oft_",), options=OftOptions)
+register_peft_method(
+    name="boft", description="BOFT (peft): butterfly orthogonal fine-tuning, block size 4",
+    trains="BOFT blocks and scales on the targets", make_config=_boft, supported=(nn.Linear, nn.Conv2d),
+    adapter_prefixes=("boft_",), options=BoftOptions)

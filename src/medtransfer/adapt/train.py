@@ -1,10 +1,14 @@
 """The training loop: AdamW (or SGD), warmup + cosine, class-weighted CE or a balanced sampler, early stopping
-on validation MCC or loss with the best epoch restored, bf16 autocast and channels_last on CUDA, gradient
-accumulation, optional ``torch.compile``, and a resumable per-epoch state file.
+on validation MCC or loss with the best epoch restored, bf16 (or fp16 with a GradScaler) autocast and
+channels_last on CUDA, gradient accumulation, optional ``torch.compile``, and a resumable per-epoch state file.
+
+``fit`` takes what travels together as three small dataclasses: the data (``TrainData``), the schedule
+(``Schedule``) and where its state goes (``Checkpoint``).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import resource
@@ -25,6 +29,7 @@ from medtransfer.adapt.config import AdaptConfig
 from medtransfer.adapt.data import PixelStore, normalize
 from medtransfer.adapt.methods import HEAD_PREFIX
 from medtransfer.backbones.registry import Preprocessing
+from medtransfer.device import resolve_precision
 from medtransfer.errors import MedtransferError
 from medtransfer.metrics import compute_metrics
 
@@ -34,7 +39,7 @@ STATE_FILE = "state.pt"
 class ImageInputs:
     """Batches of images from the PixelStore: augmented when training, normalised, on the device."""
 
-    def __init__(self, store: PixelStore, preprocessing: Preprocessing, device: torch.device,
+    def __init__(self, store: PixelStore, preprocessing: Preprocessing, device: torch.device, *,
                  augment: AugmentSpec | None, channels_last: bool, generator: torch.Generator):
         self.store, self.preprocessing, self.device = store, preprocessing, device
         self.augment, self.channels_last, self.generator = augment, channels_last, generator
@@ -65,32 +70,82 @@ class FeatureInputs:
         return self.features[self.lookup[index].to(self.features.device)]
 
 
-def autocast(device: torch.device, config: AdaptConfig):
-    bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """``vocabulary.PRECISIONS`` through ``device.resolve_precision``; fp16 only on CUDA, where the loop scales
+    the loss (GradScaler) so that small fp16 gradients do not underflow to zero."""
+    dtype = resolve_precision(precision, device)
+    if dtype == torch.float16 and device.type != "cuda":
+        raise MedtransferError(
+            f"--precision fp16 trains only on a CUDA device (with a GradScaler); on {device.type} use bf16 or fp32")
+    return dtype
+
+
+def autocast(device: torch.device, precision: str):
+    dtype = autocast_dtype(precision, device)
+    return torch.autocast(device_type=device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
 
 @torch.no_grad()
-def embed_rows(model: nn.Module, inputs: ImageInputs, rows: torch.Tensor, batch_size: int,
-               device: torch.device, config: AdaptConfig) -> torch.Tensor:
+def embed_rows(model: nn.Module, inputs: ImageInputs, rows: torch.Tensor, *, batch_size: int,
+               device: torch.device, precision: str) -> torch.Tensor:
     """Embeddings (float32, on ``device``) of PixelStore rows through ``model.embed``, without augmentation."""
     out = []
     for start in range(0, len(rows), batch_size):
-        with autocast(device, config):
+        with autocast(device, precision):
             out.append(model.embed(inputs(rows[start:start + batch_size], False)).float())
     return torch.cat(out) if out else torch.zeros(0)
 
 
 @torch.no_grad()
-def predict(forward: Callable, inputs, rows: torch.Tensor, batch_size: int, device: torch.device,
-            config: AdaptConfig) -> np.ndarray:
+def predict(forward: Callable, inputs, rows: torch.Tensor, *, batch_size: int, device: torch.device,
+            precision: str) -> np.ndarray:
     """Class probabilities (N x K, float64) for PixelStore rows."""
     out = []
     for start in range(0, len(rows), batch_size):
-        with autocast(device, config):
+        with autocast(device, precision):
             logits = forward(inputs(rows[start:start + batch_size], False))
         out.append(torch.softmax(logits.float(), dim=1).cpu())
     return torch.cat(out).double().numpy()
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """What one fit learns from: PixelStore rows and labels (train; val for early stopping, may be empty)."""
+
+    inputs: Callable[[torch.Tensor, bool], torch.Tensor]  # (rows, train?) -> model input batch on the device
+    train_rows: torch.Tensor
+    y_train: np.ndarray
+    val_rows: torch.Tensor
+    y_val: np.ndarray
+    n_classes: int
+    generator: torch.Generator  # shuffling / sampling (and the inputs' augmentation); saved for --resume
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How the fit runs: the run's AdaptConfig and the learning rates the method resolved. ``method_options``
+    (JSON of the method's options) is part of what a resumed run must match."""
+
+    config: AdaptConfig
+    lr: float
+    head_lr: float
+    method_options: str = "{}"
+
+    def settings(self) -> str:
+        return json.dumps({"config": self.config.to_json(), "lr": [self.lr, self.head_lr],
+                           "options": self.method_options}, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where the per-epoch state file goes, and whether a state found there is continued (``--resume``)."""
+
+    folder: Path
+    resume: bool = False
+
+    @property
+    def path(self) -> Path:
+        return self.folder / STATE_FILE
 
 
 @dataclass
@@ -145,36 +200,32 @@ def _full_state(module: nn.Module) -> dict[str, torch.Tensor]:
 
 def fit(
     module: nn.Module,
-    inputs: Callable[[torch.Tensor, bool], torch.Tensor],
-    train_rows: torch.Tensor,
-    y_train: np.ndarray,
-    val_rows: torch.Tensor,
-    y_val: np.ndarray,
-    n_classes: int,
-    config: AdaptConfig,
-    lr: float,
-    head_lr: float,
+    data: TrainData,
+    schedule: Schedule,
+    *,
     device: torch.device,
     set_mode: Callable[[], None],
-    generator: torch.Generator,
-    state_dir: Path | None = None,
-    resume: bool = False,
+    checkpoint: Checkpoint | None = None,
     progress: bool = True,
     desc: str = "adapt",
 ) -> FitResult:
     """Train ``module``'s trainable parameters; afterwards ``module`` holds the best epoch's weights."""
     start = time.perf_counter()
+    config, generator = schedule.config, data.generator
+    train_rows, y_train, val_rows, y_val = data.train_rows, data.y_train, data.val_rows, data.y_val
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     forward = torch.compile(module) if config.compile else module
     params = [p for p in module.parameters() if p.requires_grad]
     if not params:
         raise MedtransferError("nothing to train: the method left no parameter trainable")
-    groups = param_groups(module, lr, head_lr, config.weight_decay)
+    groups = param_groups(module, schedule.lr, schedule.head_lr, config.weight_decay)
     if config.optimizer == "sgd":
         optimizer = torch.optim.SGD(groups, momentum=0.9)
     else:
         optimizer = torch.optim.AdamW(groups, fused=device.type == "cuda")
+    # fp16 gradients underflow without loss scaling; with bf16 / fp32 the scaler is a no-op
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(config.precision, device) == torch.float16)
     n_train = len(train_rows)
     batch_size = min(config.batch_size, n_train)
     n_batches = math.ceil(n_train / batch_size)
@@ -183,24 +234,27 @@ def fit(
     steps_per_epoch = math.ceil(n_batches / config.grad_accumulation)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(config.epochs * steps_per_epoch, config.warmup_fraction))
-    weight = class_weights(y_train, n_classes).to(device) if config.balance == "weighted-loss" else None
+    weight = class_weights(y_train, data.n_classes).to(device) if config.balance == "weighted-loss" else None
     y_train_t = torch.as_tensor(y_train, dtype=torch.long)
     y_val_t = torch.as_tensor(y_val, dtype=torch.long)
-    sample_weights = torch.as_tensor(1.0 / np.bincount(y_train, minlength=n_classes)[y_train], dtype=torch.float)
+    sample_weights = torch.as_tensor(1.0 / np.bincount(y_train, minlength=data.n_classes)[y_train],
+                                     dtype=torch.float)
     eval_batch = config.eval_batch_size or 2 * config.batch_size
     higher_better = config.early_stopping == "mcc"
 
     first_epoch, history, elapsed = 0, [], 0.0
     best_state, best_epoch, best_score, bad_epochs = None, 0, -math.inf, 0
-    state_path = state_dir / STATE_FILE if state_dir is not None else None
-    if resume and state_path is not None and state_path.is_file():
+    state_path = checkpoint.path if checkpoint is not None else None
+    if checkpoint is not None and checkpoint.resume and state_path.is_file():
         saved = torch.load(state_path, map_location="cpu", weights_only=False)
-        if saved["config"] != config.to_json() or saved["lr"] != [lr, head_lr]:
+        if saved.get("settings") != schedule.settings():
             raise MedtransferError(
-                f"the run in {state_dir} was started with other settings; drop --resume, or use the same settings")
+                f"the run in {checkpoint.folder} was started with other settings; drop --resume, or use the same "
+                "settings")
         module.load_state_dict(saved["model"], strict=False)
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
+        scaler.load_state_dict(saved["scaler"])
         generator.set_state(saved["generator"])
         torch.set_rng_state(saved["torch_rng"])
         first_epoch, history, elapsed = saved["epoch"], saved["history"], saved["elapsed"]
@@ -222,16 +276,18 @@ def fit(
         running, seen = torch.zeros((), device=device), 0  # summed on the device: no sync per step
         for b in bar:
             index = order[b * batch_size:(b + 1) * batch_size]
-            images = inputs(train_rows[index], True)
+            images = data.inputs(train_rows[index], True)
             target = y_train_t[index].to(device, non_blocking=True)
-            with autocast(device, config):
+            with autocast(device, config.precision):
                 logits = forward(images)
             loss = F.cross_entropy(logits.float(), target, weight=weight)
-            (loss / config.grad_accumulation).backward()
+            scaler.scale(loss / config.grad_accumulation).backward()
             if (b + 1) % config.grad_accumulation == 0 or b == n_batches - 1:
                 if config.max_grad_norm:
+                    scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-                optimizer.step()
+                scaler.step(optimizer)
+                scaler.update()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             running += loss.detach() * len(index)
@@ -241,7 +297,8 @@ def fit(
         record = {"epoch": epoch + 1, "train_loss": running.item() / max(seen, 1)}
         if len(val_rows):
             module.eval()
-            probabilities = predict(forward, inputs, val_rows, eval_batch, device, config)
+            probabilities = predict(forward, data.inputs, val_rows, batch_size=eval_batch, device=device,
+                                    precision=config.precision)
             val_loss = F.nll_loss(torch.log(torch.from_numpy(probabilities).float().clamp_min(1e-12)), y_val_t,
                                   weight=weight.cpu() if weight is not None else None).item()
             record.update(val_loss=val_loss, val_mcc=compute_metrics(y_val, probabilities)["mcc"])
@@ -255,14 +312,15 @@ def fit(
             shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "epoch")
             tqdm.write(f"{desc} epoch {epoch + 1}/{config.epochs}: {shown}")
         if state_path is not None:
-            state_dir.mkdir(parents=True, exist_ok=True)
+            checkpoint.folder.mkdir(parents=True, exist_ok=True)
             tmp = state_path.with_suffix(".tmp")
             torch.save({
                 "epoch": epoch + 1, "history": history, "elapsed": elapsed + time.perf_counter() - start,
                 "model": _full_state(module), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
-                "torch_rng": torch.get_rng_state(), "best_state": best_state, "best_epoch": best_epoch,
-                "best_score": best_score, "bad_epochs": bad_epochs, "config": config.to_json(), "lr": [lr, head_lr],
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "best_state": best_state,
+                "best_epoch": best_epoch, "best_score": best_score, "bad_epochs": bad_epochs,
+                "settings": schedule.settings(),
             }, tmp)
             os.replace(tmp, state_path)
     if best_state is not None:

@@ -1,7 +1,9 @@
 """Decode any supported image file into one float32 array in [0, 1], shape (H, W) or (H, W, 3).
 
-PNG/JPEG/TIFF at 8 or 16 bits through Pillow; DICOM through pydicom, with the modality and VOI LUTs
-(windowing) applied and MONOCHROME1 inverted so that bone is always bright.
+PNG/JPEG/TIFF at 8 or 16 bits (float TIFF scaled over its finite values) through Pillow; DICOM through pydicom
+with its photometric interpretation applied (``medtransfer.data.dicom_pixels``). A path may name one frame of a
+multi-frame file (``scan.dcm#f0002``, see ``medtransfer.data.frames``); a multi-frame file named without a
+frame is refused with a hint to the ``--frames`` policy.
 """
 
 from __future__ import annotations
@@ -11,21 +13,25 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from medtransfer.data.dicom_pixels import frame_count, load_dicom, read_header
+from medtransfer.data.frames import split_locator
+from medtransfer.data.intensity import min_max
 from medtransfer.errors import MedtransferError, first_line
 
 DICOM_SUFFIXES = {".dcm", ".dicom"}
+FRAMES_HINT = "choose a frame with --frames first|middle, or one row per frame with --frames all"
 
 
 def load_image(path: str | Path) -> np.ndarray:
-    """Return the image as float32 in [0, 1]; raise MedtransferError naming the file if it cannot be read."""
-    path = Path(path)
+    """Return the image as float32 in [0, 1]; raise MedtransferError naming the file if it cannot be read.
+
+    ``path`` is a file or a frame locator (``<file>#f0003``: frame 3 of a multi-frame file).
+    """
+    path, frame = split_locator(path)
     if not path.is_file():
         raise MedtransferError(f"image not found: {path}")
     try:
-        if path.suffix.lower() in DICOM_SUFFIXES or _has_dicom_preamble(path):
-            array = _load_dicom(path)
-        else:
-            array = _load_pillow(path)
+        array = load_dicom(path, frame, FRAMES_HINT) if is_dicom(path) else _load_pillow(path, frame)
     except MedtransferError:
         raise
     # RuntimeError also covers pydicom's error for transfer syntaxes it cannot decode (a RuntimeError subclass)
@@ -35,26 +41,45 @@ def load_image(path: str | Path) -> np.ndarray:
             f"cannot decode image {path}: {first_line(exc, 200)} (truncated or corrupt file?)"
         ) from exc
     except Exception as exc:  # decoders raise their own types (pydicom's InvalidDicomError, ...)
-        raise MedtransferError(f"cannot decode image {path}: {type(exc).__name__}: {exc}") from exc
-    array = _check_shape(array, path)
-    if not np.isfinite(array).all():
-        array = np.nan_to_num(array, nan=0.0, posinf=1.0, neginf=0.0)
-    return array
+        raise MedtransferError(f"cannot decode image {path}: {type(exc).__name__}: {first_line(exc, 300)}") from exc
+    return _check_shape(array, path)
 
 
-def _has_dicom_preamble(path: Path) -> bool:
+def count_frames(path: str | Path) -> int:
+    """How many 2-D frames the file holds (header only); 1 for a file that cannot be opened: decoding it later
+    reports why."""
+    path = Path(path)
+    if path.suffix.lower() in {".jpg", ".jpeg", ".bmp"} or not path.is_file():
+        return 1
+    try:
+        if is_dicom(path):
+            return frame_count(read_header(path))
+        with Image.open(path) as image:
+            return int(getattr(image, "n_frames", 1) or 1)
+    except Exception:  # any reader error: the file is decoded (and its error reported) later
+        return 1
+
+
+def is_dicom(path: Path) -> bool:
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return True
     with path.open("rb") as handle:
         head = handle.read(132)
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
-def _load_pillow(path: Path) -> np.ndarray:
+def _load_pillow(path: Path, frame: int | None) -> np.ndarray:
     with Image.open(path) as image:
-        if getattr(image, "n_frames", 1) > 1:
+        n_frames = int(getattr(image, "n_frames", 1) or 1)
+        if frame is None and n_frames > 1:
             raise MedtransferError(
-                f"image {path} has {image.n_frames} frames: a volume or multi-frame image; medtransfer expects "
-                "2-D images (export one slice or frame per file)"
+                f"image {path} has {n_frames} frames (a volume or multi-page image); medtransfer expects 2-D "
+                f"images: {FRAMES_HINT}"
             )
+        if frame is not None:
+            if frame >= n_frames:
+                raise MedtransferError(f"image {path} has {n_frames} frame(s); frame {frame} does not exist")
+            image.seek(frame)
         image.load()
         if image.mode in {"RGBA", "LA", "PA"} or (image.mode == "P" and "transparency" in image.info):
             alpha = np.asarray(image.convert("RGBA"))[..., 3]
@@ -68,44 +93,12 @@ def _load_pillow(path: Path) -> np.ndarray:
             scale = 65535.0 if image.mode.startswith("I;16") or raw.max() <= 65535 else float(raw.max())
             return raw.astype(np.float32) / scale
         if image.mode == "F":
-            return _min_max(np.asarray(image, dtype=np.float32))
+            return min_max(np.asarray(image, dtype=np.float32), path)
         if image.mode in {"RGBA", "LA", "P", "CMYK", "YCbCr", "1"}:
             image = image.convert("RGB" if image.mode not in {"LA", "1"} else "L")
         if image.mode not in {"L", "RGB"}:
             image = image.convert("L")
         return np.asarray(image, dtype=np.float32) / 255.0
-
-
-def _load_dicom(path: Path) -> np.ndarray:
-    import pydicom
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
-
-    dataset = pydicom.dcmread(path)
-    if "PixelData" not in dataset:
-        raise MedtransferError(f"DICOM file has no pixel data: {path}")
-    frames = int(getattr(dataset, "NumberOfFrames", 1) or 1)
-    if frames > 1:
-        raise MedtransferError(
-            f"image {path} is a {frames}-frame DICOM (a volume or cine); medtransfer expects 2-D images "
-            "(export one slice or frame per file)"
-        )
-    pixels = dataset.pixel_array
-    photometric = str(getattr(dataset, "PhotometricInterpretation", "MONOCHROME2"))
-    if photometric.startswith("MONOCHROME"):
-        pixels = apply_modality_lut(pixels, dataset)
-        pixels = apply_voi_lut(pixels, dataset)
-        array = _min_max(pixels.astype(np.float32))
-        if photometric == "MONOCHROME1":
-            array = 1.0 - array
-        return array
-    return _min_max(pixels.astype(np.float32))
-
-
-def _min_max(array: np.ndarray) -> np.ndarray:
-    low, high = float(np.nanmin(array)), float(np.nanmax(array))
-    if high <= low:
-        return np.zeros_like(array, dtype=np.float32)
-    return ((array - low) / (high - low)).astype(np.float32)
 
 
 def _check_shape(array: np.ndarray, path: Path) -> np.ndarray:

@@ -3,16 +3,24 @@
 Columns: ``image`` (path, relative to the manifest's folder or absolute) and a label column (``label`` by
 default); optional ``patient`` (group id; default one patient per row), ``center`` and ``id`` (default: the
 image path as written). Everything downstream refers to samples by ``id``.
+
+Multi-frame files follow the ``frames`` policy (``medtransfer.data.frames``): with ``first`` / ``middle`` /
+``all`` the ``image`` column holds frame locators (``<file>#f0003``) for those files, and ``all`` gives each frame
+its own row (id ``<id>#f0003``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from tqdm.auto import tqdm
 
+from medtransfer.data.frames import FRAME_POLICIES, frame_id, frame_locator, policy_frame, split_locator
+from medtransfer.data.images import count_frames
 from medtransfer.errors import MedtransferError
 
 REQUIRED_COLUMNS = ("image",)
@@ -74,8 +82,16 @@ def load_manifest(
     label_column: str = "label",
     check_files: bool = True,
     min_classes: int = 2,
+    *,
+    frames: str = "refuse",
 ) -> Manifest:
-    """Read and validate a manifest; every problem is reported with the row it was found in."""
+    """Read and validate a manifest; every problem is reported with the row it was found in.
+
+    ``frames``: the multi-frame policy (refuse, first, middle, all); any other than ``refuse`` reads the header
+    of every DICOM/TIFF/PNG file to count its frames, so it needs the files (``check_files`` is implied).
+    """
+    if frames not in FRAME_POLICIES:
+        raise MedtransferError(f"--frames must be one of {', '.join(FRAME_POLICIES)}, not {frames!r}")
     path = Path(path).resolve()
     raw = _read_table(path)
     missing = [c for c in (*REQUIRED_COLUMNS, label_column) if c not in raw.columns]
@@ -90,7 +106,7 @@ def load_manifest(
     table = pd.DataFrame()
     images = raw["image"].astype(str)
     table["id"] = raw["id"].astype(str) if "id" in raw.columns else images
-    table["image"] = [str(_resolve(path.parent, p)) for p in images]
+    table["image"] = [_resolve(path.parent, p) for p in images]
     labels = raw[label_column]
     empty = labels.isna() | (labels.astype(str).str.strip() == "")
     if empty.any():
@@ -99,7 +115,7 @@ def load_manifest(
             f"manifest {path.name}, row {row + 2}: empty label in column {label_column!r} "
             f"({int(empty.sum())} row(s) in all); remove them or fill them"
         )
-    table["label"] = labels.astype(str).str.strip()
+    table["label"] = normalized_labels(labels.astype(str).str.strip().tolist())
     table["patient"] = raw["patient"].astype(str) if "patient" in raw.columns else table["id"]
     table["center"] = raw["center"].astype(str) if "center" in raw.columns else "all"
 
@@ -118,16 +134,75 @@ def load_manifest(
         )
     table["label_index"] = table["label"].map({c: i for i, c in enumerate(classes)}).astype(int)
 
-    if check_files:
+    if check_files or frames != "refuse":
         for row, image in enumerate(table["image"]):
-            if not Path(image).is_file():
+            if not split_locator(image)[0].is_file():
                 raise MedtransferError(f"manifest {path.name}, row {row + 2}: image not found: {image}")
+    if frames != "refuse":
+        table = expand_frames(table, frames)
     return Manifest(path=path, table=table, label_column=label_column, classes=classes)
 
 
-def _resolve(folder: Path, image: str) -> Path:
+def expand_frames(table: pd.DataFrame, policy: str) -> pd.DataFrame:
+    """Apply a ``first`` / ``middle`` / ``all`` policy to the rows whose file holds several frames.
+
+    Rows that already name a frame (a locator in the manifest) and single-frame files are left as they are, so
+    their ids, content fingerprints and stored rows do not change with the policy.
+    """
+    rows = []
+    bar = tqdm(table.to_dict("records"), desc="count frames", unit="img", leave=False, disable=len(table) < 500)
+    for record in bar:
+        file, frame = split_locator(record["image"])
+        n_frames = count_frames(file) if frame is None else 1
+        if n_frames <= 1:
+            rows.append(record)
+        elif policy == "all":
+            rows.extend({**record, "id": frame_id(record["id"], k), "image": frame_locator(file, k)}
+                        for k in range(n_frames))
+        else:
+            rows.append({**record, "image": frame_locator(file, policy_frame(policy, n_frames))})
+    expanded = pd.DataFrame(rows, columns=table.columns)
+    clash = expanded["id"].duplicated()
+    if clash.any():
+        raise MedtransferError(
+            f"--frames {policy}: frame id {expanded['id'][clash].iloc[0]!r} is also an id in the manifest; "
+            "rename that row's id"
+        )
+    return expanded.reset_index(drop=True)
+
+
+def normalized_labels(labels: list[str]) -> list[str]:
+    """Numeric labels written two ways (``1`` and ``1.0``) are one class: when any two spellings name the same
+    number, every numeric label is written canonically (``1``, ``0.5``); otherwise labels stay as written (so
+    existing manifests keep their fingerprints and class names)."""
+    numbers = {label: _number(label) for label in set(labels)}
+    spellings: dict[float, set[str]] = {}
+    for label, number in numbers.items():
+        if number is not None:
+            spellings.setdefault(number, set()).add(label)
+    if all(len(group) == 1 for group in spellings.values()):
+        return labels
+    return [label if numbers[label] is None else _canonical(numbers[label]) for label in labels]
+
+
+def _number(label: str) -> float | None:
+    try:
+        value = float(label)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _canonical(value: float) -> str:
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def _resolve(folder: Path, image: str) -> str:
+    """Absolute path of the file (a frame locator keeps its frame suffix)."""
     candidate = Path(image).expanduser()
-    return candidate if candidate.is_absolute() else (folder / candidate).resolve()
+    file, frame = split_locator(candidate if candidate.is_absolute() else folder / candidate)
+    file = file if candidate.is_absolute() else file.resolve()
+    return str(file) if frame is None else frame_locator(file, frame)
 
 
 def _natural_key(value: str) -> tuple[int, float | str]:

@@ -2,16 +2,19 @@
 
 from medtransfer.device import resolve_device
 from medtransfer.extract.pipeline import (
+    ExtractOptions,
     ExtractResult,
     expand_backbones,
     extract_features,
     extract_many,
 )
-from medtransfer.extract.pixels import PixelCache, fill_pixel_cache, open_pixel_cache
+from medtransfer.extract.pixels import PixelCache, PixelCacheFolder, fill_pixel_cache, open_pixel_cache
 
 __all__ = [
+    "ExtractOptions",
     "ExtractResult",
     "PixelCache",
+    "PixelCacheFolder",
     "expand_backbones",
     "extract_features",
     "extract_many",

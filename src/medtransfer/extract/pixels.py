@@ -22,6 +22,7 @@ Usage (adapt)::
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,10 +34,10 @@ import zarr
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from medtransfer import cache_store
+from medtransfer import cache_rows, cache_store
+from medtransfer.data.fingerprint import fingerprints
 from medtransfer.data.images import load_image
 from medtransfer.errors import MedtransferError
-from medtransfer.extract.fingerprint import fingerprints
 from medtransfer.extract.preprocess import resize_square
 
 PIXEL_SCHEMA = "medtransfer.pixels/1"
@@ -117,21 +118,36 @@ class PixelCache:
         return pixels.astype(np.float32) / self.max_value
 
 
+@dataclass(frozen=True)
+class PixelCacheFolder:
+    """A pixel-cache folder as a whole: which (size, dtype) groups it holds, and opening one of them."""
+
+    path: Path
+
+    def group_keys(self) -> list[str]:
+        return sorted(_open_root(Path(self.path), "r").group_keys())
+
+    def sizes(self) -> list[int]:
+        """The image sizes held (any dtype), ascending: what a reader picks its group from."""
+        return sorted({int(m.group(1)) for key in self.group_keys() if (m := _GROUP_KEY.fullmatch(key))})
+
+    def open(self, size: int, dtype: str | None = None) -> PixelCache:
+        return open_pixel_cache(self.path, size, dtype)
+
+
+_GROUP_KEY = re.compile(r"s(\d+)-(?:" + "|".join(PIXEL_DTYPES) + ")")
+
+
 def open_pixel_cache(path: str | Path, size: int, dtype: str | None = None) -> PixelCache:
     """Open the (size, dtype) group of a pixel cache; ``dtype`` None picks the one present (uint16 first)."""
     path = Path(path)
     root = _open_root(path, "r")
-    dtypes = [dtype] if dtype else ["uint16", "uint8"]
-    for candidate in dtypes:
+    for candidate in [dtype] if dtype else ["uint16", "uint8"]:
         key = pixel_group_key(size, candidate)
         if key in root:
-            group = root[key]
-            done = np.asarray(group["chunk_done"][:], dtype=bool)
-            n = group["image_sha"].shape[0]
-            valid = np.repeat(done, group.attrs["chunk_rows"])[:n]
-            shas = cache_store.strings(group["image_sha"][:])
-            index = {str(shas[row]): row for row in np.flatnonzero(valid).tolist()}
-            return PixelCache(path, size, candidate, group, index, np.asarray(group["orig_shape"][:]))
+            index = cache_rows.read_index(cache_store.Group(root[key], "zarr", key, path), "image_sha")
+            valid = {str(index.shas[row]): row for row in np.flatnonzero(index.valid).tolist()}
+            return PixelCache(path, size, candidate, root[key], valid, np.asarray(root[key]["orig_shape"][:]))
     present = sorted(root.group_keys())
     raise MedtransferError(
         f"pixel cache {path} has no {size}-px group (it has: {', '.join(present) or 'none'}); "
@@ -162,7 +178,7 @@ class _DecodeDataset(Dataset):
 def fill_pixel_cache(
     path: str | Path,
     image_paths: list[str],
-    shas: list[str],
+    *,
     size: int,
     dtype: str = "uint16",
     chunk_rows: int = 16,
@@ -172,106 +188,72 @@ def fill_pixel_cache(
 ) -> tuple[PixelCache, int]:
     """Decode and resize the images not yet cached (by content); returns the cache and how many were decoded.
 
-    Resumable like the feature store: rows are appended first, each chunk's flag is written after its pixels.
+    Resumable like the feature store (the same ``cache_rows`` plan and writer): rows are appended first, each
+    chunk's flag is written after its pixels. ``after_chunk(chunk)`` runs after each commit (tests, progress).
     """
     if dtype not in PIXEL_DTYPES:
         raise MedtransferError(f"pixel cache dtype must be uint8 or uint16, not {dtype!r}")
     if size < 8:
         raise MedtransferError(f"pixel size {size} is too small; use the backbones' input size (e.g. 224)")
     path = Path(path)
+    shas = fingerprints([str(p) for p in image_paths])  # memoized: free when the caller has just hashed them
     with cache_store.writer_lock(path):
-        root = _open_root(path, "a")
-        key = pixel_group_key(size, dtype)
-        if key not in root:
-            group = root.create_group(key)
-            group.create_array("pixels", shape=(0, 3, size, size), chunks=(chunk_rows, 3, size, size), dtype=dtype,
-                               fill_value=0)
-            group.create_array("orig_shape", shape=(0, 2), chunks=(4096, 2), dtype="int32", fill_value=0)
-            for name in ("image_sha", "image_path"):
-                group.create_array(name, shape=(0,), chunks=(4096,), dtype=str, fill_value="")
-            group.create_array("chunk_done", shape=(0,), chunks=(1024,), dtype=bool, fill_value=False)
-            group.attrs.update({"schema": PIXEL_SCHEMA, "size": size, "dtype": dtype, "chunk_rows": chunk_rows,
-                                "n": 0})
-        group = root[key]
-        chunk_rows = group.attrs["chunk_rows"]
-        n_old = group["image_sha"].shape[0]
-        stored = cache_store.strings(group["image_sha"][:]).tolist()
-        known = set(stored)
-        new_paths, new_shas = [], []
-        for image_path, sha in zip(image_paths, shas, strict=True):
-            if sha not in known:
-                known.add(sha)
-                new_paths.append(image_path)
-                new_shas.append(sha)
-        preserved: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        if new_shas:
-            n_new = n_old + len(new_shas)
-            flags = group["chunk_done"]
-            if n_old % chunk_rows and bool(flags[n_old // chunk_rows]):
-                lo = (n_old // chunk_rows) * chunk_rows  # reopen the partial last chunk: keep its rows in memory
-                old_pixels, old_shapes = group["pixels"][lo:n_old], group["orig_shape"][lo:n_old]
-                preserved = {lo + i: (old_pixels[i], old_shapes[i]) for i in range(n_old - lo)}
-                flags[n_old // chunk_rows] = False
-            for name in ("pixels", "orig_shape", "image_sha", "image_path"):
-                group[name].resize((n_new, *group[name].shape[1:]))
-            group["image_sha"][n_old:] = np.asarray(new_shas, dtype=str)
-            group["image_path"][n_old:] = np.asarray(new_paths, dtype=str)
-            n_chunks_old = flags.shape[0]
-            flags.resize((math.ceil(n_new / chunk_rows),))
-            if flags.shape[0] > n_chunks_old:
-                flags[n_chunks_old:] = np.zeros(flags.shape[0] - n_chunks_old, dtype=bool)
-            group.attrs["n"] = n_new
-        n = group["image_sha"].shape[0]
-        done = np.asarray(group["chunk_done"][:], dtype=bool)
-        pending = np.flatnonzero(~done).tolist()
-        rows = [r for c in pending for r in range(c * chunk_rows, min((c + 1) * chunk_rows, n))]
-        decoded = 0
-        if rows:
-            all_paths = cache_store.strings(group["image_path"][:])
-            decoded = _decode_rows(group, all_paths, rows, pending, chunk_rows, n, size, dtype, num_workers,
-                                   progress, after_chunk, preserved)
-    return open_pixel_cache(path, size, dtype), decoded
+        group = _pixel_group(_open_root(path, "a"), path, size=size, dtype=dtype, chunk_rows=chunk_rows)
+        plan = cache_rows.plan_rows(cache_rows.read_index(group, "image_sha"),
+                                    cache_rows.Images(keys=shas, shas=shas, paths=[str(p) for p in image_paths]))
+        ready = cache_rows.apply_plan(group, plan, key_array="image_sha", data_arrays=list(PIXEL_ARRAYS))
 
-
-def _decode_rows(group, all_paths, rows, pending, chunk_rows, n, size, dtype, num_workers, progress,
-                 after_chunk, preserved) -> int:
-    todo = [r for r in rows if r not in preserved]
-    dataset = _DecodeDataset([str(all_paths[r]) for r in todo], size, PIXEL_DTYPES[dtype], dtype)
-    ready: dict[int, tuple[np.ndarray, np.ndarray]] = dict(preserved)
-    queue = list(pending)
-    start = time.perf_counter()
-
-    def flush() -> None:
-        while queue:
-            chunk = queue[0]
-            lo, hi = chunk * chunk_rows, min((chunk + 1) * chunk_rows, n)
-            if any(r not in ready for r in range(lo, hi)):
-                return
-            group["pixels"][lo:hi] = np.stack([ready[r][0] for r in range(lo, hi)])
-            group["orig_shape"][lo:hi] = np.stack([ready[r][1] for r in range(lo, hi)])
-            group["chunk_done"][chunk] = True  # the commit: written after the pixels
-            for r in range(lo, hi):
-                del ready[r]
-            queue.pop(0)
+        def commit(chunk: int, arrays: dict[str, np.ndarray]) -> None:
+            cache_rows.commit_chunk(group, chunk, arrays)
             if after_chunk is not None:
                 after_chunk(chunk)
 
-    flush()
-    if todo:
-        loader = DataLoader(dataset, batch_size=chunk_rows, num_workers=num_workers)
-        bar = tqdm(total=len(todo), desc=f"decode -> pixel cache {size}px", unit="img", disable=not progress)
-        with bar:
-            for items, pixels, shapes, errors in loader:
-                for error in errors:
-                    if error:
-                        raise MedtransferError(f"{error} (the pixel cache stays valid; fix or drop it and rerun)")
-                pixels_np, shapes_np = pixels.numpy().astype(dtype), shapes.numpy()
-                for i, item in enumerate(items.tolist()):
-                    ready[todo[item]] = (pixels_np[i], shapes_np[i])
-                bar.update(len(items))
-                bar.set_postfix_str(f"{bar.n / max(time.perf_counter() - start, 1e-9):.1f} img/s")
-                flush()
-    return len(todo)
+        filler = cache_rows.ChunkFiller(plan, ready, commit)
+        filler.flush()
+        if plan.compute:
+            all_paths = cache_store.strings(group["image_path"][:])
+            _decode_rows([str(all_paths[r]) for r in plan.compute], plan.compute, filler, size=size, dtype=dtype,
+                         num_workers=num_workers, progress=progress)
+        filler.finish(f"pixel cache {path}")
+    return open_pixel_cache(path, size, dtype), len(plan.compute)
+
+
+PIXEL_ARRAYS = ("pixels", "orig_shape")
+
+
+def _pixel_group(root: zarr.Group, path: Path, *, size: int, dtype: str, chunk_rows: int) -> cache_store.Group:
+    """The (size, dtype) group, created empty when absent (then ``chunk_rows`` applies)."""
+    key = pixel_group_key(size, dtype)
+    if key not in root:
+        group = root.create_group(key)
+        group.create_array("pixels", shape=(0, 3, size, size), chunks=(chunk_rows, 3, size, size), dtype=dtype,
+                           fill_value=0)
+        group.create_array("orig_shape", shape=(0, 2), chunks=(4096, 2), dtype="int32", fill_value=0)
+        for name in ("image_sha", "image_path"):
+            group.create_array(name, shape=(0,), chunks=(4096,), dtype=str, fill_value="")
+        group.create_array("chunk_done", shape=(0,), chunks=(1024,), dtype=bool, fill_value=False)
+        group.attrs.update({"schema": PIXEL_SCHEMA, "size": size, "dtype": dtype, "chunk_rows": chunk_rows,
+                            "n": 0})
+    return cache_store.Group(root[key], "zarr", key, path)
+
+
+def _decode_rows(paths: list[str], rows: list[int], filler: cache_rows.ChunkFiller, *, size: int, dtype: str,
+                 num_workers: int, progress: bool) -> None:
+    """Decode ``paths`` (the files of ``rows``) into the filler, which commits each chunk once complete."""
+    loader = DataLoader(_DecodeDataset(paths, size, PIXEL_DTYPES[dtype], dtype), batch_size=filler.plan.chunk_rows,
+                        num_workers=num_workers)
+    start = time.perf_counter()
+    with tqdm(total=len(rows), desc=f"decode -> pixel cache {size}px", unit="img", disable=not progress) as bar:
+        for items, pixels, shapes, errors in loader:
+            for error in errors:
+                if error:
+                    raise MedtransferError(f"{error} (the pixel cache stays valid; fix or drop it and rerun)")
+            pixels_np, shapes_np = pixels.numpy().astype(dtype), shapes.numpy()
+            for i, item in enumerate(items.tolist()):
+                filler.add(rows[item], {"pixels": pixels_np[i], "orig_shape": shapes_np[i]})
+            bar.update(len(items))
+            bar.set_postfix_str(f"{bar.n / max(time.perf_counter() - start, 1e-9):.1f} img/s")
+            filler.flush()
 
 
 class PixelRowsDataset(Dataset):

@@ -16,13 +16,12 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from medtransfer.metrics import confusion, mcc_from_confusion, predict_labels
+from medtransfer.device import resolve_device
 from medtransfer.probe.features import Affine, fit_affine
 from medtransfer.probe.solver import (
     DenseDesign,
     SharedDesign,
     Solution,
-    pick_device,
     reduce_rows,
     softmax_probabilities,
     solve_logreg,
@@ -39,6 +38,15 @@ class LinearFit:
     converged: np.ndarray  # [T, P]
 
 
+@dataclass(frozen=True)
+class SolverSettings:
+    """Where and how long the stacked solve runs (``tol``: scikit-learn's lbfgs ``tol``, see ``solve_logreg``)."""
+
+    device: str = "auto"  # device.resolve_device
+    max_iter: int = 200
+    tol: float = 1e-4
+
+
 def class_weights(y: np.ndarray, balanced: bool) -> np.ndarray:
     """Per-sample weights (``weighting.sample_weights``) for labels coded 0..K-1."""
     y = np.asarray(y, dtype=np.int64)
@@ -50,32 +58,33 @@ def fit_linear_grid(
     y_all: np.ndarray,
     train_rows: list[np.ndarray],
     Cs: np.ndarray,
+    *,
     n_classes: int,
     steps: tuple[str, ...],
     balanced: bool,
-    device: str = "auto",
-    max_iter: int = 200,
-    tol: float = 1e-4,
+    solver: SolverSettings = SolverSettings(),
 ) -> LinearFit:
     """Fit every (task, C): ``train_rows[t]`` indexes ``x_all`` (already l2-normalized if asked for).
     ``Cs`` is [P] (same grid for every task) or [T, P]. On the CPU the solve runs single-threaded unless
     ``MEDTRANSFER_PROBE_THREADS`` says otherwise: its many small ops lose more to thread synchronization than
     they gain, badly so on a shared machine (measured: 4x slower with 2 threads on a loaded 2-core box)."""
-    dev = pick_device(device)
+    dev = resolve_device(solver.device)
     threads = int(os.environ.get("MEDTRANSFER_PROBE_THREADS", "1")) if dev.type == "cpu" else None
     with _threads(threads), threadpool_limits(threads):
-        return _fit_linear_grid(x_all, y_all, train_rows, Cs, n_classes, steps, balanced, dev, max_iter, tol)
+        return _fit_linear_grid(x_all, y_all, train_rows, Cs, n_classes=n_classes, steps=steps, balanced=balanced,
+                                solver=solver)
 
 
-def _fit_linear_grid(x_all, y_all, train_rows, Cs, n_classes, steps, balanced, dev, max_iter, tol) -> LinearFit:
+def _fit_linear_grid(x_all, y_all, train_rows, Cs, *, n_classes, steps, balanced, solver) -> LinearFit:
+    dev, max_iter, tol = resolve_device(solver.device), solver.max_iter, solver.tol
     dtype = torch.float32 if dev.type != "cpu" or x_all.shape[1] >= 256 else torch.float64
     cs = np.asarray(Cs, dtype=float)
     cs = np.broadcast_to(cs, (len(train_rows), cs.shape[-1])) if cs.ndim == 1 else cs
     n_c, dim = cs.shape[1], x_all.shape[1]
     q = 1 if n_classes == 2 else n_classes
-    v = np.zeros((len(train_rows), n_c, dim, q), dtype=np.float32)
-    offset = np.zeros((len(train_rows), n_c, q), dtype=np.float32)
-    converged = np.zeros((len(train_rows), n_c), dtype=bool)
+    out = LinearFit(v=np.zeros((len(train_rows), n_c, dim, q), dtype=np.float32),
+                    offset=np.zeros((len(train_rows), n_c, q), dtype=np.float32),
+                    converged=np.zeros((len(train_rows), n_c), dtype=bool))
     affines = [fit_affine(x_all[rows], steps) for rows in train_rows]
     large = [t for t, rows in enumerate(train_rows) if len(rows) >= dim or affines[t].a.ndim == 2]
     small = [t for t in range(len(train_rows)) if t not in set(large)]
@@ -90,8 +99,9 @@ def _fit_linear_grid(x_all, y_all, train_rows, Cs, n_classes, steps, balanced, d
         scale = torch.as_tensor(np.stack([affines[t].a for t in diag_large]), dtype=dtype, device=dev)
         y = torch.as_tensor(y_all, device=dev).expand(len(diag_large), -1)
         sol = _solve_c_path(SharedDesign(x_dev, mu, scale), y, torch.as_tensor(mask, dtype=dtype, device=dev),
-                            torch.as_tensor(cs[diag_large], dtype=dtype, device=dev), n_classes, max_iter, tol)
-        _store(diag_large, sol.w, sol.b, sol.converged, affines, v, offset, converged)
+                            torch.as_tensor(cs[diag_large], dtype=dtype, device=dev), n_classes=n_classes,
+                            max_iter=max_iter, tol=tol)
+        _store(out, diag_large, sol, affines)
     buckets = [(bucket, True) for bucket in _buckets(small, [len(r) for r in train_rows])]
     for group, reduce in [*buckets, (matrix_large, False)]:
         if not group:
@@ -113,13 +123,16 @@ def _fit_linear_grid(x_all, y_all, train_rows, Cs, n_classes, steps, balanced, d
             zt, back = reduce_rows(zt)
         sol = solve_logreg(DenseDesign(zt), torch.as_tensor(y, device=dev),
                            torch.as_tensor(sw, dtype=dtype, device=dev),
-                           torch.as_tensor(cs[group], dtype=dtype, device=dev), n_classes, max_iter, tol)
-        w = sol.w if back is None else torch.einsum("gdn,gpnq->gpdq", back, sol.w)
-        _store(group, w, sol.b, sol.converged, affines, v, offset, converged)
-    return LinearFit(v=v, offset=offset, converged=converged)
+                           torch.as_tensor(cs[group], dtype=dtype, device=dev), n_classes=n_classes,
+                           max_iter=max_iter, tol=tol)
+        if back is not None:
+            sol = Solution(w=torch.einsum("gdn,gpnq->gpdq", back, sol.w), b=sol.b, iterations=sol.iterations,
+                           converged=sol.converged)
+        _store(out, group, sol, affines)
+    return out
 
 
-def _solve_c_path(design, y, sw, cs: torch.Tensor, n_classes: int, max_iter: int, tol: float) -> Solution:
+def _solve_c_path(design, y, sw, cs: torch.Tensor, *, n_classes: int, max_iter: int, tol: float) -> Solution:
     """``solve_logreg`` over a C grid [G, P], with warm starts along the weak-penalty end of the path: the
     smaller half of the grid (and one more) is solved together from zero, then each larger C in turn starts
     from the solution at the C before it (as scikit-learn's ``LogisticRegressionCV`` does along its path).
@@ -129,9 +142,9 @@ def _solve_c_path(design, y, sw, cs: torch.Tensor, n_classes: int, max_iter: int
     n_c = cs.shape[1]
     order = torch.argsort(cs[0])
     if n_c < 3 or not bool((torch.argsort(cs, dim=1) == order).all()):  # no path shared by every group
-        return solve_logreg(design, y, sw, cs, n_classes, max_iter, tol)
+        return solve_logreg(design, y, sw, cs, n_classes=n_classes, max_iter=max_iter, tol=tol)
     cold = order[: n_c // 2 + 1]
-    first = solve_logreg(design, y, sw, cs[:, cold], n_classes, max_iter, tol)
+    first = solve_logreg(design, y, sw, cs[:, cold], n_classes=n_classes, max_iter=max_iter, tol=tol)
     w = torch.empty(first.w.shape[0], n_c, *first.w.shape[2:], dtype=first.w.dtype, device=first.w.device)
     b = torch.empty(first.b.shape[0], n_c, first.b.shape[2], dtype=first.b.dtype, device=first.b.device)
     converged = torch.empty(first.converged.shape[0], n_c, dtype=torch.bool, device=first.converged.device)
@@ -139,7 +152,8 @@ def _solve_c_path(design, y, sw, cs: torch.Tensor, n_classes: int, max_iter: int
     previous, iterations = int(cold[-1]), first.iterations
     for p in order[len(cold) :].tolist():
         init = torch.cat([w[:, previous], b[:, previous, None]], dim=1)[:, None]  # [G, 1, d + 1, Q]
-        sol = solve_logreg(design, y, sw, cs[:, p : p + 1], n_classes, max_iter, tol, init=init)
+        sol = solve_logreg(design, y, sw, cs[:, p : p + 1], n_classes=n_classes, max_iter=max_iter, tol=tol,
+                           init=init)
         w[:, p], b[:, p], converged[:, p] = sol.w[:, 0], sol.b[:, 0], sol.converged[:, 0]
         previous, iterations = p, max(iterations, sol.iterations)
     return Solution(w=w, b=b, iterations=iterations, converged=converged)
@@ -167,14 +181,15 @@ def _threads(n: int | None):
         torch.set_num_threads(before)
 
 
-def _store(tasks, w, b, conv, affines: list[Affine], v, offset, converged) -> None:
-    w, b = w.double().cpu().numpy(), b.double().cpu().numpy()
+def _store(out: LinearFit, tasks: list[int], sol: Solution, affines: list[Affine]) -> None:
+    """Write the solution of ``tasks`` (weights on preprocessed features) into ``out`` as raw-feature weights."""
+    w, b = sol.w.double().cpu().numpy(), sol.b.double().cpu().numpy()
     for g, t in enumerate(tasks):
         a, mu = affines[t].a, affines[t].mu.astype(np.float64)
         raw = a[None, :, None] * w[g] if a.ndim == 1 else np.einsum("dk,pkq->pdq", a, w[g])  # [P, D, Q]
-        v[t] = raw
-        offset[t] = b[g] - np.einsum("d,pdq->pq", mu, raw)
-        converged[t] = conv[g].cpu().numpy()
+        out.v[t] = raw
+        out.offset[t] = b[g] - np.einsum("d,pdq->pq", mu, raw)
+        out.converged[t] = sol.converged[g].cpu().numpy()
 
 
 def probabilities_many(fit: LinearFit, tasks, x: np.ndarray, n_classes: int, grid_index=None) -> np.ndarray:
@@ -183,34 +198,16 @@ def probabilities_many(fit: LinearFit, tasks, x: np.ndarray, n_classes: int, gri
     tasks = np.asarray(tasks)
     v = fit.v[tasks] if grid_index is None else fit.v[tasks, np.asarray(grid_index)][:, None]
     off = fit.offset[tasks] if grid_index is None else fit.offset[tasks, np.asarray(grid_index)][:, None]
-    t, p, d, q = v.shape
     threads = int(os.environ.get("MEDTRANSFER_PROBE_THREADS", "1"))
     with _threads(threads):
-        return _probabilities(x, v, off, t, p, d, q, n_classes, grid_index is None)
+        return _probabilities(x, v, off, n_classes, every=grid_index is None)
 
 
-def _probabilities(x, v, off, t, p, d, q, n_classes, every) -> np.ndarray:
+def _probabilities(x, v, off, n_classes: int, *, every: bool) -> np.ndarray:
+    t, p, d, q = v.shape
     xt = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32))
     flat = torch.as_tensor(np.ascontiguousarray(v.transpose(2, 0, 1, 3).reshape(d, t * p * q)))
     scores = (xt @ flat).reshape(len(x), t, p, q).permute(1, 2, 0, 3).double()
     scores = scores + torch.as_tensor(off, dtype=torch.float64)[:, :, None, :]
     proba = softmax_probabilities(scores, n_classes).numpy()
     return proba if every else proba[:, 0]
-
-
-def fast_mcc(labels: np.ndarray, proba: np.ndarray, threshold: float = 0.5) -> float:
-    n_classes = proba.shape[-1]
-    return float(mcc_from_confusion(confusion(labels, predict_labels(proba, threshold), n_classes)))
-
-
-def choose_on_val(val_labels: np.ndarray, val_proba: np.ndarray) -> int:
-    """Index of the best validation MCC (threshold 0.5 / argmax) over the grid; ties broken by the lower
-    validation log loss (then the earlier, more regularized candidate) -- so a grid where every candidate
-    separates the validation rows does not fall back to the most shrunk, least calibrated one."""
-    mcc = np.array([fast_mcc(val_labels, p) for p in val_proba])
-    tied = np.flatnonzero(mcc >= mcc.max() - 1e-12)
-    if len(tied) == 1:
-        return int(tied[0])
-    picked = np.take_along_axis(np.asarray(val_proba)[tied], val_labels[None, :, None].astype(int), axis=2)[..., 0]
-    log_loss = -np.log(np.clip(picked, 1e-15, 1)).mean(1)
-    return int(tied[np.argmin(log_loss + 1e-12 * np.arange(len(tied)))])

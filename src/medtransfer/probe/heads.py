@@ -1,22 +1,27 @@
-"""The probe-head registry: each head is an estimator factory plus a real hyperparameter grid.
+"""The probe-head registry: each head is an estimator factory, a real hyperparameter grid, and its own way to
+fit a list of tasks (``HeadSpec.fit_tasks``; by default task by task through scikit-learn, ``probe.sklearn_fit``).
 
-Adding a head is one ``register_head(HeadSpec(...))``. Heads get features already preprocessed on the training
-rows (see ``probe.features``). Class weighting ("balanced" by default: each class weighs n / (K n_c)) reaches a
-head through ``fit(..., sample_weight=...)`` when ``sample_weight`` is True, or through the head's own
-``class_weight`` argument; heads for which it means nothing say so in ``class_weighting``.
+Adding a head is one ``register_head(HeadSpec(...))`` (in this file for a shipped head); ``run_probe``, the
+CLI's ``--head`` choices and help, and the head contract tests pick it up from the registry.
+
+Heads get features already preprocessed on the training rows (see ``probe.features``). Class weighting
+("balanced" by default: each class weighs n / (K n_c)) reaches a head through ``fit(..., sample_weight=...)``
+when ``sample_weight`` is True, or through the head's own ``class_weight`` argument; heads for which it means
+nothing say so in ``class_weighting``.
 
 Grids are tried on the fold's validation rows (validation MCC); ties go to the lower validation log loss, then
 to the earlier candidate, so each grid lists its simplest / most regularized candidate first.
 
 ``logreg``: C is the inverse L2 strength in scikit-learn's convention (objective ``0.5 ||w||^2 + C sum_i
 sw_i loss_i`` on preprocessed features): small C, strong penalty. Its whole (task x C) grid is solved at once by
-the batched torch solver (``probe.solver``); ``make`` gives the equivalent scikit-learn estimator.
+the batched torch solver (its ``fitter`` is ``probe.logreg.fit_logreg_tasks``); ``make`` gives the equivalent
+scikit-learn estimator.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,18 +35,34 @@ from sklearn.linear_model import LogisticRegression, RidgeClassifier
 from sklearn.neural_network import MLPClassifier
 from sklearn.svm import LinearSVC
 
+from medtransfer.probe.context import HeadFit, ProbeContext
+from medtransfer.probe.logreg import fit_logreg_tasks
+from medtransfer.probe.sklearn_fit import fit_each_task, scores_to_proba
 from medtransfer.registry import Registry
+from medtransfer.splits.tasks import Task
+from medtransfer.vocabulary import LOGREG_C_GRID
+
+__all__ = ["HEADS", "CosineKNN", "HeadSpec", "Prototype", "get_head", "head_help", "register_head",
+           "resolve_heads", "scores_to_proba"]
+
+# (head, context, tasks) -> one HeadFit, or the reason the task failed, per task in order
+Fitter = Callable[["HeadSpec", ProbeContext, list[Task]], Iterable["HeadFit | str"]]
 
 
 @dataclass(frozen=True)
 class HeadSpec:
     name: str
-    description: str
+    description: str  # one line: the CLI's --help lists it
     make: Callable[..., BaseEstimator]  # keyword hyperparameters -> unfitted estimator
     grid: tuple[dict, ...]  # candidates, tried in order; ties go to the earlier (simpler) one
     sample_weight: bool = True  # class weighting passed as fit(sample_weight=...)
-    batched: bool = False  # solved by the batched torch logistic-regression solver
     class_weighting: str = "sample weights"  # how "balanced" reaches the head (documentation)
+    fitter: Fitter = fit_each_task  # how this head fits a list of tasks (a strategy: see fit_tasks)
+
+    def fit_tasks(self, ctx: ProbeContext, tasks: list[Task]) -> Iterable[HeadFit | str]:
+        """Fit every task (all fittable: ``run_probe`` has already failed the others); yields per task, in order,
+        a ``HeadFit`` or the one-line reason this head could not fit it."""
+        return self.fitter(self, ctx, tasks)
 
 
 HEADS: Registry[HeadSpec] = Registry("probe head", sort_known=True, known_suffix=" or all")
@@ -62,22 +83,14 @@ def resolve_heads(names) -> list[HeadSpec]:
     return [get_head(n) for n in dict.fromkeys(names)]
 
 
+def head_help() -> str:
+    """The CLI's --head help: every registered head with its one-line description."""
+    return " | ".join(f"{spec.name}: {spec.description}" for spec in sorted(HEADS.values(), key=lambda h: h.name))
+
+
 def _grid(**axes) -> tuple[dict, ...]:
     keys = list(axes)
     return tuple(dict(zip(keys, values, strict=True)) for values in itertools.product(*axes.values()))
-
-
-def scores_to_proba(model, x: np.ndarray) -> np.ndarray:
-    """predict_proba, or a sigmoid / softmax of decision_function (margins: ranks right, not calibrated)."""
-    if hasattr(model, "predict_proba"):
-        return model.predict_proba(x)
-    decision = np.asarray(model.decision_function(x), dtype=float)
-    if decision.ndim == 1:
-        p1 = 1.0 / (1.0 + np.exp(-np.clip(decision, -50, 50)))
-        return np.stack([1 - p1, p1], axis=1)
-    decision = decision - decision.max(1, keepdims=True)
-    e = np.exp(decision)
-    return e / e.sum(1, keepdims=True)
 
 
 class CosineKNN(ClassifierMixin, BaseEstimator):
@@ -143,8 +156,8 @@ register_head(HeadSpec(
     name="logreg",
     description="L2 logistic regression; C (inverse L2 strength) tuned; whole grid solved at once in torch",
     make=_logreg,
-    grid=tuple({"C": float(c)} for c in np.logspace(-4, 3, 8)),
-    batched=True,
+    grid=tuple({"C": c} for c in LOGREG_C_GRID),
+    fitter=fit_logreg_tasks,
 ))
 register_head(HeadSpec(
     name="svm",
@@ -172,20 +185,20 @@ register_head(HeadSpec(
     make=lambda alpha: RidgeClassifier(alpha=alpha),
     grid=tuple({"alpha": float(a)} for a in np.logspace(4, -2, 7)),
 ))
-register_head(HeadSpec(
-    name="rf",
-    description="random forest (200 trees); max_features and min_samples_leaf tuned",
-    make=lambda max_features, min_samples_leaf: RandomForestClassifier(
-        n_estimators=200, max_features=max_features, min_samples_leaf=min_samples_leaf, n_jobs=-1, random_state=0),
-    grid=_grid(min_samples_leaf=(5, 1), max_features=("sqrt", 0.1)),
-))
-register_head(HeadSpec(
-    name="extratrees",
-    description="extremely randomized trees (200 trees); max_features and min_samples_leaf tuned",
-    make=lambda max_features, min_samples_leaf: ExtraTreesClassifier(
-        n_estimators=200, max_features=max_features, min_samples_leaf=min_samples_leaf, n_jobs=-1, random_state=0),
-    grid=_grid(min_samples_leaf=(5, 1), max_features=("sqrt", 0.1)),
-))
+def _forest(name: str, estimator: type, description: str) -> HeadSpec:
+    """A 200-tree ensemble head (random forest, extra trees): the same grid, seed and parallelism for both."""
+    return HeadSpec(
+        name=name,
+        description=f"{description} (200 trees); max_features and min_samples_leaf tuned",
+        make=lambda max_features, min_samples_leaf: estimator(
+            n_estimators=200, max_features=max_features, min_samples_leaf=min_samples_leaf, n_jobs=-1,
+            random_state=0),
+        grid=_grid(min_samples_leaf=(5, 1), max_features=("sqrt", 0.1)),
+    )
+
+
+register_head(_forest("rf", RandomForestClassifier, "random forest"))
+register_head(_forest("extratrees", ExtraTreesClassifier, "extremely randomized trees"))
 register_head(HeadSpec(
     name="hgb",
     description="histogram gradient boosting (100 rounds); learning rate and leaves tuned",

@@ -30,11 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
-
-def pick_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+HISTORY = 10  # L-BFGS memory (s, y pairs kept): scipy L-BFGS-B default maxcor=10 (scipy/optimize/_lbfgsb_py.py)
 
 
 class DenseDesign:
@@ -107,10 +103,10 @@ def solve_logreg(
     y: torch.Tensor,
     sample_weight: torch.Tensor,
     Cs: torch.Tensor,
+    *,
     n_classes: int,
     max_iter: int = 200,
     tol: float = 1e-4,
-    history: int = 10,
     init: torch.Tensor | None = None,
 ) -> Solution:
     """Solve every (group, C) problem. ``y`` [G, n] ints, ``sample_weight`` [G, n] (0 = not a training row),
@@ -264,7 +260,7 @@ def solve_logreg(
         s_hist.append(s_k)
         y_hist.append(y_k)
         rho_hist.append(rho)
-        if len(s_hist) > history:
+        if len(s_hist) > HISTORY:
             s_hist.pop(0), y_hist.pop(0), rho_hist.pop(0)
         grad = new_grad
         failed = ~accepted

@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from medtransfer.report.load import is_cnn  # noqa: E402
+from medtransfer.report.load import backbone_family, is_cnn  # noqa: E402
 from medtransfer.report.stats import FriedmanResult  # noqa: E402
 
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442"]
@@ -219,11 +219,14 @@ def cnn_vs_fm(summary: pd.DataFrame, task: str, colours: dict[str, str]) -> Figu
         axes[1].legend(handles=handles, title="method", loc="upper left", bbox_to_anchor=(1.01, 1))
         fig.suptitle(f"{task}: CNN vs foundation models")
         uri = _to_uri(fig)
+    unknown = sorted(b for b in full["backbone"].unique() if backbone_family(b) == "unknown")
+    note = f" Not in the backbone registry, counted as foundation models: {', '.join(unknown)}." if unknown else ""
     return Figure(
         "cnn_vs_fm",
         task,
         f"{task}: CNN vs foundation models",
-        "Full-data regime, mean MCC with 95% CI per backbone and method.",
+        "Full-data regime, mean MCC with 95% CI per backbone and method; CNN means the backbone registry's "
+        f"family 'cnn'.{note}",
         uri,
         tuple(sorted(full["backbone"].unique())),
     )

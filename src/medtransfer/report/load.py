@@ -7,6 +7,7 @@ Only problems the user must fix first (a path that does not exist, no results ta
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,26 +23,29 @@ KEYS = [*WHERE, "seed", "fold"]
 METRICS = ["mcc", "pr_auc", "roc_auc", "balanced_accuracy"]
 TABLE_NAMES = ("results.parquet", "results.csv")
 
-# Backbones trained as convolutional nets; every other backbone counts as a foundation model.
-CNN_BACKBONES = frozenset(
-    {
-        "resnet18",
-        "resnet34",
-        "resnet50",
-        "resnet101",
-        "densenet121",
-        "densenet169",
-        "efficientnet_b0",
-        "convnext_tiny",
-        "medclip-resnet",
-    }
-)
+def backbone_family(backbone: str) -> str:
+    """The backbone's ``BackboneSpec.family`` ("cnn" or "vit") from the backbone registry; an open spec
+    (``timm:``, ``open_clip:``, ``hf:``) gets the family its resolver infers from the built module tree ("vit"
+    when attention linears outnumber convolutions: ``backbones.open_specs.infer_targets``). "unknown" when the
+    name is not registered (a hand-made table, a renamed backbone) or the open spec cannot be resolved here
+    (e.g. an ``hf:`` repo offline with no cache)."""
+    return _family(str(backbone))
+
+
+@functools.cache
+def _family(backbone: str) -> str:
+    from medtransfer.backbones import get_spec  # torch and the model libraries: only when a figure asks
+
+    try:
+        return get_spec(backbone).family
+    except Exception:  # noqa: BLE001 - any failure to resolve means "not known here", said in the figure
+        return "unknown"
 
 
 def is_cnn(backbone: str) -> bool:
-    """CNN vs foundation-model split used by the comparison panels (prefix match covers variants)."""
-    name = str(backbone).lower()
-    return name in CNN_BACKBONES or name.startswith(("resnet", "densenet", "efficientnet", "convnext"))
+    """CNN vs foundation-model split of the comparison panels: the registry's family "cnn" (ImageNet CNNs and
+    MedCLIP's ResNet); every other backbone, of unknown family included, counts as a foundation model."""
+    return backbone_family(backbone) == "cnn"
 
 
 @dataclass

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from medtransfer.aggregate import metric_columns, summarize_groups
 from medtransfer.report.load import STRATEGY, regime_label
 
 ALPHA = 0.05
@@ -45,19 +46,17 @@ def t_interval(values: np.ndarray) -> tuple[float, float]:
 def summary_table(ok: pd.DataFrame, metrics: tuple[str, ...] = ("mcc", "pr_auc")) -> pd.DataFrame:
     """Mean, std and CI per (task, backbone, strategy), flagging the best strategy per task/backbone."""
     ok = _keyed(ok)
-    rows = []
-    for key, group in ok.groupby(GROUP, sort=True):
-        row = dict(zip(GROUP, key, strict=True))
-        row["strategy"] = strategy_label(row["method"], row["regime"], row["shots"], row["fraction"])
-        row["n"] = int(group["mcc"].notna().sum())
-        row["pct_trainable"] = float(group["pct_trainable"].median())
+
+    def describe(group: pd.DataFrame) -> dict:
+        first = group.iloc[0]
+        row = {"strategy": strategy_label(first["method"], first["regime"], first["shots"], first["fraction"]),
+               "n": int(group["mcc"].notna().sum()), "pct_trainable": float(group["pct_trainable"].median())}
         for metric in metrics:
-            values = group[metric].to_numpy(dtype=float)
-            valid = values[~np.isnan(values)]
-            row[f"{metric}_mean"] = float(valid.mean()) if valid.size else np.nan
-            row[f"{metric}_std"] = float(valid.std(ddof=1)) if valid.size > 1 else np.nan
-            row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = t_interval(valid)
-        rows.append(row)
+            row.update(metric_columns(group, metric))
+            row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = t_interval(group[metric].to_numpy(dtype=float))
+        return row
+
+    rows = summarize_groups(ok, GROUP, describe)
     columns = [*GROUP, "strategy", "n", "pct_trainable"] + [
         f"{m}_{s}" for m in metrics for s in ("mean", "std", "ci_low", "ci_high")
     ]

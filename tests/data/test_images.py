@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,8 @@ import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from medtransfer.data.images import load_image
+from medtransfer.data.frames import frame_locator
+from medtransfer.data.images import count_frames, load_image
 from medtransfer.errors import MedtransferError
 
 
@@ -109,4 +111,52 @@ def test_truncated_dicom_names_the_file(tmp_path):
     data = Path(get_testdata_file("CT_small.dcm")).read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(MedtransferError, match="cut.dcm"):
+        load_image(path)
+
+
+def test_multi_page_tiff_frames_by_locator(tmp_path):
+    frames = [Image.fromarray(np.tile(np.arange(16, dtype=np.uint8) * (i + 1), (16, 1))) for i in range(3)]
+    path = tmp_path / "vol.tif"
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    assert count_frames(path) == 3
+    with pytest.raises(MedtransferError, match="vol.tif has 3 frames.*--frames first\\|middle"):
+        load_image(path)
+    for k in range(3):
+        np.testing.assert_allclose(load_image(frame_locator(path, k)), np.asarray(frames[k]) / 255.0, atol=1e-6)
+    with pytest.raises(MedtransferError, match="frame 3 does not exist"):
+        load_image(frame_locator(path, 3))
+
+
+def test_multi_frame_dicom_frames_by_locator(tmp_path):
+    dataset = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    frames = np.stack([np.roll(dataset.pixel_array, 8 * k, axis=1) for k in range(3)])
+    dataset.PixelData = frames.tobytes()
+    dataset.NumberOfFrames = 3
+    path = tmp_path / "multi.dcm"
+    dataset.save_as(path)
+    assert count_frames(path) == 3
+    decoded = [load_image(frame_locator(path, k)) for k in range(3)]
+    np.testing.assert_allclose(decoded[1], np.roll(decoded[0], 8, axis=1), atol=1e-6)
+
+
+def test_float_tiff_with_inf_is_scaled_over_finite_values(tmp_path):
+    values = np.linspace(-5.0, 5.0, 32 * 32, dtype=np.float32).reshape(32, 32)
+    values[0, 0], values[0, 1], values[0, 2] = np.inf, -np.inf, np.nan
+    path = tmp_path / "float.tif"
+    Image.fromarray(values, mode="F").save(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no raw RuntimeWarnings
+        image = load_image(path)
+    finite = np.isfinite(values)
+    expected = (values[finite] + 5.0) / 10.0
+    np.testing.assert_allclose(image[finite], (expected - expected.min()) / (expected.max() - expected.min()),
+                               atol=1e-5)
+    assert image[0, 0] == 1.0 and image[0, 1] == 0.0 and image[0, 2] == 0.0
+    assert 0.45 < image.mean() < 0.55  # not a black image
+
+
+def test_float_tiff_without_finite_values_is_refused(tmp_path):
+    path = tmp_path / "nan.tif"
+    Image.fromarray(np.full((8, 8), np.nan, dtype=np.float32), mode="F").save(path)
+    with pytest.raises(MedtransferError, match="nan.tif has no finite pixel value"):
         load_image(path)

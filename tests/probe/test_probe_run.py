@@ -6,15 +6,16 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from probe_support import make_features, make_splits_file, setup, write_store
 from threadpoolctl import threadpool_limits
 
 from medtransfer.errors import MedtransferError
 from medtransfer.probe import HEADS, run_probe
 from medtransfer.probe import run as run_module
-from medtransfer.probe.summary import summarize, summary_table
+from medtransfer.probe.summary import summarize
 from medtransfer.probe.threshold import best_mcc_threshold, choose_threshold
+from medtransfer.render import probe_summary_table
 from medtransfer.results import read_results
-from probe_support import make_features, make_splits_file, setup, write_store
 
 
 def test_every_head_fits_and_beats_chance(tmp_path, monkeypatch):
@@ -181,7 +182,7 @@ def test_summary_table_renders(tmp_path):
     summary = summarize(table, pd.read_parquet(tmp_path / "out" / "predictions.parquet"), n_boot=200)
     assert list(summary["regime"]) == ["fewshot", "full"]
     assert (summary["n_runs"] == [6, 3]).all()
-    assert summary_table(summary).row_count == 2
+    assert probe_summary_table(summary).row_count == 2
 
 
 def test_inner_cv_tuning_uses_training_rows_only(tmp_path, monkeypatch):

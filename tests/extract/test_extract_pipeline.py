@@ -6,20 +6,21 @@ import numpy as np
 import pytest
 import torch
 
-from extract_support import PREP, TINY, TINY2, extract_kwargs, make_images, register_tiny, write_manifest
+from extract_support import PREP, TINY, TINY2, extract_kwargs, make_images, write_manifest
 from medtransfer import cache_schema, device
-from medtransfer.backbones import REGISTRY, BackboneSpec, Preprocessing, register
+from medtransfer.backbones import REGISTRY, BackboneSpec, Preprocessing
+from medtransfer.data.fingerprint import fingerprints
 from medtransfer.errors import MedtransferError
 from medtransfer.extract import dataset as dataset_module
-from medtransfer.extract import expand_backbones, extract_features, extract_many, open_pixel_cache, pipeline
+from medtransfer.extract import expand_backbones, extract_features, extract_many, open_pixel_cache
 from medtransfer.extract import pixels as pixels_module
 
 VIT = "tiny-test-vit"
 
 
 @pytest.fixture(autouse=True)
-def _tiny():
-    register_tiny()
+def _tiny(tiny_backbones):
+    return tiny_backbones
 
 
 @pytest.fixture
@@ -43,7 +44,7 @@ def test_seed_expands_to_the_benchmark_set():
         expand_backbones([])
 
 
-def test_pixel_cache_decodes_once_for_all_backbones(data, monkeypatch):
+def test_pixel_cache_decodes_once_for_all_backbones(data):
     tmp, images, manifest = data
     store = tmp / "s.zarr"
     results = extract_many(manifest, [TINY], store, pixel_cache=True, **extract_kwargs())
@@ -57,11 +58,11 @@ def test_pixel_cache_decodes_once_for_all_backbones(data, monkeypatch):
     def no_decode(path):
         raise AssertionError(f"decoded {path} again")
 
-    monkeypatch.setattr(dataset_module, "load_image", no_decode)
-    monkeypatch.setattr(pixels_module, "load_image", no_decode)
-    second = extract_many(manifest, [TINY2], store, pixel_cache=cache_path, **extract_kwargs(num_workers=1))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(dataset_module, "load_image", no_decode)
+        patch.setattr(pixels_module, "load_image", no_decode)
+        second = extract_many(manifest, [TINY2], store, pixel_cache=cache_path, **extract_kwargs(num_workers=1))
     assert second[0].n_computed == 10
-    monkeypatch.undo()
     # cached at the input size in 16 bits: the same inputs as decoding the files (up to rounding), same group
     direct = extract_features(manifest, TINY, tmp / "direct.zarr", **extract_kwargs())
     assert direct.group_key == results[0].group_key
@@ -74,7 +75,6 @@ def test_pixel_cache_decodes_once_for_all_backbones(data, monkeypatch):
 def test_pixel_cache_is_resumable_and_incremental(data, monkeypatch):
     tmp, images, manifest = data
     path = tmp / "p.zarr"
-    shas = pipeline.fingerprints([str(p) for p in images])
     calls = []
 
     def crash(chunk):
@@ -83,24 +83,24 @@ def test_pixel_cache_is_resumable_and_incremental(data, monkeypatch):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        pixels_module.fill_pixel_cache(path, [str(p) for p in images], shas, 32, "uint8", chunk_rows=4,
+        pixels_module.fill_pixel_cache(path, [str(p) for p in images], size=32, dtype="uint8", chunk_rows=4,
                                        progress=False, after_chunk=crash)
-    cache, decoded = pixels_module.fill_pixel_cache(path, [str(p) for p in images], shas, 32, "uint8", chunk_rows=4,
-                                                    progress=False)
+    cache, decoded = pixels_module.fill_pixel_cache(path, [str(p) for p in images], size=32, dtype="uint8",
+                                                    chunk_rows=4, progress=False)
     assert decoded == 6 and len(cache.index) == 10
     more = make_images(tmp / "img", 3, seed=3, prefix="more")
-    more_shas = pipeline.fingerprints([str(p) for p in more])
-    cache, decoded = pixels_module.fill_pixel_cache(path, [str(p) for p in images + more], shas + more_shas, 32,
-                                                    "uint8", progress=False)
+    more_shas = fingerprints([str(p) for p in more])
+    cache, decoded = pixels_module.fill_pixel_cache(path, [str(p) for p in images + more], size=32, dtype="uint8",
+                                                    progress=False)
     assert decoded == 3  # the reopened partial chunk keeps its rows; only the new images are decoded
     assert cache.load_shas(more_shas).dtype == np.uint8
     with pytest.raises(MedtransferError, match="no 64-px group"):
         open_pixel_cache(path, 64)
 
 
-def _register_vit() -> None:
-    if VIT in REGISTRY:
-        return
+@pytest.fixture
+def tiny_vit(monkeypatch) -> str:
+    """A 4-block ViT at 32 px, registered for one test."""
     vit_module = pytest.importorskip("medtransfer.backbones.vit")
     timm_vit = pytest.importorskip("timm.models.vision_transformer")
 
@@ -109,12 +109,13 @@ def _register_vit() -> None:
                                            num_classes=0)
         return vit_module.ViTEmbedder(model, lambda m, x: m.forward_features(x), token_dim=32, pooling="cls")
 
-    register(BackboneSpec(name=VIT, architecture="tiny ViT", source="test", embed_dim=32, n_params_m=0.0,
-                          embedding_kind="cls-token", build=build, preprocessing=PREP, family="vit"))
+    monkeypatch.setitem(REGISTRY, VIT, BackboneSpec(
+        name=VIT, architecture="tiny ViT", source="test", embed_dim=32, n_params_m=0.0, embedding_kind="cls-token",
+        build=build, preprocessing=PREP, family="vit"))
+    return VIT
 
 
-def test_embedding_variants_are_stored_beside_the_default(data):
-    _register_vit()
+def test_embedding_variants_are_stored_beside_the_default(data, tiny_vit):
     tmp, _, manifest = data
     store = tmp / "s.zarr"
     plain = extract_features(manifest, VIT, store, **extract_kwargs())
@@ -133,8 +134,7 @@ def test_embedding_variants_are_stored_beside_the_default(data):
     assert cache_schema.verify_store(store) == []
 
 
-def test_variants_that_do_not_apply_are_skipped_when_several_backbones_run(data):
-    _register_vit()
+def test_variants_that_do_not_apply_are_skipped_when_several_backbones_run(data, tiny_vit):
     tmp, _, manifest = data
     results = extract_many(manifest, [TINY, VIT], tmp / "s.zarr", embeddings=["mean"], **extract_kwargs())
     assert [r.embeddings for r in results] == [(), ("mean",)]

@@ -8,13 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from adapt_support import (
-    SIZE,
-    TINY_CNN,
-    TINY_VIT,
-    one_thread,  # noqa: F401  (fixture)
-    register_tiny_backbones,
-)
+from adapt_support import SIZE, TINY_CNN, TINY_VIT
 from medtransfer.adapt import run_adapt
 from medtransfer.adapt.augment import AugmentSpec, augment_batch
 from medtransfer.data.manifest import load_manifest
@@ -22,8 +16,6 @@ from medtransfer.data.synthetic import SyntheticSpec, make_synthetic_dataset
 from medtransfer.errors import MedtransferError
 from medtransfer.splits import SplitSpec, make_splits, save_splits
 
-register_tiny_backbones()
-pytestmark = pytest.mark.usefixtures("one_thread")
 ADAPT_COLUMNS = ("trainable_params", "total_params", "pct_trainable", "epochs_run", "best_epoch",
                  "peak_memory_mb", "train_seconds")
 
@@ -42,7 +34,7 @@ def _adapt(data, backbone, method, out, **options):
     manifest_path, splits_path, _ = data
     options = {"regimes": ("full",), "folds": (0,), "epochs": 6, "lr": 3e-3, "batch_size": 16,
                "progress": False, "log": lambda _: None, "weights": "random", **options}
-    return run_adapt(manifest_path, splits_path, backbone, method, out, **options)
+    return run_adapt(manifest_path, splits_path, backbone=backbone, method=method, out=out, **options)
 
 
 @pytest.mark.parametrize(("backbone", "method"), [(TINY_CNN, "fft"), (TINY_CNN, "lora"), (TINY_CNN, "bitfit"),
@@ -129,11 +121,38 @@ def test_errors_the_user_can_fix(data, tmp_path):
     other_splits = save_splits(make_splits(load_manifest(other), SplitSpec(n_folds=2, val_fraction=0.3)),
                                folder / "other.json")
     with pytest.raises(MedtransferError, match="another manifest"):
-        run_adapt(manifest_path, other_splits, TINY_CNN, "lora", tmp_path, weights="random")
+        run_adapt(manifest_path, other_splits, backbone=TINY_CNN, method="lora", out=tmp_path, weights="random")
     with pytest.raises(MedtransferError, match="unknown adapt option"):
         _adapt(data, TINY_CNN, "lora", tmp_path, learning_rate=1)
     with pytest.raises(MedtransferError, match="no task left"):
         _adapt(data, TINY_CNN, "lora", tmp_path, folds=(7,))
+    with pytest.raises(MedtransferError, match=r"^--precision must be auto, fp32, bf16, fp16, got 'fp8'$"):
+        _adapt(data, TINY_CNN, "lora", tmp_path, precision="fp8")
+    with pytest.raises(MedtransferError, match="fp16 trains only on a CUDA device .* use bf16 or fp32"):
+        _adapt(data, TINY_CNN, "lora", tmp_path, precision="fp16", device="cpu")
+    with pytest.raises(MedtransferError, match=r"unknown adapt option\(s\) rank for method 'fft'"):
+        _adapt(data, TINY_CNN, "fft", tmp_path, rank=4)
+
+
+def test_resume_refuses_other_method_options(data, tmp_path, monkeypatch):
+    import medtransfer.adapt.train as train
+
+    real, calls = train.compute_metrics, []
+
+    def dies_in_epoch_two(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train, "compute_metrics", dies_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        _adapt(data, TINY_CNN, "lora", tmp_path, epochs=2, rank=4, alpha=8.0)
+    monkeypatch.undo()
+    with pytest.raises(MedtransferError, match="started with other settings"):
+        _adapt(data, TINY_CNN, "lora", tmp_path, epochs=2, rank=4, alpha=2.0, resume=True)
+    resumed = _adapt(data, TINY_CNN, "lora", tmp_path, epochs=2, rank=4, alpha=8.0, resume=True)
+    assert resumed["epochs_run"].iloc[0] == 2 and resumed["status"].iloc[0] == "ok"
 
 
 def test_augmentation_keeps_shape_range_and_is_seeded():
@@ -153,7 +172,7 @@ def test_augmentation_keeps_shape_range_and_is_seeded():
 ])
 def test_every_method_runs_a_task_end_to_end(data, tmp_path, backbone, method):
     table = _adapt(data, backbone, method, tmp_path, regimes=("fewshot",), epochs=1, grad_accumulation=2,
-                   balance="sampler", early_stopping="loss", extra={"oft_block_size": 8})
+                   balance="sampler", early_stopping="loss", options={"block_size": 8} if method == "oft" else None)
     row = table.iloc[0]
     assert row["status"] == "ok" and row["regime"] == "fewshot" and row["n_train"] == 8
     assert np.isfinite(row["roc_auc"]) and 0 < row["pct_trainable"] <= 100

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from report_browser import Chromium
+from report_synthetic import BACKBONES, make_rows, write_results
 
 from medtransfer.errors import MedtransferError
 from medtransfer.report import build_report, is_cnn, load_results, summarize
 from medtransfer.report.stats import friedman, holm, nemenyi_cd, pairwise_tests, summary_table, t_interval
-from report_browser import Chromium
-from report_synthetic import BACKBONES, make_rows, write_results
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 FIGURES_PER_TASK = ["trainable", "boxplot", "cnn_vs_fm", "fewshot"]
@@ -115,6 +115,28 @@ def test_task_falls_back_to_dir_name_and_cnn_split(results_root: Path) -> None:
     assert (ok.loc[ok["method"] == "logreg", "pct_trainable"] == 0).all()  # probe = head only
     assert is_cnn("resnet50") and is_cnn("medclip-resnet") and is_cnn("densenet121")
     assert not is_cnn("dinov2-vitb14") and not is_cnn("biomedclip")
+
+
+def test_cnn_split_follows_the_backbone_registry_family(monkeypatch) -> None:
+    """Every registered backbone is classified by its ``BackboneSpec.family``; an open spec by the family its
+    resolver infers; a name the registry cannot resolve is "unknown" and counted with the foundation models."""
+    import dataclasses
+
+    from medtransfer.backbones import REGISTRY
+    from medtransfer.backbones.registry import OPEN_SPEC_RESOLVERS
+    from medtransfer.report.load import _family, backbone_family
+
+    for name, spec in REGISTRY.items():
+        assert backbone_family(name) == spec.family and is_cnn(name) == (spec.family == "cnn"), name
+    cnn_spec = REGISTRY["resnet18"]
+    monkeypatch.setitem(OPEN_SPEC_RESOLVERS, "fake", lambda rest: dataclasses.replace(
+        cnn_spec, name=f"fake:{rest}", family="vit" if rest.startswith("vit") else "cnn"))
+    _family.cache_clear()
+    try:
+        assert is_cnn("fake:convnet") and not is_cnn("fake:vit-b")
+        assert backbone_family("no-such-backbone") == "unknown" and not is_cnn("no-such-backbone")
+    finally:
+        _family.cache_clear()
 
 
 def test_report_files_are_self_contained(report_page: Path) -> None:

@@ -221,39 +221,53 @@ def test_point7_presets_resolve_per_family():
 
 
 def test_point7_adapt_records_preset_and_wrapped_modules(tmp_path):
-    """adapt --targets: the preset resolves on the registry entry, the row records it and the wrapped count."""
+    """adapt --targets: the preset resolves on the registry entry, the row records it and the wrapped count;
+    a non-default preset is part of the method label, so its rows sit beside the default's."""
     from dataclasses import replace
 
-    from adapt_support import TINY_VIT, register_tiny_backbones
+    from adapt_support import TINY_VIT, tiny_backbones
     from medtransfer.adapt import run_adapt
     from medtransfer.backbones import REGISTRY, register
     from medtransfer.data.manifest import load_manifest
     from medtransfer.data.synthetic import SyntheticSpec, make_synthetic_dataset
     from medtransfer.splits import SplitSpec, make_splits, save_splits
 
-    register_tiny_backbones()
+    manifest = make_synthetic_dataset(tmp_path / "data", SyntheticSpec(n_patients=60, image_size=32))
+    splits = save_splits(make_splits(load_manifest(manifest), SplitSpec(n_folds=2, shots=(2,), fewshot_seeds=1)),
+                         tmp_path / "splits.json")
     name = "test-tiny-vit-presets"
-    if name not in REGISTRY:
+    with tiny_backbones():
         base = REGISTRY[TINY_VIT]
         register(replace(base, name=name, targets=replace(
             base.targets, qv=("attention.q_proj", "attention.v_proj"),
             qkv=("attention.q_proj", "attention.k_proj", "attention.v_proj"),
             seed=("attention.q_proj", "attention.k_proj", "attention.v_proj"))))
-    manifest = make_synthetic_dataset(tmp_path / "data", SyntheticSpec(n_patients=60, image_size=32))
-    splits = save_splits(make_splits(load_manifest(manifest), SplitSpec(n_folds=2, shots=(2,), fewshot_seeds=1)),
-                         tmp_path / "splits.json")
-    wrapped = {}
-    for preset in ("qv", "seed", "attn-mlp"):
-        table = run_adapt(manifest, splits, name, "lora", tmp_path / preset, weights="random", regimes=("full",),
-                          folds=(0,), epochs=1, batch_size=16, progress=False, log=lambda _: None, targets=preset)
-        row = table.iloc[0]
-        assert row["status"] == "ok", row["error"]
-        assert row["peft_targets"] == preset
-        wrapped[preset] = int(row["n_wrapped_modules"])
-    assert wrapped == {"qv": 2 * 2, "seed": 2 * 3, "attn-mlp": 2 * 6}  # 2 blocks
-    with pytest.raises(MedtransferError, match="--targets"):
-        run_adapt(manifest, splits, name, "lora", tmp_path / "x", weights="random", regimes=("full",), folds=(0,),
-                  epochs=1, progress=False, log=lambda _: None, targets="everything")
+        try:
+            wrapped, labels = {}, {}
+            for preset in ("qv", "seed", "attn-mlp"):
+                table = run_adapt(manifest, splits, backbone=name, method="lora", out=tmp_path / "results",
+                                  weights="random", regimes=("full",), folds=(0,), epochs=1, batch_size=16,
+                                  progress=False, log=lambda _: None, targets=preset)
+                row = table.iloc[0]
+                assert row["status"] == "ok", row["error"]
+                assert row["peft_targets"] == preset
+                assert json.loads(row["hyperparameters"])["targets"] == preset
+                wrapped[preset], labels[preset] = int(row["n_wrapped_modules"]), row["method"]
+            assert wrapped == {"qv": 2 * 2, "seed": 2 * 3, "attn-mlp": 2 * 6}  # 2 blocks
+            assert labels == {"qv": "lora-r8-qv", "seed": "lora-r8-seed", "attn-mlp": "lora-r8"}
+            import pandas as pd
+
+            assert sorted(pd.read_parquet(tmp_path / "results" / "results.parquet")["method"]) == sorted(
+                labels.values())
+            with pytest.raises(MedtransferError, match="--targets must be one of"):
+                run_adapt(manifest, splits, backbone=name, method="lora", out=tmp_path / "x", weights="random",
+                          regimes=("full",), folds=(0,), epochs=1, progress=False, log=lambda _: None,
+                          targets="everything")
+            with pytest.raises(MedtransferError, match="targets for method .fft."):  # fft wraps nothing
+                run_adapt(manifest, splits, backbone=name, method="fft", out=tmp_path / "x", weights="random",
+                          targets="qv")
+        finally:
+            REGISTRY.pop(name, None)
 
 
 # ---- 8. DINOv2 position embeddings interpolated as upstream ----------------------------------------------------
@@ -348,6 +362,6 @@ def test_backbones_json_and_markdown_cli():
 def test_readme_table_is_generated():
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     rows = [r for r in backbone_table() if not r["name"].startswith("test-")]  # tests register tiny entries
     assert backbone_markdown(rows) in readme, "stale README table: regenerate with `medtransfer backbones --markdown`"

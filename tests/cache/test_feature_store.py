@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import zarr
 
-from extract_support import NAN, TINY, extract_kwargs, make_images, register_tiny, write_manifest
+from extract_support import NAN, TINY, extract_kwargs, make_images, write_manifest
 from medtransfer import cache_schema, cache_store
 from medtransfer.errors import MedtransferError
 from medtransfer.extract import extract_features
@@ -19,8 +19,8 @@ FORMATS = ["zarr.zarr", "hdf5.h5"]
 
 
 @pytest.fixture(autouse=True)
-def _tiny():
-    register_tiny()
+def _tiny(tiny_backbones):
+    return tiny_backbones
 
 
 @pytest.fixture
@@ -258,8 +258,7 @@ KILL_SCRIPT = """
 import sys, time, torch
 sys.path.insert(0, {tests!r})
 import extract_support as fx
-from medtransfer.backbones import REGISTRY, register
-fx.register_tiny()
+from medtransfer.backbones import register
 class Slow(fx.TinyCNN):
     def forward(self, x):
         time.sleep(0.15)
@@ -277,20 +276,20 @@ extract_features({manifest!r}, "tiny-test-slow", {store!r}, **fx.extract_kwargs(
 
 
 @pytest.mark.parametrize("store_name", FORMATS)
-def test_sigkill_mid_run_then_resume(tmp_path, store_name):
+def test_sigkill_mid_run_then_resume(tmp_path, store_name, monkeypatch):
     import os
     import signal
     import time
     from pathlib import Path
 
     from extract_support import TinyCNN, _spec
-    from medtransfer.backbones import REGISTRY, register
+    from medtransfer.backbones import REGISTRY
 
     images = make_images(tmp_path / "img", 40)
     manifest = write_manifest(tmp_path / "m.csv", images)
     store = tmp_path / store_name
     marker = tmp_path / "chunks-written"
-    script = KILL_SCRIPT.format(tests=str(Path(__file__).parent), manifest=str(manifest), store=str(store),
+    script = KILL_SCRIPT.format(tests=str(Path(__file__).parents[1]), manifest=str(manifest), store=str(store),
                                 marker=str(marker))
     child = subprocess.Popen([sys.executable, "-c", script])
     deadline = time.time() + 60
@@ -302,8 +301,7 @@ def test_sigkill_mid_run_then_resume(tmp_path, store_name):
         os.kill(child.pid, signal.SIGKILL)
     finally:
         child.wait(30)
-    if "tiny-test-slow" not in REGISTRY:
-        register(_spec("tiny-test-slow", lambda pretrained: TinyCNN()))
+    monkeypatch.setitem(REGISTRY, "tiny-test-slow", _spec("tiny-test-slow", lambda pretrained: TinyCNN()))
     resumed = extract_features(manifest, "tiny-test-slow", store, **extract_kwargs())
     assert 0 < resumed.n_computed <= 32
     assert cache_schema.verify_store(store) == []

@@ -7,6 +7,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from medtransfer.probe import batched
+from medtransfer.probe.selection import choose_on_val
 from medtransfer.probe.solver import DenseDesign, SharedDesign, reduce_rows, solve_logreg
 
 
@@ -22,7 +23,8 @@ def test_dense_matches_sklearn_coefficients(n_classes):
     x, y = _problem(k=n_classes)
     cs = [0.01, 1.0, 100.0]
     sol = solve_logreg(DenseDesign(torch.tensor(x)[None]), torch.tensor(y)[None],
-                       torch.ones(1, len(y), dtype=torch.float64), torch.tensor(cs), n_classes, max_iter=500, tol=1e-9)
+                       torch.ones(1, len(y), dtype=torch.float64), torch.tensor(cs), n_classes=n_classes, max_iter=500,
+                       tol=1e-9)
     assert bool(sol.converged.all())
     for i, c in enumerate(cs):
         ref = LogisticRegression(C=c, tol=1e-10, max_iter=10000).fit(x, y)
@@ -38,7 +40,7 @@ def test_row_space_reduction_matches_sklearn_when_n_below_d():
     y = np.array([0, 1] * 5)
     z, back = reduce_rows(torch.tensor(x)[None])
     sol = solve_logreg(DenseDesign(z), torch.tensor(y)[None], torch.ones(1, 10, dtype=torch.float64),
-                       torch.tensor([0.1, 10.0]), 2, max_iter=500, tol=1e-10)
+                       torch.tensor([0.1, 10.0]), n_classes=2, max_iter=500, tol=1e-10)
     for i, c in enumerate([0.1, 10.0]):
         ref = LogisticRegression(C=c, tol=1e-12, max_iter=10000).fit(x, y)
         np.testing.assert_allclose((back[0] @ sol.w[0, i]).numpy().ravel(), ref.coef_.ravel(), atol=1e-5)
@@ -54,7 +56,7 @@ def test_shared_design_folds_standardization_per_group():
     for g, m in enumerate(masks):
         sw[g, m] = batched.class_weights(y[m], True)
     sol = solve_logreg(SharedDesign(torch.tensor(x), torch.tensor(mu), torch.tensor(1 / sd)),
-                       torch.tensor(y)[None].expand(2, -1), torch.tensor(sw), torch.tensor([0.5]), 2,
+                       torch.tensor(y)[None].expand(2, -1), torch.tensor(sw), torch.tensor([0.5]), n_classes=2,
                        max_iter=500, tol=1e-10)
     for g, m in enumerate(masks):
         ref = LogisticRegression(C=0.5, class_weight="balanced", tol=1e-12, max_iter=10000).fit(
@@ -73,7 +75,8 @@ def test_fit_linear_grid_probabilities_match_sklearn_pipeline(n_classes):
     few = np.concatenate([np.flatnonzero(y == c)[:4] for c in range(n_classes)])
     tasks = [few, np.arange(0, 200)]
     cs = np.array([0.01, 0.1, 1.0])
-    fit = batched.fit_linear_grid(x, y, tasks, cs, n_classes, ("standardize",), True, max_iter=1000, tol=1e-8)
+    fit = batched.fit_linear_grid(x, y, tasks, cs, n_classes=n_classes, steps=("standardize",), balanced=True,
+                                  solver=batched.SolverSettings(max_iter=1000, tol=1e-8))
     x_eval = x[200:]
     proba = np.stack([batched.probabilities_many(fit, [t], x_eval, n_classes)[0] for t in range(2)])
     for t, rows in enumerate(tasks):
@@ -87,8 +90,8 @@ def test_fit_linear_grid_probabilities_match_sklearn_pipeline(n_classes):
 def test_choose_on_val_prefers_earlier_on_ties():
     labels = np.array([0, 1, 0, 1])
     good = np.array([[0.9, 0.1], [0.1, 0.9], [0.8, 0.2], [0.3, 0.7]])
-    assert batched.choose_on_val(labels, np.stack([good, good])) == 0
-    assert batched.choose_on_val(labels, np.stack([1 - good, good])) == 1
+    assert choose_on_val(labels, np.stack([good, good])) == 0
+    assert choose_on_val(labels, np.stack([1 - good, good])) == 1
 
 
 def _shared_problem(n_classes, dtype, n=400, d=10, seed=4, signal=1.0):
@@ -112,10 +115,10 @@ def test_grid_solve_matches_each_c_alone(n_classes):
     what solving it alone gives."""
     _, _, _, design, y, sw = _shared_problem(n_classes, torch.float64)
     cs = torch.tensor([1e-3, 0.1, 10.0, 1000.0])
-    grid = solve_logreg(design, y, sw, cs, n_classes, max_iter=1000, tol=1e-10)
+    grid = solve_logreg(design, y, sw, cs, n_classes=n_classes, max_iter=1000, tol=1e-10)
     assert bool(grid.converged.all())
     for i in range(len(cs)):
-        alone = solve_logreg(design, y, sw, cs[i : i + 1], n_classes, max_iter=1000, tol=1e-10)
+        alone = solve_logreg(design, y, sw, cs[i : i + 1], n_classes=n_classes, max_iter=1000, tol=1e-10)
         np.testing.assert_allclose(grid.w[:, i].numpy(), alone.w[:, 0].numpy(), atol=1e-7)
         np.testing.assert_allclose(grid.b[:, i].numpy(), alone.b[:, 0].numpy(), atol=1e-7)
 
@@ -136,7 +139,7 @@ def test_float32_grid_at_default_tol_reaches_sklearn_objective(n_classes):
     as the benchmark's full-data problems: a separable one's objective is too flat for its value to tell."""
     x, y_np, masks, design, y, sw = _shared_problem(n_classes, torch.float32, n=1200, d=40, signal=0.3)
     cs = np.array([1e-4, 1e-2, 1.0, 100.0])
-    sol = solve_logreg(design, y, sw, torch.tensor(cs), n_classes)
+    sol = solve_logreg(design, y, sw, torch.tensor(cs), n_classes=n_classes)
     assert bool(sol.converged.all())
     for g, m in enumerate(masks):
         xs = StandardScaler().fit_transform(x[m])
@@ -155,8 +158,8 @@ def test_c_path_warm_starts_give_the_cold_solutions(n_classes):
     lands where solving every C from zero does."""
     _, _, _, design, y, sw = _shared_problem(n_classes, torch.float64, signal=0.3)
     cs = torch.tensor([10.0, 1e-3, 1000.0, 0.1, 1.0])
-    cold = solve_logreg(design, y, sw, cs, n_classes, max_iter=1000, tol=1e-10)
-    path = batched._solve_c_path(design, y, sw, cs.expand(3, -1), n_classes, 1000, 1e-10)
+    cold = solve_logreg(design, y, sw, cs, n_classes=n_classes, max_iter=1000, tol=1e-10)
+    path = batched._solve_c_path(design, y, sw, cs.expand(3, -1), n_classes=n_classes, max_iter=1000, tol=1e-10)
     assert bool(path.converged.all())
     np.testing.assert_allclose(path.w.numpy(), cold.w.numpy(), atol=1e-7)
     np.testing.assert_allclose(path.b.numpy(), cold.b.numpy(), atol=1e-7)

@@ -7,6 +7,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from medtransfer.data.frames import split_locator
 from medtransfer.errors import MedtransferError
 
 _BLOCK = 1 << 20
@@ -14,8 +15,19 @@ _MEMO: dict[tuple[str, int, int], str] = {}
 
 
 def file_fingerprint(path: str | Path) -> str:
-    """blake2b-128 of the file's bytes, hex (fast: ~1 GB/s per core; decoding is far slower)."""
-    path = Path(path)
+    """blake2b-128 of the file's bytes, hex (fast: ~1 GB/s per core; decoding is far slower).
+
+    A frame locator (``<file>#f0003``, ``medtransfer.data.frames``) gets its own key: the file's key and the frame
+    index, hashed again (the file itself is read once).
+    """
+    path, frame = split_locator(path)
+    value = _file_digest(path)
+    if frame is None:
+        return value
+    return hashlib.blake2b(f"{value}#frame={frame}".encode(), digest_size=16).hexdigest()
+
+
+def _file_digest(path: Path) -> str:
     try:
         stat = path.stat()
         memo_key = (str(path), stat.st_size, stat.st_mtime_ns)

@@ -129,13 +129,13 @@ def test_a_fraction_that_folds_cannot_meet_is_refused(manifest, option, spec):
 def test_splits_file_carries_patients_for_inner_cv(manifest):
     from types import SimpleNamespace
 
-    from medtransfer.probe.run import _inner_splits
+    from medtransfer.probe.context import inner_splits
 
     splits = make_splits(manifest, SplitSpec(n_folds=3))
     assert splits.groups == dict(zip(manifest.table["id"], manifest.table["patient"], strict=True))
     all_ids = list(splits.labels)
     context = SimpleNamespace(y_all=np.array([splits.labels[i] for i in all_ids]), splits=splits,
-                              all_ids=all_ids, inner_folds=3)
+                              data=SimpleNamespace(ids=all_ids), options=SimpleNamespace(inner_folds=3))
     rows = np.array([all_ids.index(i) for i in splits.folds[0].train])
-    for fit, evaluate in _inner_splits(context, rows):
+    for fit, evaluate in inner_splits(context, rows):
         assert not {splits.groups[all_ids[r]] for r in rows[fit]} & {splits.groups[all_ids[r]] for r in rows[evaluate]}

@@ -1,0 +1,116 @@
+"""A manifest from class sub-folders (torchvision's ImageFolder layout: ``ROOT/<class>/<image>``).
+
+A ``ROOT/<split>/<class>/<image>`` layout (split one of train, val, valid, validation, test) is recognised too:
+the split goes into a ``split`` column that ``splits import --train-val-test split`` turns into a splits file.
+The patient comes from the file name through ``--patient-regex`` (its ``patient`` group, else its first group);
+without it every image is its own patient.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from medtransfer.errors import MedtransferError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom"}
+SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+
+
+@dataclass
+class FolderImport:
+    manifest: pd.DataFrame
+    skipped_files: list[str]  # files whose suffix is not an image's
+
+    def summary(self) -> str:
+        table = self.manifest
+        balance = ", ".join(f"{c}: {n}" for c, n in table["label"].value_counts().sort_index().items())
+        line = f"{len(table)} image(s) of {table['patient'].nunique()} patient(s) in {table['label'].nunique()} " \
+               f"class(es) ({balance})"
+        if "split" in table.columns:
+            line += "; splits " + ", ".join(f"{s}: {n}" for s, n in table["split"].value_counts().sort_index().items())
+        if self.skipped_files:
+            line += f"; {len(self.skipped_files)} non-image file(s) skipped (e.g. {self.skipped_files[0]})"
+        return line
+
+
+def manifest_from_folders(root: str | Path, *, patient_regex: str | None = None,
+                          out: str | Path | None = None) -> FolderImport:
+    """One row per image under ``root/<class>/`` (any depth below the class folder)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise MedtransferError(f"not a folder: {root}")
+    pattern = _compile(patient_regex)
+    top = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not top:
+        raise MedtransferError(f"{root} has no class sub-folders (expected ROOT/<class>/<image>)")
+    with_splits = all(name.lower() in SPLIT_NAMES for name in top)
+    rows, skipped, unmatched = [], [], []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        relative_folder = Path(folder).relative_to(root)
+        depth = 2 if with_splits else 1
+        if len(relative_folder.parts) < depth:
+            skipped += [str(relative_folder / f) for f in files if not f.startswith(".")]
+            continue
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            relative = relative_folder / name
+            if Path(name).suffix.lower() not in IMAGE_SUFFIXES:
+                skipped.append(relative.as_posix())
+                continue
+            row = {"image": relative.as_posix(), "label": relative.parts[depth - 1]}
+            if with_splits:
+                row["split"] = SPLIT_NAMES[relative.parts[0].lower()]
+            if pattern is None:
+                row["patient"] = relative.as_posix()
+            else:
+                match = pattern.search(name)
+                if match is None:
+                    unmatched.append(relative.as_posix())
+                    continue
+                row["patient"] = match.group("patient") if "patient" in pattern.groupindex else match.group(1)
+            rows.append(row)
+    if unmatched:
+        raise MedtransferError(
+            f"--patient-regex {patient_regex!r} matches no patient in {len(unmatched)} file name(s), e.g. "
+            f"{', '.join(unmatched[:3])}; fix the pattern (it is searched in the file name)"
+        )
+    if not rows:
+        raise MedtransferError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
+    manifest = pd.DataFrame(rows)
+    manifest.insert(0, "id", manifest["image"])
+    if out is not None:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        written = manifest.copy()
+        written["image"] = [_relative(root / p, out.parent) for p in manifest["image"]]
+        written.to_csv(out, index=False)
+    return FolderImport(manifest=manifest, skipped_files=skipped)
+
+
+def _compile(patient_regex: str | None) -> re.Pattern | None:
+    if patient_regex is None:
+        return None
+    try:
+        pattern = re.compile(patient_regex)
+    except re.error as exc:
+        raise MedtransferError(f"--patient-regex {patient_regex!r} is not a valid regular expression: {exc}") from None
+    if pattern.groups == 0:
+        raise MedtransferError(
+            f"--patient-regex {patient_regex!r} has no group; capture the patient id, e.g. '^(P\\d+)_' or "
+            "'(?P<patient>[^_]+)_'"
+        )
+    return pattern
+
+
+def _relative(path: Path, folder: Path) -> str:
+    try:
+        return Path(os.path.relpath(path.resolve(), folder.resolve())).as_posix()
+    except ValueError:
+        return path.resolve().as_posix()

@@ -1,0 +1,65 @@
+"""What a probe run fits, typed and checked once: the choices travel together from the CLI (or a notebook) to
+every head, so no function passes them one by one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+from medtransfer.errors import MedtransferError
+from medtransfer.probe.features import parse_preprocess
+from medtransfer.probe.threshold import check_rule
+from medtransfer.vocabulary import CLASS_WEIGHTS, REGIMES, TUNING
+
+
+@dataclass(frozen=True)
+class ProbeOptions:
+    """The choices of one ``run_probe`` call; each is checked against ``medtransfer.vocabulary`` on creation."""
+
+    heads: tuple[str, ...] = ("logreg",)  # registered head names, or ("all",)
+    embeddings: tuple[str, ...] = ("default",)  # "default" = the store's ``features``; else features_<kind>
+    regimes: tuple[str, ...] = ("full", "fewshot")  # of vocabulary.REGIMES
+    fractions: tuple[float, ...] = ()  # label fractions to run (the splits file must hold them); () = all
+    class_weight: str = "balanced"  # of vocabulary.CLASS_WEIGHTS
+    preprocess: str = "standardize"  # l2, standardize, pcaN, none joined by "+" (probe.features)
+    threshold: str = "0.5"  # "0.5" or "val-mcc" (probe.threshold)
+    tune: str = "val"  # of vocabulary.TUNING: the fold's val rows, or inner CV on the training rows
+    inner_folds: int = 3  # inner CV folds for tune="cv"
+    device: str = "auto"  # for the batched logistic-regression solver (device.resolve_device)
+    steps: tuple[str, ...] = field(init=False)  # ``preprocess`` parsed
+    rule: str = field(init=False)  # ``threshold`` normalized
+
+    def __post_init__(self) -> None:
+        as_tuple = {"heads": self.heads, "embeddings": self.embeddings or "default", "regimes": self.regimes,
+                    "fractions": self.fractions or ()}
+        for name, value in as_tuple.items():
+            object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
+        if self.class_weight is None:  # the Python API has always taken None for "no weighting"
+            object.__setattr__(self, "class_weight", "none")
+        if self.class_weight not in CLASS_WEIGHTS:
+            raise MedtransferError(f"--class-weight must be {' or '.join(CLASS_WEIGHTS)}, got {self.class_weight!r}")
+        if self.tune not in TUNING:
+            raise MedtransferError(f"--tune must be {' or '.join(TUNING)}, got {self.tune!r}")
+        unknown = sorted(set(self.regimes) - set(REGIMES))
+        if unknown:
+            raise MedtransferError(f"unknown regime(s) {unknown}; choose from {', '.join(REGIMES)}")
+        object.__setattr__(self, "steps", parse_preprocess(self.preprocess))
+        object.__setattr__(self, "rule", check_rule(self.threshold))
+
+    @classmethod
+    def create(cls, **choices: object) -> ProbeOptions:
+        """Options from keywords, naming the known ones when one is misspelt (a user error, not a TypeError)."""
+        known = [f.name for f in fields(cls) if f.init]
+        unknown = sorted(set(choices) - set(known))
+        if unknown:
+            raise MedtransferError(f"unknown probe option(s) {unknown}; known: {', '.join(known)}")
+        return cls(**choices)
+
+    @property
+    def balanced(self) -> bool:
+        return self.class_weight == "balanced"
+
+    def settings(self) -> dict[str, str]:
+        """The results-table columns that record these choices on every row."""
+        rule = self.rule if self.tune == "val" or self.rule == "0.5" else f"{self.rule} (inner cv)"
+        return {"preprocessing": "+".join(self.steps) or "none", "class_weight": self.class_weight,
+                "threshold_rule": rule}
