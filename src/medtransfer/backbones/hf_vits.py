@@ -245,11 +245,13 @@ for _name, (_size, _repo, _dim, _n, _pub) in _DINOV2.items():
         )
     )
 
-# RAD-DINO: DINOv2 ViT-B/14 trained on chest X-rays at 518 px; its processor (a BitImageProcessor) resizes
-# the shorter side to 518 and centre-crops 518, bicubic, with one mean / std value repeated per channel.
-# NOT verified against https://huggingface.co/microsoft/rad-dino/blob/main/preprocessor_config.json in this
-# session (the file was not reachable from the reference corpora): hf:microsoft/rad-dino reads that file itself
+# RAD-DINO: DINOv2 ViT-B/14 trained on chest X-rays. The 518 px input is confirmed by its model card
+# (https://huggingface.co/microsoft/rad-dino README "Encode an image": patch tokens of shape 768 x 37 x 37, and
+# 37 patches x 14 px = 518). Its processor (a BitImageProcessor: shorter side, then centre crop, bicubic) and
+# the single mean / std value repeated per channel below are NOT verified: the preprocessor_config.json itself
+# was not in the reference corpora (searched twice: docs, code, pages). hf:microsoft/rad-dino reads that file.
 RAD_DINO_PROCESSOR = "https://huggingface.co/microsoft/rad-dino/blob/main/preprocessor_config.json"
+RAD_DINO_CARD = "https://huggingface.co/microsoft/rad-dino (model card: 37x37 patch grid, so 518 px)"
 register(
     BackboneSpec(
         name="rad-dino",
@@ -275,7 +277,8 @@ register(
         default_weights_hint=hf_hint("microsoft/rad-dino"),
         weights_id="microsoft/rad-dino",
         feature_variants=VIT_GRID,
-        sources=(("preprocessing", f"{RAD_DINO_PROCESSOR} (unverified here)"),
+        sources=(("input size", RAD_DINO_CARD),
+                 ("resize, interpolation, mean/std", f"{RAD_DINO_PROCESSOR} (unverified here)"),
                  ("position interpolation", "facebookresearch/dinov2 dinov2/models/vision_transformer.py")),
     )
 )
@@ -343,7 +346,11 @@ def clip_l_config():
 
 
 # https://huggingface.co/openai/clip-vit-large-patch14/blob/main/preprocessor_config.json: size 224 (shorter
-# side), crop_size 224, resample 3 (bicubic), CLIP mean / std; the same for pubmed-clip-vit-base-patch32
+# side), crop_size 224, resample 3 (bicubic), CLIP mean / std; the same for pubmed-clip-vit-base-patch32:
+# https://huggingface.co/flaviagiammarino/pubmed-clip-vit-base-patch32/blob/8c9083276570b80ff91935dea11720b7ccfe113b/preprocessor_config.json
+# (CLIPFeatureExtractor: size 224, do_center_crop, crop_size 224, resample 3, OpenAI CLIP image_mean / image_std)
+PUBMEDCLIP_PROCESSOR = ("https://huggingface.co/flaviagiammarino/pubmed-clip-vit-base-patch32/blob/"
+                        "8c9083276570b80ff91935dea11720b7ccfe113b/preprocessor_config.json")
 CLIP_PREPROCESSING = Preprocessing(
     input_size=224, resize="center-crop", crop_fraction=1.0, mean=CLIP_MEAN, std=CLIP_STD, interpolation="bicubic"
 )
@@ -398,8 +405,8 @@ register(
         weights_id="flaviagiammarino/pubmed-clip-vit-base-patch32",
         feature_variants=(*VIT_GRID, "proj"),
         sources=(
-            ("preprocessing", "OpenAI CLIP's (the model card: a fine-tune of openai/clip-vit-base-patch32); "
-             "its own preprocessor_config.json not opened here"),
+            ("preprocessing", f"{PUBMEDCLIP_PROCESSOR} (size 224, center crop 224, resample 3 = bicubic, "
+             "OpenAI CLIP mean/std)"),
             ("seed targets", "cosbidev/Deep-Sick src/configs/PEFT_runs/experiment/models/pubmedclip.yaml"),
         ),
         published_params_m=86.0,

@@ -57,6 +57,8 @@ def timm_vit_targets(final_norm: str, seed: bool = False) -> PeftTargets:
     )
 
 
+# open_clip's PreprocessCfg defaults (mlfoundations/open_clip src/open_clip/transform.py, open_clip_torch 3.3.0):
+# size 224, OPENAI_DATASET_MEAN / STD, interpolation "bicubic", resize_mode "shortest" (shorter side + centre crop)
 OPEN_CLIP_PREPROCESSING = Preprocessing(
     input_size=224, resize="center-crop", crop_fraction=1.0, mean=CLIP_MEAN, std=CLIP_STD, interpolation="bicubic"
 )
@@ -282,9 +284,11 @@ register(
         weights_id=BIOMEDCLIP_REPO,
         feature_variants=(*VIT_GRID, "proj"),
         sources=(
-            ("preprocessing", f"https://huggingface.co/{BIOMEDCLIP_REPO} open_clip_config.json "
-                              "(its preprocess_cfg not opened here); open_clip's defaults: "
-                              "OPENAI_DATASET_MEAN/STD, bicubic"),
+            ("preprocessing", f"https://huggingface.co/{BIOMEDCLIP_REPO} open_clip_config.json (commit "
+                              "2584124: vision_cfg image_size 224; its preprocess_cfg sets only mean/std, the "
+                              "OpenAI CLIP values, as the copy in huggingface.co/ZiyueWang/biomedclip config.json "
+                              "shows); the rest are open_clip's PreprocessCfg defaults (src/open_clip/transform.py): "
+                              "bicubic, resize_mode shortest + center crop"),
             ("seed targets", "cosbidev/Deep-Sick src/configs/PEFT_runs/experiment/models/biomedclip.yaml"),
         ),
         build=_biomedclip_build,
