@@ -7,7 +7,11 @@ adapt:   ``medtransfer.adapt.train.fit`` on an in-memory uint8 PixelStore (on th
          backward, gradient clipping, AdamW step and the LR schedule.
 Both run ``--steps`` timed steps after ``--warmup`` steps. Target on a GPU: adapt >= 85 % of the ceiling (bf16).
 
+``--method all`` (or a comma list) instead measures every method's forward + backward on the same backbone,
+in one run, as images/s and as a ratio to the frozen backbone's forward + backward (``lp``: head only trains).
+
     python benchmarks/adapt_step.py --backbone resnet18 --method lora --batch-size 64 --steps 30
+    python benchmarks/adapt_step.py --backbone timm:vit_tiny_patch16_224 --method all --batch-size 8 --steps 3
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import time
 from dataclasses import dataclass
 
@@ -100,10 +105,48 @@ def adapt_loop(model, method, spec, bench: Bench) -> float:
     return bench.steps * batch_size / run(rows[batch_size * bench.warmup:])
 
 
+def compare_methods(names: list[str], spec, pristine, config, device, args) -> None:
+    """images/s of every method's fwd + bwd on one backbone, relative to the frozen backbone (lp)."""
+    from medtransfer.errors import MedtransferError
+
+    size = spec.preprocessing.input_size
+    channels_last = device.type == "cuda" and spec.family == "cnn"
+
+    bench = Bench(device, config, args.batch_size, size, channels_last, args.steps, args.warmup)
+
+    def speed(name: str) -> float:
+        """fwd + bwd of the method at its own default options (paper defaults; presets at their rank)."""
+        method = get_method(name)
+        model = build_model(pristine, spec, method, n_classes=2, seed=0, config=config).to(device)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return ceiling(model, method, bench)
+
+    base = speed("lp")
+    print(f"frozen backbone (lp) fwd+bwd: {base:.1f} img/s ({args.backbone}, batch {args.batch_size}, {size}px)",
+          flush=True)
+    rows = []
+    for name in names:  # printed as measured, so that a long CPU run shows its figures as it goes
+        try:
+            rate = speed(name)
+            rows.append({"method": name, "images_per_s": round(rate, 2), "ratio_to_frozen": round(rate / base, 3)})
+        except MedtransferError as exc:
+            rows.append({"method": name, "images_per_s": None, "ratio_to_frozen": None, "note": str(exc)[:80]})
+        row = rows[-1]
+        shown = f"{row['images_per_s']:9.1f} img/s  x{row['ratio_to_frozen']:.3f}" if row["images_per_s"] else \
+            f"not applicable: {row['note']}"
+        print(f"{row['method']:<12} {shown}  (load {os.getloadavg()[0]:.1f})", flush=True)
+    print(f"load average while measuring: {os.getloadavg()[0]:.2f} (1 min)")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"backbone": args.backbone, "frozen_images_per_s": base, "methods": rows,
+                       "load_average": os.getloadavg()[0]}, handle, indent=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="resnet18")
-    parser.add_argument("--method", default="lora")
+    parser.add_argument("--method", default="lora", help="a method, a comma list, or all (compare methods)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
@@ -123,9 +166,15 @@ def main() -> None:
         spec = dataclasses.replace(spec, preprocessing=dataclasses.replace(spec.preprocessing,
                                                                            input_size=args.image_size))
     size = spec.preprocessing.input_size
-    method = get_method(args.method)
     config = AdaptConfig(precision=args.precision, compile=args.compile)
     pristine = load_backbone(args.backbone, "random").model
+    if args.method == "all" or "," in args.method:
+        from medtransfer.adapt.methods import METHODS
+
+        names = list(METHODS) if args.method == "all" else args.method.split(",")
+        compare_methods(names, spec, pristine, config, resolve_device(args.device), args)
+        return
+    method = get_method(args.method)
     channels_last = device.type == "cuda" and spec.family == "cnn"
 
     def fresh():

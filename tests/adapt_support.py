@@ -10,6 +10,8 @@ from torch import nn
 from medtransfer.backbones import REGISTRY, BackboneSpec, PeftTargets, Preprocessing, register
 
 TINY_VIT = "test-tiny-vit"
+TINY_OPEN_CLIP = "test-tiny-open-clip"
+TINY_TIMM = "test-tiny-timm-vit"
 TINY_CNN = "test-tiny-cnn"
 SIZE = 32
 
@@ -48,8 +50,32 @@ class TinyCNN(nn.Module):
         return x.mean(dim=(2, 3))
 
 
+def tiny_open_clip() -> nn.Module:
+    """open_clip's own ViT layout (nn.MultiheadAttention, mlp.c_fc / c_proj, ln_1 / ln_2), 2 x 32 wide."""
+    from open_clip.transformer import VisionTransformer
+
+    from medtransfer.backbones.open_clip_models import wrap_open_clip_vit
+
+    return wrap_open_clip_vit(VisionTransformer(image_size=SIZE, patch_size=8, width=32, layers=2, heads=2,
+                                                mlp_ratio=2.0, output_dim=16))
+
+
+def tiny_timm() -> nn.Module:
+    """timm's ViT layout (fused attn.qkv + attn.proj, mlp.fc1 / fc2, norm1 / norm2), 2 x 32 wide."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    from medtransfer.backbones.vit import ViTEmbedder
+
+    vit = VisionTransformer(img_size=SIZE, patch_size=8, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0,
+                            num_classes=0)
+    return ViTEmbedder(vit, lambda model, x: model.forward_features(x), token_dim=32)
+
+
 def tiny_specs() -> list[BackboneSpec]:
-    """The two test backbones' registry entries (built fresh on every call)."""
+    """The test backbones' registry entries (built fresh on every call): ViTs in the HF, open_clip and timm
+    layouts, and a CNN."""
+    from medtransfer.backbones.open_clip_models import OPEN_CLIP_VIT_TARGETS, timm_vit_targets
+
     return [
         BackboneSpec(
             name=TINY_VIT, architecture="tiny ViT (test)", source="none (test only)", embed_dim=32,
@@ -59,6 +85,16 @@ def tiny_specs() -> list[BackboneSpec]:
                                            "attention.o_proj"),
                                 mlp=("mlp.fc1", "mlp.fc2"),
                                 norm=("layernorm_before", "layernorm_after", "vit.layernorm")),
+        ),
+        BackboneSpec(
+            name=TINY_OPEN_CLIP, architecture="tiny open_clip ViT (test)", source="none (test only)", embed_dim=16,
+            n_params_m=0.03, embedding_kind="cls-token", build=lambda pretrained: tiny_open_clip(),
+            preprocessing=Preprocessing(input_size=SIZE), family="vit", targets=OPEN_CLIP_VIT_TARGETS,
+        ),
+        BackboneSpec(
+            name=TINY_TIMM, architecture="tiny timm ViT (test)", source="none (test only)", embed_dim=32,
+            n_params_m=0.03, embedding_kind="cls-token", build=lambda pretrained: tiny_timm(),
+            preprocessing=Preprocessing(input_size=SIZE), family="vit", targets=timm_vit_targets("backbone.norm"),
         ),
         BackboneSpec(
             name=TINY_CNN, architecture="tiny CNN (test)", source="none (test only)", embed_dim=24,

@@ -8,8 +8,16 @@ unflagged chunk are never read back, so a crash costs at most the chunks in flig
 Extracting is plan, then run. ``plan_rows(index, images)`` decides, from what the group holds and what is
 asked for and without touching storage, which rows to re-point (pending rows left by an interrupted run),
 append, keep (the done rows of a partial last chunk that the append reopens), copy (same image content as a
-valid row) and compute. ``apply_plan`` writes the row columns inside ``storage_errors``; a ``ChunkFiller``
-then collects finished rows and commits each pending chunk in order once all its rows are there.
+valid row) and compute. ``apply_plan`` re-points pending rows and reads the reusable rows back; new rows are
+appended only when their data is committed (``commit_chunk``), so an image that cannot be decoded, or a kill,
+never leaves rows without data in a chunk that was done. A ``ChunkFiller`` collects finished rows and commits
+each pending chunk in order once all its rows are there, and the appended tail also every ``commit_rows`` rows
+or ``commit_seconds`` seconds (the work a kill can lose).
+
+Crash safety of the append: data arrays and the fingerprint/path columns grow first, the chunk flags next and
+the key column last; ``repair`` (run whenever a writer opens a group) trims every array back to the key
+column's length and drops trailing rows that no done chunk covers (they hold no data), so a kill at any write
+leaves a group that the next run finishes.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import math
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +83,8 @@ class RowPlan:
     compute: list[int]  # rows the model (or the decoder) has to produce
     pending: list[int]  # chunks this run writes, in order
     clashes: list[tuple[str, str]] = field(default_factory=list)  # (key, file) already held for other content
+    files: list[str] = field(default_factory=list)  # the file of every row after the plan (held rows, then new)
+    shas: list[str] = field(default_factory=list)  # the content fingerprint of every row after the plan
 
     @property
     def n_after(self) -> int:
@@ -134,8 +145,11 @@ def plan_rows(index: RowIndex, images: Images, *, rehashed: dict[int, str] | Non
             done[last] = False
         done += [False] * (math.ceil((n_before + len(append)) / chunk_rows) - len(done))
     pending = [chunk for chunk, flag in enumerate(done) if not flag]
+    files = [str(p) for p in index.paths] + [path for _, _, path in append]
+    for row, (_, path) in refresh.items():
+        files[row] = str(path)
     plan = RowPlan(n_before=n_before, chunk_rows=chunk_rows, refresh=refresh, append=append, keep=keep, copy={},
-                   compute=[], pending=pending, clashes=clashes)
+                   compute=[], pending=pending, clashes=clashes, files=files, shas=shas_after)
     kept = set(keep)
     for chunk in pending:
         for row in plan.chunk_range(chunk):
@@ -182,8 +196,9 @@ def read_rows(array, rows: list[int]) -> np.ndarray:
 
 def apply_plan(group: Group, plan: RowPlan, *, key_array: str, data_arrays: list[str],
                attrs: dict | None = None) -> dict[int, Row]:
-    """Write the plan's row columns (re-pointed rows, appended rows, cleared flags; ``attrs`` set on append);
-    returns the rows whose data is ready without computing (kept and copied), read before anything changes."""
+    """Write the plan's re-pointed rows (``attrs`` set when rows will be appended); returns the rows whose data
+    is ready without computing (kept and copied), read before anything changes. New rows are appended by
+    ``commit_chunk`` with their data."""
     with storage_errors(group.store_path):
         for row, (sha, path) in sorted(plan.refresh.items()):
             group["image_sha"][row] = sha
@@ -197,7 +212,9 @@ def apply_plan(group: Group, plan: RowPlan, *, key_array: str, data_arrays: list
                 position = {source: k for k, source in enumerate(unique)}
                 ready.update({row: {name: values[name][position[source]] for name in data_arrays}
                               for row, source in zip(rows, sources, strict=True)})
-        append_rows(group, plan.append, key_array=key_array, data_arrays=data_arrays, attrs=attrs)
+        if plan.append and attrs:
+            group.update_attrs(attrs)
+            group.flush()
     return ready
 
 
@@ -206,7 +223,7 @@ def append_rows(group: Group, rows: list[tuple[str, str, str]], *, key_array: st
     """Append rows ((key, sha, path); no data yet) and their not-done chunk flags; returns the new rows.
 
     When the last chunk is partly filled its flag is cleared first: that chunk is rewritten with its old rows
-    and the new ones, so a crash here costs at most that one chunk.
+    and the new ones, so a crash here costs at most that one chunk. The key column grows last (see ``repair``).
     """
     chunk_rows = int(group.attrs["chunk_rows"])
     n_old = group[key_array].shape[0]
@@ -214,21 +231,61 @@ def append_rows(group: Group, rows: list[tuple[str, str, str]], *, key_array: st
     if not rows:
         return range(n_old, n_old)
     flags = group["chunk_done"]
-    if n_old % chunk_rows:
+    if n_old % chunk_rows and flags.shape[0] > n_old // chunk_rows:
         flags[n_old // chunk_rows] = False
-    columns = (key_array, "image_sha", "image_path")
-    for name in (*columns, *data_arrays):
+        group.flush()
+    columns = [name for name in (key_array, "image_sha", "image_path") if name != key_array]
+    for name in data_arrays:
         array = group[name]
         array.resize((n_new, *array.shape[1:]))
-    for position, name in enumerate(columns):
-        group[name][n_old:n_new] = np.asarray([row[position] for row in rows], dtype=str)
+    for name in columns:
+        group[name].resize((n_new,))
+        group[name][n_old:n_new] = np.asarray([_column(row, name, key_array) for row in rows], dtype=str)
     n_chunks_old = flags.shape[0]
     flags.resize((math.ceil(n_new / chunk_rows),))
     if flags.shape[0] > n_chunks_old:
         flags[n_chunks_old:] = np.zeros(flags.shape[0] - n_chunks_old, dtype=bool)
+    group.flush()
+    group[key_array].resize((n_new,))
+    group[key_array][n_old:n_new] = np.asarray([row[0] for row in rows], dtype=str)
     group.update_attrs({"n": n_new, **(attrs or {})})
     group.flush()
     return range(n_old, n_new)
+
+
+def _column(row: tuple[str, str, str], name: str, key_array: str) -> str:
+    return row[{key_array: 0, "image_sha": 1, "image_path": 2}[name]]
+
+
+def repair(group: Group, *, key_array: str, data_arrays: list[str]) -> list[str]:
+    """Make a group that a kill interrupted consistent again; returns what was done (empty: nothing).
+
+    Every array is trimmed to the rows the key column holds (it grows last) and to the shortest array, rows
+    whose key was never written are dropped, and so are trailing rows that no done chunk covers: they hold no
+    data (the next run appends them again with their data). Rows in done chunks are never touched.
+    """
+    chunk_rows = int(group.attrs["chunk_rows"])
+    names = [key_array, "image_sha", "image_path", *data_arrays]
+    lengths = {name: int(group[name].shape[0]) for name in names}
+    n = min(lengths.values())
+    keys = strings(group[key_array][:n]) if n else np.zeros(0, dtype=str)
+    while n and not keys[n - 1]:
+        n -= 1
+    done = np.asarray(group["chunk_done"][:], dtype=bool)
+    done_upto = min(n, (int(np.flatnonzero(done).max()) + 1) * chunk_rows) if done.any() else 0
+    n_chunks = math.ceil(done_upto / chunk_rows)
+    actions = []
+    if any(length != done_upto for length in lengths.values()) or done.shape[0] != n_chunks:
+        actions.append(f"trimmed to {done_upto} rows (was {', '.join(f'{k} {v}' for k, v in lengths.items())}, "
+                       f"{done.shape[0]} chunk flags)")
+        for name in names:
+            array = group[name]
+            if array.shape[0] != done_upto:
+                array.resize((done_upto, *array.shape[1:]))
+        group["chunk_done"].resize((n_chunks,))
+        group.update_attrs({"n": done_upto})
+        group.flush()
+    return actions
 
 
 def store_rows(group: Group, name: str, start: int, values: np.ndarray) -> None:
@@ -236,40 +293,76 @@ def store_rows(group: Group, name: str, start: int, values: np.ndarray) -> None:
 
 
 def commit_chunk(group: Group, chunk: int, arrays: dict[str, np.ndarray],
-                 write: Callable[[Group, str, int, np.ndarray], None] = store_rows) -> None:
-    """Write one chunk's rows of every data array, then flag it done (the flag is the commit)."""
-    start = chunk * int(group.attrs["chunk_rows"])
+                 write: Callable[[Group, str, int, np.ndarray], None] = store_rows, *,
+                 plan: RowPlan | None = None, key_array: str = "sample_id") -> None:
+    """Write one chunk's rows (all of them, or the first ones of the appended tail) of every data array, then
+    flag it done (the flag is the commit). Rows of ``plan.append`` that the chunk reaches are appended first."""
+    chunk_rows = int(group.attrs["chunk_rows"])
+    start = chunk * chunk_rows
+    stop = start + len(next(iter(arrays.values())))
     with storage_errors(group.store_path):
+        n = group[key_array].shape[0]
+        if stop > n:
+            if plan is None:
+                raise MedtransferError(f"internal error: chunk {chunk} reaches past the {n} rows of {group.key}")
+            new = plan.append[n - plan.n_before: stop - plan.n_before]
+            append_rows(group, new, key_array=key_array, data_arrays=list(arrays))
         for name, values in arrays.items():
             write(group, name, start, values)
         group.flush()
         group["chunk_done"][chunk] = True
         group.flush()
+        group.checkpoint()
 
 
 class ChunkFiller:
-    """Collects finished rows; commits each pending chunk (in order) as soon as all its rows are there."""
+    """Collects finished rows; commits each pending chunk (in order) as soon as all its rows are there, and the
+    ready head of a chunk that appends rows once ``commit_rows`` rows or ``commit_seconds`` have gone by since
+    the last commit (bounding what a kill loses when a run is one big chunk)."""
 
-    def __init__(self, plan: RowPlan, ready: dict[int, Row], commit: Callable[[int, dict[str, np.ndarray]], None]):
+    def __init__(self, plan: RowPlan, ready: dict[int, Row], commit: Callable[[int, dict[str, np.ndarray]], None],
+                 *, commit_rows: int | None = None, commit_seconds: float | None = None):
         self.plan = plan
         self.ready = dict(ready)
         self.queue = list(plan.pending)
         self.commit = commit
+        self.commit_rows = commit_rows
+        self.commit_seconds = commit_seconds
+        self.n_stored = plan.n_before  # rows in the group (appended ones included)
+        self.since_commit = 0
+        self.last_commit = time.monotonic()
 
     def add(self, row: int, values: Row) -> None:
         self.ready[row] = values
+        self.since_commit += 1
+
+    def _due(self) -> bool:
+        return bool((self.commit_rows and self.since_commit >= self.commit_rows)
+                    or (self.commit_seconds is not None and time.monotonic() - self.last_commit >= self.commit_seconds))
+
+    def _commit(self, chunk: int, rows: range) -> None:
+        names = self.ready[rows[0]].keys()
+        self.commit(chunk, {name: np.stack([self.ready[r][name] for r in rows]) for name in names})
+        self.n_stored = max(self.n_stored, rows.stop)
+        self.since_commit = 0
+        self.last_commit = time.monotonic()
 
     def flush(self) -> None:
         while self.queue:
             chunk = self.queue[0]
             rows = self.plan.chunk_range(chunk)
-            if any(r not in self.ready for r in rows):
-                return
-            names = self.ready[rows[0]].keys()
-            self.commit(chunk, {name: np.stack([self.ready[r][name] for r in rows]) for name in names})
-            for r in rows:
-                del self.ready[r]
-            self.queue.pop(0)
+            if all(r in self.ready for r in rows):
+                self._commit(chunk, rows)
+                for r in rows:
+                    del self.ready[r]
+                self.queue.pop(0)
+                continue
+            head = rows.start
+            while head < rows.stop and head in self.ready:
+                head += 1
+            if head > self.n_stored and self._due():  # a partial commit: all held rows plus new ones
+                self._commit(chunk, range(rows.start, head))  # rows stay in memory: the chunk is rewritten
+            return
 
     def finish(self, what: str) -> None:
         """Every chunk of the plan must be committed by now."""

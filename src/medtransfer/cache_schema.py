@@ -31,14 +31,16 @@ their attributes are JSON text (``json.loads`` each value). A writer holds ``<st
 from __future__ import annotations
 
 import hashlib
+import math
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import zarr
 
-from medtransfer import cache_rows
+from medtransfer import cache_rows, cache_store
 from medtransfer.cache_rows import storage_errors
 from medtransfer.cache_store import Group, Store, store_format, strings
 from medtransfer.data.fingerprint import file_fingerprint
@@ -65,14 +67,24 @@ def open_store(path: str | Path, mode: str = "r", fmt: str | None = None) -> Sto
         else:
             import h5py
 
-            if mode != "r":
+            work = None
+            if mode != "r":  # write a working copy, published atomically (see ``cache_store.Store``)
                 path.parent.mkdir(parents=True, exist_ok=True)
-            root = h5py.File(path, mode)
+                work = cache_store.hdf5_work_path(path)
+                work.unlink(missing_ok=True)  # left by a killed writer: the store itself is as of its last checkpoint
+                if path.exists():
+                    shutil.copy2(path, work)
+            root = h5py.File(work or path, mode)
     except MedtransferError:
         raise
     except Exception as exc:  # zarr/h5py raise several types for something that is not a store
         raise MedtransferError(f"{path} is not a readable {fmt} feature store: {exc}") from exc
-    store = Store(path, fmt, root, writable=mode != "r")
+    if fmt == "hdf5" and mode != "r":
+        import h5py
+
+        store = Store(path, fmt, root, writable=True, work_path=work, reopen=lambda p: h5py.File(p, "a"))
+    else:
+        store = Store(path, fmt, root, writable=mode != "r")
     schema = store.attrs.get("schema")
     if schema is None and mode != "r" and not store.group_names():
         Group(root, fmt, "/").update_attrs({"schema": SCHEMA})
@@ -161,6 +173,8 @@ def create_group(
     An existing group gets any feature array it lacks (extra embeddings asked later): its rows are then
     pending again and are computed (or copied) on this run.
     """
+    if key in store and _unfinished_creation(store[key]):
+        store.delete_group(key)  # a kill while the group was being created: it holds nothing, start again
     if key in store:
         group = store[key]
         existing = group.attrs
@@ -185,12 +199,149 @@ def create_group(
     for name in ROW_ARRAYS:
         group.create_array(name, (0,), (4096,), str)
     group.create_array("chunk_done", (0,), (1024,), "bool")
-    group.update_attrs(
+    group.update_attrs(  # written last: a group without them was interrupted while being created
         {**attrs, "schema": SCHEMA, "n": 0, "dim": dims["features"], "dtype": dtype, "chunk_rows": chunk_rows,
          "complete": False, "embeddings": _embeddings(group)}
     )
     group.flush()
     return group
+
+
+def _unfinished_creation(group: Group) -> bool:
+    """A group whose creation a kill interrupted: attributes (written last) or arrays missing, no chunk done."""
+    attrs = group.attrs
+    layout_ok = all(name in group for name in ("features", *ROW_ARRAYS, "chunk_done"))
+    if attrs.get("dim") is not None and "chunk_rows" in attrs and layout_ok:
+        return False
+    try:
+        return "chunk_done" not in group or not np.asarray(group["chunk_done"][:], dtype=bool).any()
+    except Exception:  # an unreadable flag array in a half-made group: nothing in it can be trusted
+        return True
+
+
+def repair_group(group: Group) -> list[str]:
+    """Undo what a kill left half-written in ``group`` (see ``cache_rows.repair``); returns what was done."""
+    return cache_rows.repair(group, key_array="sample_id", data_arrays=feature_arrays(group))
+
+
+def read_array(group: Group, name: str, selection=slice(None)) -> np.ndarray:
+    """``group[name][selection]``; a chunk that cannot be decoded (truncated, zstd errors) -> one clear line."""
+    try:
+        return np.asarray(group[name][selection])
+    except MedtransferError:
+        raise
+    except Exception as exc:  # zarr/numcodecs/h5py raise many types for a damaged chunk
+        raise MedtransferError(
+            f"store {group.store_path}, group {group.key}: array {name} has an unreadable chunk "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}); run "
+            f"`medtransfer cache verify {group.store_path} --repair` so the next extract recomputes those rows"
+        ) from None
+
+
+@dataclass(frozen=True)
+class ChunkProblem:
+    """A done chunk that cannot be trusted: unreadable data or flags, non-finite values, or lost row keys."""
+
+    array: str
+    chunk: int  # in rows of ``chunk_rows`` (data, flags) or the column's own storage chunk (row columns)
+    rows: range
+    reason: str
+
+
+def chunk_problems(group: Group) -> list[ChunkProblem]:
+    """Read every stored chunk that matters: the row columns, the flags and the data of each done chunk."""
+    chunk_rows = int(group.attrs["chunk_rows"])
+    problems: list[ChunkProblem] = []
+    for name in (*ROW_ARRAYS, "chunk_done"):
+        array = group[name]
+        step = _storage_chunk(array)
+        for start in range(0, array.shape[0], step):
+            stop = min(array.shape[0], start + step)
+            try:
+                np.asarray(array[start:stop])
+            except Exception as exc:  # a damaged chunk of a row column or of the flags
+                problems.append(ChunkProblem(name, start // step, range(start, stop), _reason(exc)))
+    flags_bad = [p for p in problems if p.array == "chunk_done"]
+    done = np.zeros(group["chunk_done"].shape[0], dtype=bool)
+    if not flags_bad:
+        done = np.asarray(group["chunk_done"][:], dtype=bool)
+    for name in feature_arrays(group):
+        array = group[name]
+        for chunk in np.flatnonzero(done).tolist():
+            start, stop = chunk * chunk_rows, min(array.shape[0], (chunk + 1) * chunk_rows)
+            try:
+                values = np.asarray(array[start:stop], dtype=np.float32)
+            except Exception as exc:
+                problems.append(ChunkProblem(name, chunk, range(start, stop), _reason(exc)))
+                continue
+            bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
+            if len(bad):
+                row = start + int(bad[0])
+                problems.append(ChunkProblem(name, chunk, range(start, stop),
+                                             f"NaN/inf in {len(bad)} row(s) (e.g. row {row})"))
+    return problems
+
+
+def _storage_chunk(array) -> int:
+    chunks = getattr(array, "chunks", None) or getattr(getattr(array, "_ds", None), "chunks", None)
+    return int(chunks[0]) if chunks else max(1, int(array.shape[0]))
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).splitlines()[0][:120] if str(exc) else ""
+    return f"unreadable ({type(exc).__name__}{': ' + text if text else ''})"
+
+
+def repair_chunks(group: Group, problems: list[ChunkProblem]) -> list[str]:
+    """Mark the chunks of ``problems`` not done, so the next extract recomputes exactly their rows.
+
+    A damaged row column (ids, fingerprints, files) loses the keys of its rows: the group is cut back to the
+    first such row (everything after it is recomputed). Damaged flags are written again as not done.
+    """
+    chunk_rows = int(group.attrs["chunk_rows"])
+    actions: list[str] = []
+    cut = min((p.rows.start for p in problems if p.array in ROW_ARRAYS), default=None)
+    for problem in problems:
+        if problem.array == "chunk_done":
+            group["chunk_done"][problem.rows.start:problem.rows.stop] = np.zeros(len(problem.rows), dtype=bool)
+            actions.append(f"chunk flags {problem.rows.start}-{problem.rows.stop - 1} rewritten as not done")
+    for problem in problems:
+        if problem.array in ROW_ARRAYS or problem.array == "chunk_done":
+            continue
+        if problem.chunk < group["chunk_done"].shape[0]:
+            group["chunk_done"][problem.chunk] = False
+            actions.append(f"chunk {problem.chunk} ({problem.array}, {problem.reason}) marked not done")
+    if cut is not None:
+        n_chunks = math.ceil(cut / chunk_rows)
+        for name in (*ROW_ARRAYS, *feature_arrays(group)):
+            array = group[name]
+            array.resize((cut, *array.shape[1:]))
+        group["chunk_done"].resize((n_chunks,))
+        if cut % chunk_rows and n_chunks:
+            group["chunk_done"][n_chunks - 1] = False
+        actions.append(f"rows from {cut} on dropped (their ids were unreadable); the next extract appends them")
+        group.update_attrs({"n": cut})
+    if actions:
+        group.update_attrs({"complete": False})
+    group.flush()
+    return actions
+
+
+def check_chunks(group: Group, *, repair: bool) -> list[str]:
+    """Before reusing a group: every done chunk must read back finite. Damaged ones -> ``repair`` marks them
+    not done (recomputed by this run), else one clear line naming them and ``--repair``."""
+    problems = chunk_problems(group)
+    if not problems:
+        return []
+    if repair:
+        with storage_errors(group.store_path):
+            return repair_chunks(group, problems)
+    first = problems[0]
+    raise MedtransferError(
+        f"store {group.store_path}, group {group.key}: {len(problems)} damaged chunk(s), e.g. {first.array} "
+        f"rows {first.rows.start}-{first.rows.stop - 1}: {first.reason}; run again with --repair (or "
+        f"`medtransfer cache verify {group.store_path} --repair`) to recompute exactly those rows"
+    )
 
 
 def _embeddings(group: Group) -> list[str]:
@@ -202,12 +353,12 @@ def feature_arrays(group: Group) -> list[str]:
 
 
 def chunk_done(group: Group) -> np.ndarray:
-    return np.asarray(group["chunk_done"][:], dtype=bool)
+    return np.asarray(read_array(group, "chunk_done"), dtype=bool)
 
 
 def valid_row_mask(group: Group) -> np.ndarray:
     """True for the rows whose chunk is flagged done (everything else is never read back)."""
-    n = group["sample_id"].shape[0]
+    n = min(group[name].shape[0] for name in (*ROW_ARRAYS, *feature_arrays(group)))
     done = chunk_done(group)
     return np.repeat(done, group.attrs["chunk_rows"])[:n] if n else np.zeros(0, dtype=bool)
 
@@ -235,15 +386,17 @@ def apply_plan(group: Group, plan: cache_rows.RowPlan) -> dict[int, cache_rows.R
                                  attrs={"complete": False})
 
 
-def write_chunk(group: Group, chunk_index: int, arrays: dict[str, np.ndarray], where: str = "") -> None:
-    """Write one chunk's rows of every feature array, then flag it done (the flag is the commit)."""
+def write_chunk(group: Group, chunk_index: int, arrays: dict[str, np.ndarray], where: str = "", *,
+                plan: cache_rows.RowPlan | None = None) -> None:
+    """Write one chunk's rows of every feature array (appending ``plan``'s new rows it reaches), then flag it
+    done (the flag is the commit)."""
     chunk_rows = group.attrs["chunk_rows"]
     start = chunk_index * chunk_rows
     for name, values in arrays.items():
         bad = ~np.isfinite(values).all(axis=1)
         if bad.any():
             row = start + int(np.flatnonzero(bad)[0])
-            image = group["image_path"][row]
+            image = plan.files[row] if plan is not None else group["image_path"][row]
             raise MedtransferError(
                 f"the backbone produced NaN/inf features ({name}) for {int(bad.sum())} row(s) of store "
                 f"{group.store_path}, group {group.key}, e.g. image {image}{where}; nothing was written "
@@ -251,7 +404,7 @@ def write_chunk(group: Group, chunk_index: int, arrays: dict[str, np.ndarray], w
             )
     dtype = group.attrs["dtype"]
     cache_rows.commit_chunk(group, chunk_index, {name: v.astype(dtype) for name, v in arrays.items()},
-                            write=store_rows)
+                            write=store_rows, plan=plan, key_array="sample_id")
 
 
 def store_rows(group: Group, name: str, start: int, values: np.ndarray) -> None:
@@ -267,7 +420,10 @@ def mark_complete(group: Group) -> bool:
 
 def group_info(group: Group) -> GroupInfo:
     attrs = group.attrs
-    valid = valid_row_mask(group) if "chunk_done" in group else np.zeros(0, dtype=bool)
+    try:
+        valid = valid_row_mask(group)
+    except KeyError:  # a half-made group (arrays or attributes missing): nothing valid
+        valid = np.zeros(0, dtype=bool)
     return GroupInfo(
         key=group.key,
         backbone=attrs.get("backbone", "?"),
@@ -276,7 +432,8 @@ def group_info(group: Group) -> GroupInfo:
         n=int(attrs.get("n", 0)),
         dim=int(attrs.get("dim", 0)),
         dtype=str(attrs.get("dtype", "?")),
-        complete=bool(attrs.get("complete", False)),
+        complete=bool(attrs.get("complete", False)) and len(valid) > 0 and bool(valid.all())
+        and len(valid) == int(attrs.get("n", -1)),
         embeddings=tuple(attrs.get("embeddings", ())),
         n_valid=int(valid.sum()),
         bytes_on_disk=group.nbytes_stored(),
@@ -341,10 +498,12 @@ def read_features(path: str | Path, key: str, embedding: str | None = None) -> F
                 f"group {key} in {path} has no {embedding!r} embedding (it has: {', '.join(present)}); "
                 f"run `medtransfer extract ... --embedding {embedding}`"
             )
-        ids = strings(group["sample_id"][:])
-        rows = latest_valid_rows(ids, valid_row_mask(group))
-        data = np.asarray(group[name][:], dtype=np.float32)[rows] if len(rows) else np.zeros((0, 0), np.float32)
-        shas = strings(group["image_sha"][:])[rows].tolist()
+        valid = valid_row_mask(group)
+        ids = strings(read_array(group, "sample_id"))[: len(valid)]
+        rows = latest_valid_rows(ids, valid)
+        data = (np.asarray(read_array(group, name), dtype=np.float32)[rows] if len(rows)
+                else np.zeros((0, 0), np.float32))
+        shas = strings(read_array(group, "image_sha"))[rows].tolist()
         return FeatureSet(key=key, sample_ids=ids[rows].tolist(), features=data, attrs=group.attrs, image_sha=shas)
 
 
@@ -365,68 +524,109 @@ def store_info(path: str | Path) -> list[dict]:
 @dataclass(frozen=True)
 class VerifyProblem:
     key: str
-    kind: str  # "incomplete", "nonfinite", "fingerprint", "missing-file", "layout"
+    kind: str  # "incomplete", "nonfinite", "unreadable", "fingerprint", "missing-file", "layout"
     message: str
 
 
-def verify_store(path: str | Path, check_files: bool = True) -> list[VerifyProblem]:
-    """Check every group: layout, chunks done, finite values in done chunks, image fingerprints (if files exist).
+def verify_store(path: str | Path, check_files: bool = True, *, repair: bool = False) -> list[VerifyProblem]:
+    """Check every group: layout, array lengths, chunks done, every done chunk readable and finite, image
+    fingerprints (if files exist). Returns the problems found (empty: the store is sound).
 
-    Returns the problems found (empty: the store is sound).
+    ``repair``: (under the writer lock) drop half-made groups, trim arrays a kill left uneven, and mark damaged
+    chunks not done so the next extract recomputes exactly their rows; the problems found are still returned.
     """
-    problems: list[VerifyProblem] = []
+    if repair:
+        with cache_store.writer_lock(path), open_store(path, "a") as store:
+            return _verify(store, check_files, repair=True)
     with open_store(path) as store:
-        for key in store.group_names():
-            group = store[key]
-            attrs = group.attrs
-            missing = [a for a in ("features", *ROW_ARRAYS, "chunk_done") if a not in group]
-            if missing or "chunk_rows" not in attrs:
-                problems.append(VerifyProblem(key, "layout", f"{key}: missing arrays/attrs {missing}"))
-                continue
-            n = group["sample_id"].shape[0]
-            done = chunk_done(group)
-            pending = np.flatnonzero(~done).tolist()
-            if pending:
-                problems.append(VerifyProblem(
-                    key, "incomplete",
-                    f"{key}: {len(pending)} of {len(done)} chunk(s) not done (e.g. chunk {pending[0]}); "
-                    "run extract again to finish them"))
-            valid = valid_row_mask(group)
-            for name in feature_arrays(group):
-                if group[name].shape[0] != n:
-                    problems.append(VerifyProblem(key, "layout", f"{key}: {name} has {group[name].shape[0]} rows, "
-                                                  f"sample_id {n}"))
-                    continue
-                rows_per_chunk = attrs["chunk_rows"]
-                for chunk in np.flatnonzero(done).tolist():
-                    start, stop = chunk * rows_per_chunk, min(n, (chunk + 1) * rows_per_chunk)
-                    values = np.asarray(group[name][start:stop], dtype=np.float32)
-                    bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
-                    if len(bad):
-                        row = start + int(bad[0])
-                        problems.append(VerifyProblem(
-                            key, "nonfinite",
-                            f"{key}/{name}: {len(bad)} row(s) with NaN/inf in done chunk {chunk} "
-                            f"(e.g. row {row}, id {group['sample_id'][row]})"))
-            if check_files:
-                ids = strings(group["sample_id"][:])
-                shas = strings(group["image_sha"][:])
-                paths = strings(group["image_path"][:])
-                bad_fp, absent = [], 0
-                for row in np.flatnonzero(valid).tolist():
-                    file = Path(paths[row])
-                    if not file.is_file():
-                        absent += 1
-                        continue
-                    if file_fingerprint(file) != shas[row]:
-                        bad_fp.append(row)
-                if bad_fp:
-                    row = bad_fp[0]
-                    problems.append(VerifyProblem(
-                        key, "fingerprint",
-                        f"{key}: {len(bad_fp)} image(s) changed since their features were computed "
-                        f"(e.g. id {ids[row]}: {paths[row]}); run extract again to recompute them"))
-                if absent:
-                    problems.append(VerifyProblem(
-                        key, "missing-file", f"{key}: {absent} source image(s) no longer exist (features kept)"))
+        return _verify(store, check_files, repair=False)
+
+
+def _verify(store: Store, check_files: bool, *, repair: bool) -> list[VerifyProblem]:
+    problems: list[VerifyProblem] = []
+    for folder in _orphan_group_folders(store):
+        problems.append(VerifyProblem(folder, "layout", f"{folder}: a group folder without its zarr.json (its metadata "
+                                      "was deleted); its features cannot be read -- delete the folder and extract "
+                                      "again"))
+    for key in store.group_names():
+        group = store[key]
+        with storage_errors(store.path):
+            problems += _verify_group(store, group, check_files, repair=repair)
+    return problems
+
+
+def _orphan_group_folders(store: Store) -> list[str]:
+    if store.fmt != "zarr":
+        return []
+    listed = set(store.group_names())
+    return sorted(p.name for p in store.path.iterdir()
+                  if p.is_dir() and not p.name.startswith(("_", ".")) and p.name not in listed)
+
+
+def _verify_group(store: Store, group: Group, check_files: bool, *, repair: bool) -> list[VerifyProblem]:
+    key, attrs, problems = group.key, group.attrs, []
+    missing = [a for a in ("features", *ROW_ARRAYS, "chunk_done") if a not in group]
+    if missing or "chunk_rows" not in attrs or attrs.get("dim") is None:
+        problems.append(VerifyProblem(key, "layout", f"{key}: missing arrays/attrs {missing or ['dim/chunk_rows']} "
+                                      "(a kill while it was created?)"))
+        if repair and _unfinished_creation(group):
+            store.delete_group(key)
+        return problems
+    chunk_rows = int(attrs["chunk_rows"])
+    lengths = {name: group[name].shape[0] for name in (*ROW_ARRAYS, *feature_arrays(group))}
+    n_flags = group["chunk_done"].shape[0]
+    if len(set(lengths.values())) > 1 or n_flags != math.ceil(lengths["sample_id"] / chunk_rows):
+        shown = ", ".join(f"{name} {length}" for name, length in lengths.items())
+        problems.append(VerifyProblem(key, "layout", f"{key}: arrays of different lengths ({shown}; {n_flags} "
+                                      "chunk flags): an append was interrupted"))
+    damaged = chunk_problems(group)
+    for problem in damaged:
+        kind = "nonfinite" if problem.reason.startswith("NaN") else "unreadable"
+        problems.append(VerifyProblem(key, kind, f"{key}/{problem.array}: {problem.reason} in rows "
+                                      f"{problem.rows.start}-{problem.rows.stop - 1} (chunk {problem.chunk})"))
+    if repair:
+        if damaged:
+            repair_chunks(group, damaged)
+        repair_group(group)
+        mark_complete(group)
+    if any(p.array in (*ROW_ARRAYS, "chunk_done") for p in damaged):
+        return problems
+    done = chunk_done(group)
+    pending = np.flatnonzero(~done).tolist()
+    if pending:
+        problems.append(VerifyProblem(
+            key, "incomplete",
+            f"{key}: {len(pending)} of {len(done)} chunk(s) not done (e.g. chunk {pending[0]}); "
+            "run extract again to finish them"))
+    elif not attrs.get("complete", False):
+        problems.append(VerifyProblem(key, "incomplete", f"{key}: the last extract into it did not finish; run "
+                                      "extract again"))
+    if check_files:
+        problems += _verify_files(group)
+    return problems
+
+
+def _verify_files(group: Group) -> list[VerifyProblem]:
+    key = group.key
+    valid = valid_row_mask(group)
+    ids = strings(group["sample_id"][:])
+    shas = strings(group["image_sha"][:])
+    paths = strings(group["image_path"][:])
+    bad_fp, absent, problems = [], 0, []
+    for row in np.flatnonzero(valid).tolist():
+        file = Path(paths[row])
+        if not file.is_file():
+            absent += 1
+            continue
+        if file_fingerprint(file) != shas[row]:
+            bad_fp.append(row)
+    if bad_fp:
+        row = bad_fp[0]
+        problems.append(VerifyProblem(
+            key, "fingerprint",
+            f"{key}: {len(bad_fp)} image(s) changed since their features were computed "
+            f"(e.g. id {ids[row]}: {paths[row]}); run extract again to recompute them"))
+    if absent:
+        problems.append(VerifyProblem(
+            key, "missing-file", f"{key}: {absent} source image(s) no longer exist (features kept)"))
     return problems

@@ -10,7 +10,9 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,13 +66,21 @@ class _H5Strings:
 
 
 class Group:
-    """One group of a store, the same for Zarr and HDF5: arrays by name, JSON-able attributes."""
+    """One group of a store, the same for Zarr and HDF5: arrays by name, JSON-able attributes.
 
-    def __init__(self, handle, fmt: str, key: str, store_path: Path | None = None):
-        self._h = handle
+    ``owner``: the ``Store`` it belongs to; the handle is then looked up through it on every use (an HDF5
+    store reopens its working copy after each checkpoint)."""
+
+    def __init__(self, handle, fmt: str, key: str, store_path: Path | None = None, owner: Store | None = None):
+        self._handle = handle
         self.fmt = fmt
         self.key = key
         self.store_path = store_path
+        self.owner = owner
+
+    @property
+    def _h(self):
+        return self.owner._root[self.key] if self.owner is not None else self._handle
 
     @property
     def attrs(self) -> dict:
@@ -119,15 +129,46 @@ class Group:
         if self.fmt == "hdf5":
             self._h.file.flush()
 
+    def checkpoint(self) -> None:
+        """After a commit: make it durable where the format needs a step for that (HDF5's working copy)."""
+        if self.owner is not None:
+            self.owner.checkpoint()
+
 
 class Store:
-    """An open feature store (Zarr folder or HDF5 file) whose schema has been checked."""
+    """An open feature store (Zarr folder or HDF5 file) whose schema has been checked.
 
-    def __init__(self, path: Path, fmt: str, root, writable: bool):
+    HDF5 is not safe against a kill while it is written in place (a torn write leaves e.g. "bad heap index" and
+    an unreadable file; https://docs.hdfgroup.org/hdf5/develop/_s_w_m_r_t_n.html: only SWMR appends are
+    crash-tolerant). So a writable HDF5 store works on a copy, ``<store>.writing``, that replaces the store
+    (``os.replace``, atomic) at checkpoints and on close: a kill leaves the store as of the last checkpoint. A
+    checkpoint copies the file back, so it is taken only when at least 20x the last copy time has passed (the
+    copying costs at most ~5% of a run).
+    """
+
+    def __init__(self, path: Path, fmt: str, root, writable: bool, *, work_path: Path | None = None,
+                 reopen=None):
         self.path = path
         self.fmt = fmt
         self._root = root
         self.writable = writable
+        self._work = work_path
+        self._reopen = reopen
+        self._copy_seconds = 0.0
+        self._last_checkpoint = time.monotonic()
+
+    def checkpoint(self, force: bool = False) -> None:
+        if self._work is None:
+            return
+        if not force and time.monotonic() - self._last_checkpoint < 20 * self._copy_seconds:
+            return
+        self._root.close()
+        _publish(self._work, self.path)
+        start = time.monotonic()
+        shutil.copy2(self.path, self._work)
+        self._copy_seconds = time.monotonic() - start
+        self._last_checkpoint = time.monotonic()
+        self._root = self._reopen(self._work)
 
     def group_names(self) -> list[str]:
         if self.fmt == "zarr":
@@ -141,10 +182,14 @@ class Store:
         if key not in self._root:
             held = ", ".join(self.group_names()) or "no groups"
             raise MedtransferError(f"group {key!r} is not in store {self.path} (it holds: {held})")
-        return Group(self._root[key], self.fmt, key, self.path)
+        return Group(self._root[key], self.fmt, key, self.path, owner=self)
+
+    def delete_group(self, key: str) -> None:
+        del self._root[key]
 
     def create_group(self, key: str) -> Group:
-        return Group(self._root.create_group(key), self.fmt, key, self.path)
+        self._root.create_group(key)
+        return Group(None, self.fmt, key, self.path, owner=self)
 
     @property
     def attrs(self) -> dict:
@@ -153,12 +198,32 @@ class Store:
     def close(self) -> None:
         if self.fmt == "hdf5":
             self._root.close()
+            if self._work is not None:  # closed cleanly (also after an error): the copy is whole, publish it
+                _publish(self._work, self.path)
+                self._work = None
 
     def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _publish(work: Path, path: Path) -> None:
+    """Atomically replace ``path`` by ``work`` (fsynced first, so the rename never exposes a torn file)."""
+    with open(work, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(work, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def hdf5_work_path(path: Path) -> Path:
+    """The working copy a writer of HDF5 store ``path`` writes to (left behind by a kill: discarded)."""
+    return path.with_name(path.name + ".writing")
 
 
 @contextlib.contextmanager

@@ -377,12 +377,20 @@ def extract(
     workers: Annotated[int, typer.Option(help="DataLoader decode workers; -1 picks by core count.")] = -1,
     label_column: Annotated[str, typer.Option(help="Manifest column holding the label.")] = "label",
     frames: Annotated[str, typer.Option(help=FRAMES_HELP)] = "refuse",
+    repair: Annotated[
+        bool, typer.Option("--repair", help="Mark unreadable or NaN/inf chunks of the store not done and recompute "
+                           "exactly their rows (without it, damaged chunks stop the run with one line).")
+    ] = False,
+    commit_seconds: Annotated[
+        float, typer.Option(help="Commit new rows at least this often (and every 64 rows): what a kill can lose.")
+    ] = 30.0,
 ) -> None:
     """Embed every image once with each frozen backbone; re-running computes only what is missing."""
     from medtransfer.extract import ExtractOptions, extract_many
 
     def report(result) -> None:
-        speed = f" ({result.images_per_second:.1f} img/s)" if result.n_computed else ", the rest already in the store"
+        speed = (f" ({result.images_per_second:.1f} img/s)" if result.n_computed
+                 else ", all already in the store (every stored chunk read back intact)")
         copied = f", {result.n_copied} reused from other studies" if result.n_copied else ""
         console.print(
             f"{result.backbone}: {result.n_computed} of {result.n_images} images computed{speed}{copied} -> "
@@ -392,7 +400,8 @@ def extract(
     options = ExtractOptions(
         weights=weights, label_column=label_column, batch_size=batch_size, device=device, precision=precision,
         num_workers=None if workers < 0 else workers, embeddings=(*embedding, *(["last4"] if layers else [])),
-        fmt=format, pixel_cache=pixel_cache, pixel_size=pixel_size or None, frames=frames, resize=resize,
+        fmt=format, pixel_cache=pixel_cache, pixel_size=pixel_size or None, frames=frames, repair=repair,
+        commit_seconds=commit_seconds, resize=resize,
     )
     extract_many(manifest, backbone, store, options, on_result=report)
 
@@ -433,13 +442,23 @@ def cache_info(
 def cache_verify(
     store: Annotated[Path, typer.Argument(help="Feature store (Zarr folder or .h5 file).")],
     no_files: Annotated[bool, typer.Option("--no-files", help="Skip re-hashing the source images.")] = False,
+    repair: Annotated[
+        bool, typer.Option("--repair", help="Mark unreadable or NaN/inf chunks not done (the next extract recomputes "
+                           "exactly those rows), trim arrays an interrupted append left uneven, drop half-made "
+                           "groups.")
+    ] = False,
 ) -> None:
-    """Check every group: chunks done, no NaN/inf rows, images unchanged since extraction. Exit 1 on problems."""
+    """Check every group: layout and array lengths, chunks done and readable, no NaN/inf rows, images unchanged
+    since extraction. Exit 1 on problems (after --repair: on problems that extract cannot fix by re-running)."""
     from medtransfer.cache_schema import verify_store
 
-    problems = verify_store(store, check_files=not no_files)
+    problems = verify_store(store, check_files=not no_files, repair=repair)
     for p in problems:
         typer.echo(f"{'warning' if p.kind == 'missing-file' else 'problem'}: {p.message}", err=True)
+    if repair and problems:
+        typer.echo(f"repaired: run `medtransfer extract` again on {store} to recompute the rows marked not done",
+                   err=True)
+        return
     if any(p.kind != "missing-file" for p in problems):
         raise typer.Exit(1)
     console.print(f"{store}: ok")
@@ -520,8 +539,8 @@ def adapt(
     splits: Annotated[Path, typer.Option(help="Splits JSON written by `splits`: adapt trains on probe's tasks.")],
     backbone: Annotated[str, typer.Option(help="Backbone to train (see `medtransfer backbones`).")],
     method: Annotated[str, typer.Option(
-        help="Adaptation method from the method registry: `medtransfer methods` lists them with their options "
-        "(fft, lp, lp-ft, bitfit, ln-tune and the peft methods).")] = "lora",
+        help="Adaptation method from the method registry: fft, lp, lora, vpt-deep, ssf, adalora, lora-r4, ... "
+        "(`medtransfer methods` lists them all with their papers and options).")] = "lora",
     weights: Annotated[str, typer.Option(help="'default' (published), 'random', or a local checkpoint.")] = "default",
     out: Annotated[Path, typer.Option(help="Results folder, shared with probe.")] = Path("results"),
     rank: Annotated[int | None, typer.Option(help="Method option rank (LoRA/DoRA/VeRA/LoHa/LoKr; default 8).")] = None,
@@ -597,18 +616,33 @@ def _name_values(items: list[str]) -> dict[str, str]:
 
 
 @app.command()
-def methods() -> None:
-    """List the registered adaptation methods, what each trains, and each method's options (for --option)."""
+@user_errors
+def methods(
+    reference: Annotated[list[str] | None, typer.Option(
+        help="Backbones to compute % trainable on (built on the meta device: no weights; default ViT-B/16 "
+        "(timm:vit_base_patch16_224) and ResNet-50).")] = None,
+) -> None:
+    """List the adaptation methods (medtransfer adapt --method NAME [--option NAME=VALUE ...]): paper, default lr,
+    what each trains, its options with their defaults and help, the families it applies to, and its % trainable
+    parameters on the reference backbones (computed by applying it, not typed)."""
     from rich.table import Table
 
-    from medtransfer.adapt import method_table
+    from medtransfer.adapt.catalog import REFERENCES, method_catalog
 
-    table = Table(title="Adaptation methods (medtransfer adapt --method NAME [--option NAME=VALUE ...])")
-    for column in ("name", "default lr", "trains", "options"):
-        table.add_column(column)
-    for row in method_table():
+    references = tuple(reference) if reference else REFERENCES
+    with console.status("applying every method to the reference backbones") as status:
+        rows = method_catalog(references, progress=lambda name: status.update(f"applied {name}"))
+    table = Table(title="Adaptation methods (medtransfer adapt --method NAME [--option NAME=VALUE ...]; "
+                        "% trainable includes a 2-class head)")
+    for column in ("method", "paper", "lr", "trains", "options (default: help)", "families",
+                   *(f"% {r}" for r in references)):
+        # method names are what a person types next: never wrapped or cut, the prose columns wrap instead
+        table.add_column(column, justify="right" if column.startswith("%") else "left", no_wrap=column == "method")
+    for row in rows:
         options = "\n".join(f"{o['name']} = {o['default']}: {o['help']}" for o in row["options"]) or "-"
-        table.add_row(row["name"], f"{row['lr']:g}", row["trains"], options)
+        shares = [f"{row[r]:.3f}" if row.get(r) is not None else "n/a" for r in references]
+        table.add_row(row["method"], row["paper"], f"{row['lr']:g}", row["trains"], options,
+                      ", ".join(row["families"]) or "-", *shares)
     console.print(table)
 
 
@@ -667,5 +701,134 @@ def summary(
     typer.echo(summarize(results_dir))
 
 
+study_app = typer.Typer(
+    help="Declare a whole benchmark once (TOML), plan its cost, run it on local / Ray / SLURM, resume, report.",
+    no_args_is_help=True,
+)
+app.add_typer(study_app, name="study")
+StudyFile = Annotated[Path, typer.Argument(help="Study file (TOML) written by `study init`.")]
+
+
+@study_app.command("init")
+@user_errors
+def study_init(
+    out: Annotated[Path, typer.Argument(help="Where to write the study file.")] = Path("study.toml"),
+    preset: Annotated[str, typer.Option(help="benchmark (the published 11-backbone grid) or small.")] = "small",
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a study file to fill in (manifest paths), from a preset."""
+    from medtransfer.study import write_preset
+
+    path = write_preset(preset, out, overwrite=force)
+    console.print(f"{preset} study -> {path}; fill in the tasks' manifest paths, then `medtransfer study plan {path}`")
+
+
+@study_app.command("plan")
+@user_errors
+def study_plan(
+    study: StudyFile,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    estimate: Annotated[bool, typer.Option(help="Calibrate each backbone (cached per device) and estimate "
+                                                "device-hours.")] = True,
+    redo_failed: Annotated[bool, typer.Option("--redo-failed", help="Count failed rows as not done.")] = False,
+    calibration_batch: Annotated[int, typer.Option(
+        min=0, help="Images per calibration batch for backbones not calibrated yet on this device (0: 32 on "
+                    "CUDA, 4 on CPU); 1 calibrates large models on a CPU quickly (the estimate then errs high).",
+    )] = 0,
+) -> None:
+    """The job graph: jobs per kind and task, how many are done, and the estimated device-hours."""
+    import json
+
+    from medtransfer.study import load_study
+    from medtransfer.study.status import plan_summary
+
+    spec = load_study(study)
+    note = None if json_output else (lambda name: console.print(f"calibrating {name} ...", highlight=False))
+    summary = plan_summary(spec, with_estimate=estimate, redo_failed=redo_failed,
+                           calibration_batch=calibration_batch, on_backbone=note)
+    if json_output:
+        typer.echo(json.dumps(summary, indent=1))
+        return
+    console.print(f"study {summary['study']}: {summary['jobs']} jobs, {summary['done']} done, "
+                  f"{summary['pending']} to run", highlight=False)
+    for kind, counts in summary["by_kind"].items():
+        console.print(f"  {kind:8} {counts['total']:7d} jobs  {counts['done']:7d} done", highlight=False)
+    for task, counts in summary["by_task"].items():
+        console.print(f"  task {task}: {counts['jobs']} jobs, {counts['done']} done", highlight=False)
+    if "estimate" in summary:
+        est = summary["estimate"]
+        parts = ", ".join(f"{kind} {hours:.1f}" for kind, hours in est["hours_by_kind"].items())
+        console.print(f"estimated device-hours on {est['device']}: {est['total_hours']:.1f} ({parts}); "
+                      f"still to run: {est['pending_hours']:.1f}", highlight=False)
+        for line in est["assumptions"]:
+            console.print(f"  assumes: {line}", highlight=False, markup=False)
+
+
+@study_app.command("run")
+@user_errors
+def study_run(
+    study: StudyFile,
+    executor: Annotated[str, typer.Option(help="local (in-process, sequential), ray or slurm (submitit).")] = "local",
+    retries: Annotated[int | None, typer.Option(help="Retries of a failing job (default: run.retries).")] = None,
+    address: Annotated[str | None, typer.Option(help="Ray: join this cluster instead of starting one.")] = None,
+    slurm_cluster: Annotated[str, typer.Option(help="slurm, or local: the same job arrays as subprocesses.")] = "slurm",
+    redo_failed: Annotated[bool, typer.Option("--redo-failed", help="Run failed rows again.")] = False,
+) -> None:
+    """Run every job not done yet; stop and rerun at will (finished rows are never recomputed). Exit 1 on failures."""
+    from medtransfer.study import load_study, run_study
+
+    spec = load_study(study)
+    summary = run_study(spec, executor=executor, retries=retries, address=address, slurm_cluster=slurm_cluster,
+                        redo_failed=redo_failed, console=console)
+    console.print(f"{len(summary.ran)} job(s) ran, {summary.n_done_before} were done before, {len(summary.failed)} "
+                  f"failed, {len(summary.skipped)} skipped (their inputs failed) in {summary.seconds:.0f} s",
+                  highlight=False)
+    for job_id, reason in summary.failed.items():
+        typer.echo(f"failed: {job_id}: {reason}", err=True)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+@study_app.command("status")
+@user_errors
+def study_status(
+    study: StudyFile,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Jobs done per kind and task, and the failed jobs with their reasons."""
+    import json
+
+    from medtransfer.study import load_study
+    from medtransfer.study.status import status_summary
+
+    summary = status_summary(load_study(study))
+    if json_output:
+        typer.echo(json.dumps(summary, indent=1))
+        return
+    console.print(f"study {summary['study']}: {summary['done']}/{summary['jobs']} jobs done", highlight=False)
+    for kind, counts in summary["by_kind"].items():
+        console.print(f"  {kind:8} {counts['done']}/{counts['total']}", highlight=False)
+    for job_id, reason in summary["failed"].items():
+        console.print(f"  failed: {job_id}: {reason}", highlight=False, markup=False)
+
+
+@study_app.command("report")
+@user_errors
+def study_report(
+    study: StudyFile,
+    out: Annotated[Path, typer.Option(help="Folder for index.html and tables/.")] = Path("report"),
+) -> None:
+    """The HTML report over every task of the study."""
+    from medtransfer.report import build_report
+    from medtransfer.study import load_study
+
+    page = build_report([load_study(study).results], out)
+    console.print(f"report -> {page}")
+
+
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -7,14 +7,17 @@ is there: rows with the same key are replaced, others kept, so several runs can 
 
 from __future__ import annotations
 
+import fcntl
 import logging
-from collections.abc import Mapping
+import os
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import pandas as pd
 
-from medtransfer.errors import MedtransferError
+from medtransfer.errors import MedtransferError, first_line
 from medtransfer.metrics import METRICS
 
 KEY = ["backbone", "method", "regime", "shots", "seed", "fold", "fraction"]
@@ -88,25 +91,93 @@ def write_results(out: str | Path, rows: list[ResultRow], predictions: pd.DataFr
 
     A folder holds the results of one splits file: rows of another are refused, not mixed into its folds.
     Rows (and predictions) with the key of a new row are replaced, and the replacement is logged.
+    Safe under concurrent writers and kills: the read-merge-write holds ``out/.results.lock`` (an flock the OS
+    releases when a writer dies), and each file is written beside itself then renamed over the old one, so a
+    reader or a kill sees the previous table or the new one, never a torn file, and no writer's rows are lost.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     new = _with_key(pd.DataFrame([r.as_record() for r in rows]))
-    old = _with_key(pd.read_parquet(out / RESULTS_FILE)) if (out / RESULTS_FILE).exists() else None
-    if old is not None:
-        _check_same_splits(out, old, new)
-    table, replaced = _merge(old, new)
-    if replaced:
-        LOG.warning("%s: replaced %d earlier row(s) with the same key by this run's", out, replaced)
-    table.to_parquet(out / RESULTS_FILE, index=False)
-    table.to_csv(out / "results.csv", index=False)
-    if old is not None or predictions is not None:
-        # stale predictions go with their rows, even when the new row (a failed fit) has none
-        earlier = _with_key(pd.read_parquet(out / PREDICTIONS_FILE)) if (out / PREDICTIONS_FILE).exists() else None
-        merged, _ = _merge(earlier, _with_key(predictions) if predictions is not None else None, drop=new)
+    with results_lock(out):
+        _remove_stale_temporaries(out)
+        # read everything before writing anything: an unreadable table refuses the write and changes nothing
+        old = _with_key(_read_table(out / RESULTS_FILE))
+        earlier = _with_key(_read_table(out / PREDICTIONS_FILE))
+        if old is not None:
+            _check_same_splits(out, old, new)
+        table, replaced = _merge(old, new)
+        if replaced:
+            LOG.warning("%s: replaced %d earlier row(s) with the same key by this run's", out, replaced)
+        merged = None
+        if old is not None or predictions is not None:
+            # stale predictions go with their rows, even when the new row (a failed fit) has none
+            merged, _ = _merge(earlier, _with_key(predictions) if predictions is not None else None, drop=new)
+        # predictions first: a kill between the renames leaves new predictions beside the old table, whose
+        # rows the rerun replaces, never a table row whose predictions are missing
         if merged is not None:
-            merged.to_parquet(out / PREDICTIONS_FILE, index=False)
+            _replace(out / PREDICTIONS_FILE, lambda path: merged.to_parquet(path, index=False))
+        _replace(out / "results.csv", lambda path: table.to_csv(path, index=False))
+        _replace(out / RESULTS_FILE, lambda path: table.to_parquet(path, index=False))
     return out / RESULTS_FILE
+
+
+LOCK_FILE = ".results.lock"
+_TEMPORARY = ".tmp-"  # prefix of a file being written; renamed over its target once complete
+
+
+@contextmanager
+def results_lock(out: str | Path) -> Iterator[None]:
+    """Hold ``out/.results.lock`` exclusively, waiting for other writers (processes or threads)."""
+    lock_path = Path(out) / LOCK_FILE
+    with open(lock_path, "a+") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _replace(path: Path, write: Callable[[Path], None]) -> None:
+    """Write ``path`` through a temporary beside it, flushed to disk, then renamed over it (atomic on POSIX)."""
+    temporary = path.with_name(f"{_TEMPORARY}{os.getpid()}-{path.name}")
+    try:
+        write(temporary)
+        with open(temporary, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Temporaries of a writer killed mid-write (under the lock, nobody else is writing one)."""
+    for stale in out.glob(f"{_TEMPORARY}*"):
+        stale.unlink(missing_ok=True)
+
+
+def check_results_folder(out: str | Path) -> None:
+    """Refuse a results folder whose earlier tables cannot be read, before any work: probe and adapt merge into
+    them. Both are read whole: a damaged page in the middle passes a footer check."""
+    out = Path(out)
+    for name in (RESULTS_FILE, PREDICTIONS_FILE):
+        _read_table(out / name)
+
+
+def _read_table(path: Path) -> pd.DataFrame | None:
+    """A results or predictions table, None when absent; a damaged file is one line naming it."""
+    if not path.exists():
+        return None
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for damaged files
+        raise _unreadable(path, exc) from None
+
+
+def _unreadable(path: Path, exc: BaseException) -> MedtransferError:
+    return MedtransferError(
+        f"{path} cannot be read ({type(exc).__name__}: {first_line(exc, 120, default='no message')}); move it "
+        "away (results.csv beside it may still hold the rows) or write to another --out"
+    )
 
 
 def _check_same_splits(out: Path, old: pd.DataFrame, new: pd.DataFrame) -> None:
@@ -148,4 +219,4 @@ def read_results(folder: str | Path) -> pd.DataFrame:
     path = Path(folder) / RESULTS_FILE
     if not path.is_file():
         raise MedtransferError(f"no results table in {folder} (expected {RESULTS_FILE}); run probe or adapt first")
-    return pd.read_parquet(path)
+    return _read_table(path)

@@ -54,6 +54,9 @@ def check_method_contract(method: AdaptMethod, backbone: str, options=None) -> N
     if method.is_peft:  # peft's own count, plus our head (always trained)
         peft_trainable, peft_total = model.backbone.get_nb_trainable_parameters()
         assert (trainable_count, total) == (peft_trainable + head, peft_total + head)
+    if method.expected_trainable is not None:  # the closed form from the method's definition
+        fresh = load_backbone(backbone, "random").model
+        assert trainable_count - head == method.expected_trainable(fresh, spec, method.make_options(options))
     assert 0 < 100 * trainable_count / total <= 100
 
 

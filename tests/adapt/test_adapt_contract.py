@@ -7,17 +7,30 @@ import dataclasses
 
 import pytest
 
-from adapt_support import TINY_CNN, TINY_VIT
+from adapt_support import TINY_CNN, TINY_OPEN_CLIP, TINY_TIMM, TINY_VIT
 from medtransfer.adapt.methods import METHODS, get_method
 from medtransfer.errors import MedtransferError
 
-FAMILIES = {"vit": TINY_VIT, "cnn": TINY_CNN}
+# a ViT in each layout the registry builds (HF, open_clip with its fused nn.MultiheadAttention, timm), and a CNN
+FAMILIES = {"vit": TINY_VIT, "open_clip": TINY_OPEN_CLIP, "timm": TINY_TIMM, "cnn": TINY_CNN}
+VITS = ("vit", "open_clip", "timm")
+_LINEAR_ONLY = "the peft tuner wraps nn.Linear only; a CNN's targets are convolutions"
+_NEEDS_BLOCKS = "the method is defined on transformer blocks (tokens, attention and MLP branches)"
 # (method, family) -> why the pair cannot work; the suite checks that it fails with one clear line instead
 EXCLUDED = {
-    ("vera", "cnn"): "peft's VeRA wraps nn.Linear only; a CNN's targets are convolutions",
+    **{(name, "cnn"): _LINEAR_ONLY for name in ("vera", "vera-r4", "vera-r8", "vera-r16", "fourierft", "vblora",
+                                                 "randlora", "shira", "c3a", "miss", "delora", "gralora")},
+    **{(name, "cnn"): _NEEDS_BLOCKS for name in ("vpt-shallow", "vpt-deep", "adaptformer", "adapter", "fact-tt",
+                                                  "fact-tk")},
+    **{("bn-tune", family): "BN-tuning needs BatchNorm layers; ViTs have LayerNorms (ln-tune)" for family in VITS},
 }
-# options the tiny backbones need (their layers are narrower than the defaults assume)
-TINY_OPTIONS = {"oft": {"block_size": 8}, "lora": {"rank": 4}}
+# options the tiny backbones need (their layers are narrower than the defaults assume, 32 wide)
+TINY_OPTIONS = {
+    "oft": {"block_size": 8}, "lora": {"rank": 4}, "adaptformer": {"bottleneck": 8}, "fact-tt": {"rank": 4},
+    "fact-tk": {"rank": 4}, "vblora": {"num_vectors": 16}, "fourierft": {"n_frequency": 64},
+    "miss": {"rank": 8}, "randlora": {"rank": 4}, "shira": {"rank": 4}, "hira": {"rank": 4},
+    "gralora": {"rank": 4}, "adalora": {"rank": 2, "init_rank": 4},
+}
 CASES = [(name, family) for name in METHODS for family in FAMILIES]
 
 
@@ -29,8 +42,10 @@ def test_exclusions_name_registered_methods_and_families():
 def test_every_method_trains_exactly_what_it_declares(method_name, family, method_contract):
     method = get_method(method_name)
     if (method_name, family) in EXCLUDED:
-        with pytest.raises(MedtransferError, match=f"'{method_name}' cannot apply to backbone"):
+        with pytest.raises(MedtransferError, match=f"'{method_name}' cannot apply to backbone") as refused:
             method_contract(method, FAMILIES[family], TINY_OPTIONS.get(method_name))
+        assert "\n" not in str(refused.value) and f"(family {family if family == 'cnn' else 'vit'})" in str(
+            refused.value)
         return
     method_contract(method, FAMILIES[family], TINY_OPTIONS.get(method_name))
 

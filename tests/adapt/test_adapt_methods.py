@@ -65,7 +65,8 @@ def test_method_options_are_checked_with_one_line():
 
 def test_vera_on_a_cnn_names_method_and_backbone():
     spec = get_spec(TINY_CNN)
-    with pytest.raises(MedtransferError, match=r"'vera' cannot apply to backbone 'test-tiny-cnn'.*Conv2d"):
+    with pytest.raises(MedtransferError,
+                       match=r"'vera' cannot apply to backbone 'test-tiny-cnn' \(family cnn\).*Conv2d"):
         _build(TINY_CNN, "vera", spec, **OPTIONS)
 
 

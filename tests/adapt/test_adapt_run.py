@@ -177,3 +177,38 @@ def test_every_method_runs_a_task_end_to_end(data, tmp_path, backbone, method):
     assert row["status"] == "ok" and row["regime"] == "fewshot" and row["n_train"] == 8
     assert np.isfinite(row["roc_auc"]) and 0 < row["pct_trainable"] <= 100
     assert (tmp_path / "predictions.parquet").is_file()
+
+
+class _WritesMarker:
+    """A pickle payload: unpickling it would create the marker file (what a crafted state.pt could do)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_resume_refuses_a_crafted_pickle_and_runs_nothing(data, tmp_path, monkeypatch):
+    import medtransfer.adapt.train as train
+
+    calls = {"n": 0}
+    real = train.compute_metrics
+
+    def dies_in_epoch_two(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train, "compute_metrics", dies_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        _adapt(data, TINY_CNN, "lora", tmp_path / "run", epochs=3, patience=10)
+    monkeypatch.setattr(train, "compute_metrics", real)
+    (state,) = list((tmp_path / "run").rglob("state.pt"))
+    marker = tmp_path / "executed"
+    torch.save({"epoch": 1, "payload": _WritesMarker(marker)}, state)
+    with pytest.raises(MedtransferError, match="refusing the training state") as caught:
+        _adapt(data, TINY_CNN, "lora", tmp_path / "run", epochs=3, patience=10, resume=True)
+    assert "\n" not in str(caught.value)
+    assert not marker.exists()

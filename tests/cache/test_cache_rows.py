@@ -91,12 +91,13 @@ def test_apply_plan_then_filler_commits_whole_chunks_in_order(tmp_path):
         group = cache_schema.create_group(store, "g", {"features": 2}, {}, chunk_rows=2)
         first = plan_rows(cache_schema.row_index(group), images("abc", "ABC"))
         ready = cache_schema.apply_plan(group, first)
-        assert ready == {} and group.attrs["n"] == 3
+        assert ready == {} and group.attrs["n"] == 0  # new rows are appended only with their data
         commits = []
+        plans = [first]
 
         def commit(chunk, data):
             commits.append(chunk)
-            cache_schema.write_chunk(group, chunk, data)
+            cache_schema.write_chunk(group, chunk, data, plan=plans[-1])
 
         filler = cache_rows.ChunkFiller(first, ready, commit)
         filler.add(2, {"features": np.full(2, 2.0)})
@@ -108,6 +109,7 @@ def test_apply_plan_then_filler_commits_whole_chunks_in_order(tmp_path):
         assert commits == [0, 1]
         second = plan_rows(cache_schema.row_index(group), images("abcd", "ABCA"))
         assert second.keep == [2] and second.copy == {3: 0} and second.compute == []
+        plans.append(second)
         filler = cache_rows.ChunkFiller(second, cache_schema.apply_plan(group, second), commit)
         filler.finish("g")
         assert commits == [0, 1, 1]

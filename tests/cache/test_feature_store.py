@@ -71,12 +71,11 @@ def test_crash_mid_run_resumes_recomputing_at_most_one_chunk(data, store_name, m
     real_write = cache_schema.write_chunk
     calls = []
 
-    def crashing_write(group, chunk, arrays, where=""):
+    def crashing_write(group, chunk, arrays, where="", **kwargs):
         calls.append(chunk)
-        if len(calls) == 2:  # dies while writing the second chunk: data written, flag not
-            group["features"][4:8] = arrays["features"].astype(group.attrs["dtype"])
+        if len(calls) == 2:  # dies while writing the second chunk, before its flag
             raise KeyboardInterrupt("killed")
-        real_write(group, chunk, arrays, where)
+        real_write(group, chunk, arrays, where, **kwargs)
 
     monkeypatch.setattr(cache_schema, "write_chunk", crashing_write)
     with pytest.raises(KeyboardInterrupt):
@@ -266,8 +265,8 @@ class Slow(fx.TinyCNN):
 register(fx._spec("tiny-test-slow", lambda pretrained: Slow()))
 from medtransfer import cache_schema
 real = cache_schema.write_chunk
-def tell(group, chunk, arrays, where=""):
-    real(group, chunk, arrays, where)
+def tell(group, chunk, arrays, where="", **kwargs):
+    real(group, chunk, arrays, where, **kwargs)
     open({marker!r}, "a").write("x")
 cache_schema.write_chunk = tell
 from medtransfer.extract import extract_features

@@ -76,6 +76,15 @@ class AdaptMethod:
     refit_with_val: bool = False  # full regime: retrain on train + val for the epochs val chose (as probe does)
     # AdaptConfig fields this method needs other than the global defaults (options the user gives still win)
     config_defaults: dict = field(default_factory=dict)
+    paper: str = ""  # where the method and its default hyperparameters come from (``medtransfer methods``)
+    # closed-form trainable-parameter count of the backbone after apply, from the method's definition
+    # (e.g. VPT-deep: layers x prompt length x width); None for peft methods (peft counts its own)
+    expected_trainable: Callable[[nn.Module, BackboneSpec, MethodOptions], int] | None = field(
+        default=None, repr=False)
+    # called by ``train.fit`` after every optimizer step with (backbone, step, total_steps), before the
+    # gradients are cleared: AdaLoRA's rank-budget schedule
+    step_hook: Callable[[nn.Module, int, int], None] | None = field(default=None, repr=False)
+    label_base: str = ""  # presets (lora-r4) label their rows as their base method does (lora-r4, not lora-r4-r4)
 
     def __post_init__(self) -> None:
         checks = [
@@ -108,7 +117,8 @@ class AdaptMethod:
     def label(self, options: MethodOptions) -> str:
         """The results table's ``method`` value: ranks (and a non-default ``--targets`` preset) are part of it so
         that r4/r8/r16 rows, and lora-r8 beside lora-r8-qv, coexist."""
-        label = f"{self.name}-r{options.rank}" if self.uses_rank else self.name
+        base = self.label_base or self.name
+        label = f"{base}-r{options.rank}" if self.uses_rank else base
         if isinstance(options, PeftOptions) and options.targets != DEFAULT_TARGET_PRESET:
             label = f"{label}-{options.targets}"
         return label
@@ -132,7 +142,7 @@ def get_method(name: str) -> AdaptMethod:
 
 def method_table() -> list[dict]:
     return [{"name": m.name, "lr": m.default_lr, "trains": m.trains, "description": m.description,
-             "options": m.options.describe()} for m in METHODS.values()]
+             "paper": m.paper, "options": m.options.describe()} for m in METHODS.values()]
 
 
 # --- helpers -----------------------------------------------------------------------------------------------
@@ -179,7 +189,8 @@ def check_targets(model: nn.Module, spec: BackboneSpec, method: str, patterns: t
             if not isinstance(module, supported):
                 kinds = ", ".join(t.__name__ for t in supported)
                 raise MedtransferError(
-                    f"method {method!r} cannot apply to backbone {spec.name!r}: target {name!r} is a "
+                    f"method {method!r} cannot apply to backbone {spec.name!r} "
+                    f"(family {spec.family}): target {name!r} is a "
                     f"{type(module).__name__}, and peft's {method} supports only {kinds}"
                 )
     return matched
@@ -233,7 +244,8 @@ def _blockwise(modules: dict[str, nn.Module], block: int, method: str, spec: Bac
     if len(excluded) == len(modules):
         sizes = sorted({_in_features(m) for m in modules.values()} - {None})
         raise MedtransferError(
-            f"method {method!r} cannot apply to backbone {spec.name!r}: no target's input size {sizes} is a "
+            f"method {method!r} cannot apply to backbone {spec.name!r} "
+            f"(family {spec.family}): no target's input size {sizes} is a "
             f"multiple of the block size {block}; choose another block size (--option block_size=N)"
         )
     if excluded:
@@ -272,7 +284,7 @@ def _apply_bitfit(model: nn.Module, spec: BackboneSpec, options: MethodOptions, 
             found += 1
     if not found:
         raise MedtransferError(
-            f"method 'bitfit' cannot apply to backbone {spec.name!r}: it has no parameter named "
+            f"method 'bitfit' cannot apply to backbone {spec.name!r} (family {spec.family}): it has no parameter named "
             f"*.{spec.targets.bias_suffix}"
         )
     if config.train_norms:
@@ -283,7 +295,8 @@ def _apply_bitfit(model: nn.Module, spec: BackboneSpec, options: MethodOptions, 
 def _apply_ln_tune(model: nn.Module, spec: BackboneSpec, options: MethodOptions, config: AdaptConfig) -> nn.Module:
     _freeze(model)
     if not norm_modules(model, spec):
-        raise MedtransferError(f"method 'ln-tune' cannot apply to backbone {spec.name!r}: it has no norm layers")
+        raise MedtransferError(f"method 'ln-tune' cannot apply to backbone {spec.name!r} "
+                               f"(family {spec.family}): it has no norm layers")
     _unfreeze_norms(model, spec)
     return model
 
@@ -324,20 +337,40 @@ def peft_apply(make_config: Callable[[Any, PeftCall], Any], method: str, support
     def apply(model: nn.Module, spec: BackboneSpec, options: MethodOptions, config: AdaptConfig) -> nn.Module:
         import peft
 
-        patterns = target_patterns(spec, method, supported, preset=options.targets, model=model)
+        patterns = callable_patterns(model, spec, method, target_patterns(spec, method, supported,
+                                                                          preset=options.targets, model=model))
         matched = check_targets(model, spec, method, patterns, supported)
         peft_config = make_config(peft, PeftCall(list(patterns), matched, spec, options, config))
         try:
             wrapped = peft.get_peft_model(model, peft_config)
         except (ValueError, TypeError, RuntimeError) as exc:  # peft's "unsupported layer" errors are RuntimeErrors
             raise MedtransferError(
-                f"method {method!r} cannot apply to backbone {spec.name!r}: peft says: {first_line(exc, 200)}"
+                f"method {method!r} cannot apply to backbone {spec.name!r} "
+                f"(family {spec.family}): peft says: {first_line(exc, 200)}"
             ) from exc
         if config.train_norms:
             _unfreeze_norms(wrapped, spec)
         return wrapped
 
     return apply
+
+
+def callable_patterns(model: nn.Module, spec: BackboneSpec, method: str, patterns: tuple[str, ...]) -> tuple[str, ...]:
+    """Leave out patterns that select only ``nn.MultiheadAttention.out_proj``: MHA reads that Linear's weight
+    without calling it, so a peft layer wrapped around it never runs and its adapter would never train (open_clip
+    ViTs; only LoRA, which wraps the whole MHA, adapts their attention). Named in a warning; an error if none is
+    left."""
+    inside = {f"{n}.out_proj" for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)}
+    dropped = [p for p in patterns if (names := resolve_targets(model, (p,))) and set(names) <= inside]
+    if not dropped:
+        return patterns
+    kept = tuple(p for p in patterns if p not in dropped)
+    if not kept:
+        raise MedtransferError(f"method {method!r} cannot apply to backbone {spec.name!r} (family {spec.family}): "
+                               "its only targets are MultiheadAttention.out_proj layers, which peft cannot wrap")
+    LOG.warning("%s on %s: target(s) %s left out: nn.MultiheadAttention never calls its out_proj, so a peft "
+                "layer there would not train; the attention stays frozen", method, spec.name, ", ".join(dropped))
+    return kept
 
 
 def _lora(peft, call: PeftCall):
@@ -397,16 +430,17 @@ def declares_prefixes(prefixes: tuple[str, ...]):
 
 def register_peft_method(*, name: str, description: str, trains: str, make_config: Callable[[Any, PeftCall], Any],
                          supported: tuple[type, ...], adapter_prefixes: tuple[str, ...],
-                         options: type[PeftOptions] = PeftOptions) -> AdaptMethod:
+                         options: type[PeftOptions] = PeftOptions, **traits: Any) -> AdaptMethod:
     """A peft method in one call: ``make_config(peft, call)`` returns its peft config; the targets it may wrap
     are ``supported``; its trained parameters are named by ``adapter_prefixes``; its options extend
-    ``PeftOptions`` (the ``targets`` preset)."""
+    ``PeftOptions`` (the ``targets`` preset); ``traits`` as in :func:`register_method` (``paper=``,
+    ``step_hook=`` ...)."""
     if not (isinstance(options, type) and issubclass(options, PeftOptions)):
         raise MedtransferError(f"peft method {name!r}: options must extend PeftOptions (the targets preset)")
     return register_method(
         name=name, description=description, trains=f"{trains} + head", default_lr=PEFT_LR,
         apply=peft_apply(make_config, name, supported), declares=declares_prefixes(adapter_prefixes),
-        options=options, is_peft=True, adapter_prefixes=adapter_prefixes, supported=supported)
+        options=options, is_peft=True, adapter_prefixes=adapter_prefixes, supported=supported, **traits)
 
 
 LINEAR_CONV = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -416,52 +450,73 @@ FFT_LR = 1e-5
 
 register_method(
     name="fft", description="full fine-tuning", trains="every backbone parameter + head",
-    default_lr=FFT_LR, apply=_apply_fft, declares=_declares_all, norm_stats="train")
+    default_lr=FFT_LR, apply=_apply_fft, declares=_declares_all, norm_stats="train",
+    paper="full fine-tuning (baseline)")
 register_method(
     name="lp", description="linear probe in the training loop (frozen backbone, features standardised on train)",
     trains="head only", default_lr=3e-2, apply=_apply_lp, declares=_declares_none, backbone_eval=True,
     default_augment="none", refit_with_val=True,
     # the head trains on embeddings computed once, so epochs are cheap: train to convergence (stopping on
     # validation loss) so that lp lands where probe's logreg does; 20 epochs at 1e-3 left it 0.17 MCC short
-    config_defaults={"epochs": 100, "early_stopping": "loss"})
+    config_defaults={"epochs": 100, "early_stopping": "loss"},
+    paper="linear probe (baseline)")
 register_method(
     name="lp-ft", description="linear probe (logreg, C tuned on val) initialises the head, then full fine-tuning",
     trains="every backbone parameter + head (initialised from the probe)", default_lr=FFT_LR, apply=_apply_fft,
-    declares=_declares_all, norm_stats="train", head_init="probe")
+    declares=_declares_all, norm_stats="train", head_init="probe",
+    paper="Kumar et al. 2022, arXiv:2202.10054")
 register_method(
     name="bitfit", description="BitFit: biases only", trains="every *.bias + head", default_lr=PEFT_LR,
-    apply=_apply_bitfit, declares=_declares_bitfit)
+    apply=_apply_bitfit, declares=_declares_bitfit,
+    paper="Zaken et al. 2022, arXiv:2106.10199")
 register_method(
     name="ln-tune", description="normalisation layers only (LayerNorm; BatchNorm for CNNs, statistics too)",
     trains="norm-layer weights and biases + head", default_lr=PEFT_LR, apply=_apply_ln_tune,
-    declares=_declares_norms, norm_stats="train")
+    declares=_declares_norms, norm_stats="train",
+    paper="Zhao et al. 2024, arXiv:2312.11420")
 register_peft_method(
     name="lora", description="LoRA (peft), alpha = 2 x rank unless given", trains="LoRA A/B on the targets",
-    make_config=_lora, supported=LORA_TYPES, adapter_prefixes=("lora_A", "lora_B"), options=LowRankOptions)
+    make_config=_lora, supported=LORA_TYPES, adapter_prefixes=("lora_A", "lora_B"), options=LowRankOptions,
+    paper="Hu et al. 2022, arXiv:2106.09685")
 register_peft_method(
     name="dora", description="DoRA: weight-decomposed LoRA (peft use_dora)",
     trains="LoRA A/B + magnitude vectors on the targets", make_config=_dora, supported=LINEAR_CONV,
-    adapter_prefixes=("lora_A", "lora_B", "lora_magnitude_vector"), options=LowRankOptions)
+    adapter_prefixes=("lora_A", "lora_B", "lora_magnitude_vector"), options=LowRankOptions,
+    paper="Liu et al. 2024, arXiv:2402.09353")
 register_peft_method(
     name="vera", description="VeRA (peft): frozen shared random projections, trained scaling vectors",
     trains="VeRA lambda_b / lambda_d vectors", make_config=_vera, supported=(nn.Linear,),
-    adapter_prefixes=("vera_lambda_",), options=VeraOptions)
+    adapter_prefixes=("vera_lambda_",), options=VeraOptions,
+    paper="Kopiczko et al. 2024, arXiv:2310.11454")
 register_peft_method(
     name="ia3", description="(IA)^3 (peft): learned rescaling of target activations", trains="IA3 scaling vectors",
-    make_config=_ia3, supported=(nn.Linear, nn.Conv2d, nn.Conv3d), adapter_prefixes=("ia3_l",))
+    make_config=_ia3, supported=(nn.Linear, nn.Conv2d, nn.Conv3d), adapter_prefixes=("ia3_l",),
+    paper="Liu et al. 2022, arXiv:2205.05638")
 register_peft_method(
     name="loha", description="LoHa (peft): low-rank Hadamard product", trains="LoHa factors on the targets",
     make_config=_loha, supported=(nn.Linear, nn.Conv1d, nn.Conv2d), adapter_prefixes=("hada_",),
-    options=LowRankOptions)
+    options=LowRankOptions,
+    paper="Hyeon-Woo et al. 2022, arXiv:2108.06098")
 register_peft_method(
     name="lokr", description="LoKr (peft): low-rank Kronecker product", trains="LoKr factors on the targets",
     make_config=_lokr, supported=(nn.Linear, nn.Conv1d, nn.Conv2d), adapter_prefixes=("lokr_",),
-    options=LowRankOptions)
+    options=LowRankOptions,
+    paper="Yeh et al. 2024, arXiv:2309.14859")
 register_peft_method(
     name="oft", description="OFT (peft): orthogonal fine-tuning, block size 32 (targets whose input it does not "
     "divide are skipped)", trains="OFT rotation blocks on the targets", make_config=_oft,
-    supported=(nn.Linear, nn.Conv2d), adapter_prefixes=("oft_",), options=OftOptions)
+    supported=(nn.Linear, nn.Conv2d), adapter_prefixes=("oft_",), options=OftOptions,
+    paper="Qiu et al. 2023, arXiv:2306.07280")
 register_peft_method(
     name="boft", description="BOFT (peft): butterfly orthogonal fine-tuning, block size 4",
     trains="BOFT blocks and scales on the targets", make_config=_boft, supported=(nn.Linear, nn.Conv2d),
-    adapter_prefixes=("boft_",), options=BoftOptions)
+    adapter_prefixes=("boft_",), options=BoftOptions,
+    paper="Liu et al. 2024, arXiv:2311.06243")
+
+# The methods of the medical PEFT benchmarks (issue 15), one module each: peft's other tuners, the vision methods
+# of ``adapt/vision/`` and the LoRA / VeRA rank presets. Imported last: they register through the functions above.
+from medtransfer.adapt import (  # noqa: E402,F401
+    peft_tuners,
+    presets,  # noqa: E402,F401  (after lora and vera)
+    vision,
+)

@@ -32,7 +32,7 @@ from medtransfer.backbones.registry import load_backbone
 from medtransfer.data.manifest import Manifest, load_manifest
 from medtransfer.device import resolve_device
 from medtransfer.errors import MedtransferError
-from medtransfer.results import ResultRow, write_results
+from medtransfer.results import ResultRow, check_results_folder, write_results
 from medtransfer.splits.schema import SplitsFile, load_splits
 from medtransfer.splits.tasks import Task, tasks_for
 
@@ -152,6 +152,7 @@ def run_adapt(
     splits_file.check_manifest(manifest.fingerprint)
     torch_device = resolve_device(run.device)
     autocast_dtype(settings.config.precision, torch_device)  # fp16 off CUDA: refused before any work
+    check_results_folder(out)  # an unreadable earlier table: refused before any training, not after it
     tasks = settings.selection.select(splits_file)
 
     loaded = load_backbone(backbone, weights)

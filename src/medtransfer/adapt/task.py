@@ -194,7 +194,9 @@ class _TaskRunner:
     def _fit(self, prepared: _Prepared, data: tuple, *, epochs: int | None, folder: Path, desc: str) -> FitResult:
         job = self.job
         config = job.config if epochs is None else replace(job.config, epochs=epochs)
-        schedule = Schedule(config, self.lr, self.head_lr, method_options=job.options.to_json())
+        hook, backbone = job.method.step_hook, prepared.model.backbone
+        schedule = Schedule(config, self.lr, self.head_lr, method_options=job.options.to_json(),
+                            on_step=None if hook is None else lambda step, total: hook(backbone, step, total))
         data = TrainData(prepared.inputs, *data, job.n_classes, prepared.generator)
         return fit(prepared.module, data, schedule, device=job.device, set_mode=prepared.set_mode,
                    checkpoint=Checkpoint(folder, self.run_options.resume), progress=self.run_options.progress,
@@ -302,8 +304,8 @@ def _smoke_forward(model: Classifier, images: ImageInputs, rows: torch.Tensor, j
             model(images(rows, False))
     except (RuntimeError, ValueError, TypeError) as exc:
         raise MedtransferError(
-            f"method {job.method.name!r} cannot apply to backbone {job.spec.name!r}: the wrapped model fails: "
-            f"{first_line(exc, 200)}"
+            f"method {job.method.name!r} cannot apply to backbone {job.spec.name!r} (family {job.spec.family}): "
+            f"the wrapped model fails: {first_line(exc, 200)}"
         ) from exc
 
 

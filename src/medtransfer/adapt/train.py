@@ -34,6 +34,8 @@ from medtransfer.errors import MedtransferError
 from medtransfer.metrics import compute_metrics
 
 STATE_FILE = "state.pt"
+STATE_KEYS = frozenset({"epoch", "history", "elapsed", "model", "optimizer", "scheduler", "scaler", "generator",
+                        "torch_rng", "best_state", "best_epoch", "best_score", "bad_epochs", "settings"})
 
 
 class ImageInputs:
@@ -130,6 +132,9 @@ class Schedule:
     lr: float
     head_lr: float
     method_options: str = "{}"
+    # the method's per-step hook, ``on_step(step, total_steps)`` after each optimizer step and before the
+    # gradients are cleared (AdaLoRA's rank budget); not part of ``settings``
+    on_step: Callable[[int, int], None] | None = field(default=None, compare=False, repr=False)
 
     def settings(self) -> str:
         return json.dumps({"config": self.config.to_json(), "lr": [self.lr, self.head_lr],
@@ -198,6 +203,25 @@ def _full_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
+def load_state(path: Path) -> dict:
+    """The training state saved by ``fit``, read with ``weights_only=True``: tensors, numbers, strings and
+    containers only, so a crafted ``state.pt`` in a results folder cannot run code (torch's restricted
+    unpickler, https://pytorch.org/docs/stable/notes/serialization.html#weights-only); anything else is one
+    clear error and nothing of it is executed."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError for a forbidden global, RuntimeError/EOFError for a torn file
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MedtransferError(
+            f"refusing the training state {path}: it is not a plain tensor/number state saved by medtransfer "
+            f"({reason[:160]}); delete it and run without --resume"
+        ) from None
+    if not isinstance(saved, dict) or not set(saved) >= STATE_KEYS:
+        raise MedtransferError(f"refusing the training state {path}: it lacks the fields medtransfer saves; "
+                               "delete it and run without --resume")
+    return saved
+
+
 def fit(
     module: nn.Module,
     data: TrainData,
@@ -232,8 +256,8 @@ def fit(
     if n_batches > 1 and n_train % batch_size == 1:
         n_batches -= 1  # drop a final batch of one sample (BatchNorm cannot train on it)
     steps_per_epoch = math.ceil(n_batches / config.grad_accumulation)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(config.epochs * steps_per_epoch, config.warmup_fraction))
+    total_steps = config.epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, config.warmup_fraction))
     weight = class_weights(y_train, data.n_classes).to(device) if config.balance == "weighted-loss" else None
     y_train_t = torch.as_tensor(y_train, dtype=torch.long)
     y_val_t = torch.as_tensor(y_val, dtype=torch.long)
@@ -246,7 +270,7 @@ def fit(
     best_state, best_epoch, best_score, bad_epochs = None, 0, -math.inf, 0
     state_path = checkpoint.path if checkpoint is not None else None
     if checkpoint is not None and checkpoint.resume and state_path.is_file():
-        saved = torch.load(state_path, map_location="cpu", weights_only=False)
+        saved = load_state(state_path)
         if saved.get("settings") != schedule.settings():
             raise MedtransferError(
                 f"the run in {checkpoint.folder} was started with other settings; drop --resume, or use the same "
@@ -289,6 +313,8 @@ def fit(
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
+                if schedule.on_step is not None:
+                    schedule.on_step(scheduler.last_epoch, total_steps)
                 optimizer.zero_grad(set_to_none=True)
             running += loss.detach() * len(index)
             seen += len(index)

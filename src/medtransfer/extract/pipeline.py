@@ -89,7 +89,10 @@ class ExtractOptions:
     num_workers: int | None = None  # DataLoader decode workers; None picks by core count
     embeddings: tuple[str, ...] = ()  # extra kinds stored beside the default (vocabulary.EMBEDDING_KINDS)
     dtype: str = "float16"  # of the stored features
-    chunk_rows: int = cache_schema.DEFAULT_CHUNK_ROWS  # rows per chunk: the unit of resume
+    chunk_rows: int = cache_schema.DEFAULT_CHUNK_ROWS  # rows per chunk: the unit of storage
+    commit_rows: int = 64  # new rows are committed at least this often ...
+    commit_seconds: float = 30.0  # ... and at least this often: what a kill can lose
+    repair: bool = False  # first mark unreadable or non-finite done chunks of the group as not done
     fmt: str | None = None  # zarr, hdf5, or None/auto (by the store's suffix)
     pixel_cache: str | Path | bool | None = None  # a Zarr path, True for <store>.pixels.zarr, None: decode files
     pixel_size: int | None = None  # cached size; None: the largest input size of the backbones
@@ -104,8 +107,8 @@ class ExtractOptions:
     def checked(self) -> ExtractOptions:
         if self.dtype not in ("float16", "float32"):
             raise MedtransferError(f"feature dtype must be float16 or float32, not {self.dtype!r}")
-        if self.batch_size < 1 or self.chunk_rows < 1:
-            raise MedtransferError("--batch-size and the chunk size must be positive")
+        if self.batch_size < 1 or self.chunk_rows < 1 or self.commit_rows < 1 or self.commit_seconds <= 0:
+            raise MedtransferError("--batch-size, the chunk size and the commit interval must be positive")
         if self.resize not in RESIZE_POLICIES:
             raise MedtransferError(f"unknown --resize {self.resize!r}; use {', '.join(RESIZE_POLICIES)}")
         return replace(self, embeddings=parse_embeddings(self.embeddings))
@@ -231,13 +234,18 @@ def _extract_one(job: _Job, name: str) -> ExtractResult:
         _note_other_preprocessing(store, backbone, name, job.options.weights)
         group = cache_schema.create_group(store, backbone.key, backbone.dims, backbone.attrs, job.options.dtype,
                                           job.options.chunk_rows)
+        cache_schema.check_chunks(group, repair=job.options.repair)  # damaged chunks first: repair reads them
+        with cache_rows.storage_errors(job.store):
+            cache_schema.repair_group(group)
         plan = _plan(group, job)
         filler = cache_rows.ChunkFiller(plan, cache_schema.apply_plan(group, plan),
-                                        lambda chunk, data: cache_schema.write_chunk(group, chunk, data))
+                                        lambda chunk, data: cache_schema.write_chunk(group, chunk, data, plan=plan),
+                                        commit_rows=job.options.commit_rows,
+                                        commit_seconds=job.options.commit_seconds)
         filler.flush()
         if plan.compute:
-            _run_model(job, backbone, _dataset(job, group, plan.compute, backbone.preprocessing), rows=plan.compute,
-                       filler=filler, where=_locator(job.manifest, group))
+            _run_model(job, backbone, _dataset(job, plan, backbone.preprocessing), rows=plan.compute,
+                       filler=filler, where=_locator(job.manifest, group, plan))
         filler.finish(backbone.key)
         cache_schema.mark_complete(group)
         embeddings_present = tuple(group.attrs.get("embeddings", ()))
@@ -290,10 +298,10 @@ def _plan(group, job: _Job) -> cache_rows.RowPlan:
     return plan
 
 
-def _locator(manifest: Manifest, group) -> Callable[[int], str]:
+def _locator(manifest: Manifest, group, plan: cache_rows.RowPlan) -> Callable[[int], str]:
     """Store row -> where a person finds its image: the manifest row, or the store row of an earlier manifest."""
     manifest_row = {sample_id: k for k, sample_id in enumerate(manifest.ids)}
-    ids_now = cache_store.strings(group["sample_id"][:])
+    ids_now = [*cache_store.strings(group["sample_id"][:]).tolist(), *(key for key, _, _ in plan.append)]
 
     def where(row: int) -> str:
         sample_id = str(ids_now[row])
@@ -320,11 +328,13 @@ def _output_dims(embed, prep, kinds, embed_dim) -> dict[str, int]:
     return {k: int(v.shape[1]) for k, v in out.items()}
 
 
-def _dataset(job: _Job, group, rows: list[int], prep: Preprocessing):
-    all_paths = cache_store.strings(group["image_path"][:])
+def _dataset(job: _Job, plan: cache_rows.RowPlan, prep: Preprocessing):
+    """The inputs of the plan's rows to compute (new rows are not in the group yet: their files come from the plan)."""
+    rows = plan.compute
+    all_paths = plan.files
     if job.cache is None:
         return ImageDataset([str(all_paths[r]) for r in rows], list(range(len(rows))), prep)
-    all_shas = cache_store.strings(group["image_sha"][:])
+    all_shas = plan.shas
     cache = job.cache
     missing = [r for r in rows if str(all_shas[r]) not in cache.index]
     if missing:  # rows left pending by an earlier run of another manifest: add their images to the cache

@@ -188,8 +188,8 @@ def fill_pixel_cache(
 ) -> tuple[PixelCache, int]:
     """Decode and resize the images not yet cached (by content); returns the cache and how many were decoded.
 
-    Resumable like the feature store (the same ``cache_rows`` plan and writer): rows are appended first, each
-    chunk's flag is written after its pixels. ``after_chunk(chunk)`` runs after each commit (tests, progress).
+    Resumable like the feature store (the same ``cache_rows`` plan and writer): rows are appended with their
+    pixels, each chunk's flag is written after them. ``after_chunk(chunk)`` runs after each commit (tests, progress).
     """
     if dtype not in PIXEL_DTYPES:
         raise MedtransferError(f"pixel cache dtype must be uint8 or uint16, not {dtype!r}")
@@ -199,20 +199,20 @@ def fill_pixel_cache(
     shas = fingerprints([str(p) for p in image_paths])  # memoized: free when the caller has just hashed them
     with cache_store.writer_lock(path):
         group = _pixel_group(_open_root(path, "a"), path, size=size, dtype=dtype, chunk_rows=chunk_rows)
+        cache_rows.repair(group, key_array="image_sha", data_arrays=list(PIXEL_ARRAYS))
         plan = cache_rows.plan_rows(cache_rows.read_index(group, "image_sha"),
                                     cache_rows.Images(keys=shas, shas=shas, paths=[str(p) for p in image_paths]))
         ready = cache_rows.apply_plan(group, plan, key_array="image_sha", data_arrays=list(PIXEL_ARRAYS))
 
         def commit(chunk: int, arrays: dict[str, np.ndarray]) -> None:
-            cache_rows.commit_chunk(group, chunk, arrays)
+            cache_rows.commit_chunk(group, chunk, arrays, plan=plan, key_array="image_sha")
             if after_chunk is not None:
                 after_chunk(chunk)
 
         filler = cache_rows.ChunkFiller(plan, ready, commit)
         filler.flush()
         if plan.compute:
-            all_paths = cache_store.strings(group["image_path"][:])
-            _decode_rows([str(all_paths[r]) for r in plan.compute], plan.compute, filler, size=size, dtype=dtype,
+            _decode_rows([plan.files[r] for r in plan.compute], plan.compute, filler, size=size, dtype=dtype,
                          num_workers=num_workers, progress=progress)
         filler.finish(f"pixel cache {path}")
     return open_pixel_cache(path, size, dtype), len(plan.compute)

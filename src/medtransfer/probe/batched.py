@@ -45,6 +45,11 @@ class SolverSettings:
     device: str = "auto"  # device.resolve_device
     max_iter: int = 200
     tol: float = 1e-4
+    loss: str = "log"  # or "squared_hinge" (linear SVM): see solver.solve_logreg
+    penalize_intercept: bool = False  # liblinear's (LinearSVC's) penalized intercept
+
+    def objective(self) -> dict:
+        return {"loss": self.loss, "penalize_intercept": self.penalize_intercept}
 
 
 def class_weights(y: np.ndarray, balanced: bool) -> np.ndarray:
@@ -100,7 +105,7 @@ def _fit_linear_grid(x_all, y_all, train_rows, Cs, *, n_classes, steps, balanced
         y = torch.as_tensor(y_all, device=dev).expand(len(diag_large), -1)
         sol = _solve_c_path(SharedDesign(x_dev, mu, scale), y, torch.as_tensor(mask, dtype=dtype, device=dev),
                             torch.as_tensor(cs[diag_large], dtype=dtype, device=dev), n_classes=n_classes,
-                            max_iter=max_iter, tol=tol)
+                            max_iter=max_iter, tol=tol, objective=solver.objective())
         _store(out, diag_large, sol, affines)
     buckets = [(bucket, True) for bucket in _buckets(small, [len(r) for r in train_rows])]
     for group, reduce in [*buckets, (matrix_large, False)]:
@@ -124,7 +129,7 @@ def _fit_linear_grid(x_all, y_all, train_rows, Cs, *, n_classes, steps, balanced
         sol = solve_logreg(DenseDesign(zt), torch.as_tensor(y, device=dev),
                            torch.as_tensor(sw, dtype=dtype, device=dev),
                            torch.as_tensor(cs[group], dtype=dtype, device=dev), n_classes=n_classes,
-                           max_iter=max_iter, tol=tol)
+                           max_iter=max_iter, tol=tol, **solver.objective())
         if back is not None:
             sol = Solution(w=torch.einsum("gdn,gpnq->gpdq", back, sol.w), b=sol.b, iterations=sol.iterations,
                            converged=sol.converged)
@@ -132,19 +137,22 @@ def _fit_linear_grid(x_all, y_all, train_rows, Cs, *, n_classes, steps, balanced
     return out
 
 
-def _solve_c_path(design, y, sw, cs: torch.Tensor, *, n_classes: int, max_iter: int, tol: float) -> Solution:
+def _solve_c_path(design, y, sw, cs: torch.Tensor, *, n_classes: int, max_iter: int, tol: float,
+                  objective: dict | None = None) -> Solution:
     """``solve_logreg`` over a C grid [G, P], with warm starts along the weak-penalty end of the path: the
     smaller half of the grid (and one more) is solved together from zero, then each larger C in turn starts
     from the solution at the C before it (as scikit-learn's ``LogisticRegressionCV`` does along its path).
     There the solutions barely move from one C to the next (benchmark's full-data problems: 1 or 2 iterations
     each instead of ~30 from zero). Same stopping rule for every problem, so the same answer up to ``tol``.
-    Used for the shared (full-data) design, where the iterations are costly; few-shot groups are cheap."""
+    Used for the shared (full-data) design, where the iterations are costly; few-shot groups are cheap.
+    ``objective``: ``SolverSettings.objective()`` (default: logistic loss, intercept not penalised)."""
+    objective = objective if objective is not None else SolverSettings().objective()
     n_c = cs.shape[1]
     order = torch.argsort(cs[0])
     if n_c < 3 or not bool((torch.argsort(cs, dim=1) == order).all()):  # no path shared by every group
-        return solve_logreg(design, y, sw, cs, n_classes=n_classes, max_iter=max_iter, tol=tol)
+        return solve_logreg(design, y, sw, cs, n_classes=n_classes, max_iter=max_iter, tol=tol, **objective)
     cold = order[: n_c // 2 + 1]
-    first = solve_logreg(design, y, sw, cs[:, cold], n_classes=n_classes, max_iter=max_iter, tol=tol)
+    first = solve_logreg(design, y, sw, cs[:, cold], n_classes=n_classes, max_iter=max_iter, tol=tol, **objective)
     w = torch.empty(first.w.shape[0], n_c, *first.w.shape[2:], dtype=first.w.dtype, device=first.w.device)
     b = torch.empty(first.b.shape[0], n_c, first.b.shape[2], dtype=first.b.dtype, device=first.b.device)
     converged = torch.empty(first.converged.shape[0], n_c, dtype=torch.bool, device=first.converged.device)
@@ -153,7 +161,7 @@ def _solve_c_path(design, y, sw, cs: torch.Tensor, *, n_classes: int, max_iter: 
     for p in order[len(cold) :].tolist():
         init = torch.cat([w[:, previous], b[:, previous, None]], dim=1)[:, None]  # [G, 1, d + 1, Q]
         sol = solve_logreg(design, y, sw, cs[:, p : p + 1], n_classes=n_classes, max_iter=max_iter, tol=tol,
-                           init=init)
+                           init=init, **objective)
         w[:, p], b[:, p], converged[:, p] = sol.w[:, 0], sol.b[:, 0], sol.converged[:, 0]
         previous, iterations = p, max(iterations, sol.iterations)
     return Solution(w=w, b=b, iterations=iterations, converged=converged)

@@ -36,7 +36,7 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.svm import LinearSVC
 
 from medtransfer.probe.context import HeadFit, ProbeContext
-from medtransfer.probe.logreg import fit_logreg_tasks
+from medtransfer.probe.logreg import fit_logreg_tasks, fit_svm_tasks
 from medtransfer.probe.sklearn_fit import fit_each_task, scores_to_proba
 from medtransfer.registry import Registry
 from medtransfer.splits.tasks import Task
@@ -86,6 +86,20 @@ def resolve_heads(names) -> list[HeadSpec]:
 def head_help() -> str:
     """The CLI's --head help: every registered head with its one-line description."""
     return " | ".join(f"{spec.name}: {spec.description}" for spec in sorted(HEADS.values(), key=lambda h: h.name))
+
+
+def batched_fitter(module: str, solver: str) -> Fitter:
+    """A fitter through ``probe.grid_driver`` with the ``GridSolver`` ``module.solver``, imported when the head
+    first fits (torch is not imported to list the heads)."""
+
+    def fit(head: HeadSpec, ctx: ProbeContext, tasks: list[Task]) -> list[HeadFit | str]:
+        import importlib
+
+        from medtransfer.probe.grid_driver import fit_grid_tasks
+
+        return fit_grid_tasks(head, ctx, tasks, getattr(importlib.import_module(module), solver))
+
+    return fit
 
 
 def _grid(**axes) -> tuple[dict, ...]:
@@ -164,12 +178,14 @@ register_head(HeadSpec(
     description="linear SVM (squared hinge); C tuned; probabilities are sigmoid/softmax of margins",
     make=lambda C: LinearSVC(C=C, max_iter=5000),
     grid=tuple({"C": float(c)} for c in np.logspace(-4, 1, 6)),
+    fitter=fit_svm_tasks,
 ))
 register_head(HeadSpec(
     name="knn",
     description="k nearest neighbours, cosine similarity, class-weighted votes; k tuned",
     make=lambda k: CosineKNN(k=k),
     grid=_grid(k=(1, 3, 5, 11, 21)),
+    fitter=batched_fitter("medtransfer.probe.neighbors", "fit_knn"),
 ))
 register_head(HeadSpec(
     name="centroid",
@@ -178,12 +194,14 @@ register_head(HeadSpec(
     grid=_grid(metric=("euclidean", "cosine"), temperature=(1.0, 0.1, 0.01)),
     sample_weight=False,
     class_weighting="none needed: one prototype per class",
+    fitter=batched_fitter("medtransfer.probe.neighbors", "fit_centroid"),
 ))
 register_head(HeadSpec(
     name="ridge",
     description="ridge classifier (one-vs-rest least squares); alpha tuned; margins as probabilities",
     make=lambda alpha: RidgeClassifier(alpha=alpha),
     grid=tuple({"alpha": float(a)} for a in np.logspace(4, -2, 7)),
+    fitter=batched_fitter("medtransfer.probe.ridge", "fit_ridge"),
 ))
 def _forest(name: str, estimator: type, description: str) -> HeadSpec:
     """A 200-tree ensemble head (random forest, extra trees): the same grid, seed and parallelism for both."""
@@ -201,11 +219,12 @@ register_head(_forest("rf", RandomForestClassifier, "random forest"))
 register_head(_forest("extratrees", ExtraTreesClassifier, "extremely randomized trees"))
 register_head(HeadSpec(
     name="hgb",
-    description="histogram gradient boosting (100 rounds); learning rate and leaves tuned",
+    description="histogram gradient boosting, early-stopped on val loss; learning rate and leaves tuned",
     make=lambda learning_rate, max_leaf_nodes: HistGradientBoostingClassifier(
         learning_rate=learning_rate, max_leaf_nodes=max_leaf_nodes, max_iter=100, early_stopping=False,
         random_state=0),
     grid=_grid(max_leaf_nodes=(7, 31), learning_rate=(0.05, 0.2)),
+    fitter=batched_fitter("medtransfer.probe.boosting", "fit_boosting"),
 ))
 
 
@@ -218,13 +237,15 @@ def _xgb(max_depth: int, learning_rate: float):
 
 register_head(HeadSpec(
     name="xgb",
-    description="XGBoost (150 rounds, hist); depth and learning rate tuned",
+    description="XGBoost (hist; GPU when present), early-stopped on val loss; depth and learning rate tuned",
     make=_xgb,
     grid=_grid(max_depth=(2, 4, 6), learning_rate=(0.1, 0.3)),
+    fitter=batched_fitter("medtransfer.probe.boosting", "fit_boosting"),
 ))
 register_head(HeadSpec(
     name="mlp",
-    description="one-hidden-layer MLP (256 units, adam, 200 epochs max); L2 alpha tuned",
+    description="one-hidden-layer MLP (256 units, full-batch adam, early-stopped on val loss); L2 alpha tuned",
     make=lambda alpha: MLPClassifier(hidden_layer_sizes=(256,), alpha=alpha, max_iter=200, random_state=0),
     grid=tuple({"alpha": a} for a in (1.0, 1e-2, 1e-4)),
+    fitter=batched_fitter("medtransfer.probe.mlp", "fit_mlp"),
 ))

@@ -1,7 +1,8 @@
-"""The logreg head's way to fit a list of tasks: every (task, C) of the grid is one stacked problem for the
-batched torch solver (``probe.batched``), tuned on the fold's val rows or by inner CV, then one more stacked
-solve refits the full-regime tasks on train + val. The same objective as scikit-learn's LogisticRegression,
-so the results are those of fitting task by task, only faster."""
+"""The linear heads' way to fit a list of tasks (logreg, and svm through the same solver): every (task, C) of
+the grid is one stacked problem for the batched torch solver (``probe.batched``), tuned on the fold's val rows
+or by inner CV, then one more stacked solve refits the full-regime tasks on train + val. logreg: the same
+objective as scikit-learn's LogisticRegression; svm: LinearSVC's (squared hinge, one-vs-rest, penalized
+intercept, ``C`` in its convention). So the results are those of fitting task by task, only faster."""
 
 from __future__ import annotations
 
@@ -19,30 +20,48 @@ if TYPE_CHECKING:
     from medtransfer.probe.heads import HeadSpec
 
 
+# the solver objective of each linear head (keywords of batched.SolverSettings)
+LOGISTIC = {"loss": "log"}
+# LinearSVC defaults: loss="squared_hinge", intercept_scaling=1 (a penalized intercept), max_iter=1000
+# (https://scikit-learn.org/stable/modules/generated/sklearn.svm.LinearSVC.html)
+SQUARED_HINGE = {"loss": "squared_hinge", "penalize_intercept": True, "max_iter": 1000, "tol": 1e-5}
+
+
 def fit_logreg_tasks(head: HeadSpec, ctx: ProbeContext, tasks: list[Task]) -> list[HeadFit | str]:
     """One ``HeadFit`` (or the reason it cannot be fitted) per task, in order."""
+    return fit_linear_tasks(head, ctx, tasks, LOGISTIC)
+
+
+def fit_svm_tasks(head: HeadSpec, ctx: ProbeContext, tasks: list[Task]) -> list[HeadFit | str]:
+    """The linear SVM head: LinearSVC's objective through the same batched solver."""
+    return fit_linear_tasks(head, ctx, tasks, SQUARED_HINGE)
+
+
+def fit_linear_tasks(head: HeadSpec, ctx: ProbeContext, tasks: list[Task], objective: dict) -> list[HeadFit | str]:
     if not tasks:
         return []
-    fitted = _fit_cv(head, ctx, tasks) if ctx.options.tune == "cv" else _fit_val(head, ctx, tasks)
+    fit = _fit_cv if ctx.options.tune == "cv" else _fit_val
+    fitted = fit(head, ctx, tasks, objective)
     return [fitted[j] for j in range(len(tasks))]
 
 
-def _grid_fit(ctx: ProbeContext, rows: list[np.ndarray], cs: np.ndarray) -> LinearFit:
-    from medtransfer.probe import batched  # torch: imported when logreg fits, not when the CLI lists heads
+def _grid_fit(ctx: ProbeContext, rows: list[np.ndarray], cs: np.ndarray, objective: dict) -> LinearFit:
+    from medtransfer.probe import batched  # torch: imported when a linear head fits, not when the CLI lists heads
 
     options = ctx.options
     return batched.fit_linear_grid(ctx.x_all, ctx.y_all, rows, cs, n_classes=ctx.n_classes, steps=options.steps,
-                                   balanced=options.balanced, solver=batched.SolverSettings(device=options.device))
+                                   balanced=options.balanced,
+                                   solver=batched.SolverSettings(device=options.device, **objective))
 
 
-def _fit_val(head: HeadSpec, ctx: ProbeContext, tasks: list[Task]) -> dict[int, HeadFit]:
+def _fit_val(head: HeadSpec, ctx: ProbeContext, tasks: list[Task], objective: dict) -> dict[int, HeadFit]:
     """Every (task, C) at once; then one stacked refit on train + val for the full-regime tasks."""
     from medtransfer.probe import batched
     start = time.perf_counter()
     grid = head.grid
     cs = np.array([p["C"] for p in grid], dtype=float)
     train_rows = [ctx.index(t.train) for t in tasks]
-    fit = _grid_fit(ctx, train_rows, cs)
+    fit = _grid_fit(ctx, train_rows, cs, objective)
     chosen = np.zeros(len(tasks), dtype=int)
     val_proba: dict[int, np.ndarray | None] = {}
     by_fold: dict[tuple, list[int]] = {}
@@ -61,7 +80,7 @@ def _fit_val(head: HeadSpec, ctx: ProbeContext, tasks: list[Task]) -> dict[int, 
     refit = [j for j, t in enumerate(tasks) if t.refit_with_val and len(t.val)]
     if refit:
         rows = [np.concatenate([train_rows[j], ctx.index(tasks[j].val)]) for j in refit]
-        refit_fit = _grid_fit(ctx, rows, cs[chosen[refit]][:, None])
+        refit_fit = _grid_fit(ctx, rows, cs[chosen[refit]][:, None], objective)
     by_test: dict[tuple, list[int]] = {}
     for j, task in enumerate(tasks):
         by_test.setdefault(tuple(task.test), []).append(j)
@@ -92,7 +111,7 @@ def _fit_val(head: HeadSpec, ctx: ProbeContext, tasks: list[Task]) -> dict[int, 
     return results
 
 
-def _fit_cv(head: HeadSpec, ctx: ProbeContext, tasks: list[Task]) -> dict[int, HeadFit | str]:
+def _fit_cv(head: HeadSpec, ctx: ProbeContext, tasks: list[Task], objective: dict) -> dict[int, HeadFit | str]:
     """C chosen by stratified inner CV on each task's training rows: every (task, inner fold, C) is one stacked
     solve; then one stacked final fit (train + val for the full regime) with the chosen C."""
     from medtransfer.probe import batched
@@ -113,7 +132,7 @@ def _fit_cv(head: HeadSpec, ctx: ProbeContext, tasks: list[Task]) -> dict[int, H
     live = sorted(set(owner))
     if not live:
         return results
-    fit = _grid_fit(ctx, sub_rows, cs)
+    fit = _grid_fit(ctx, sub_rows, cs, objective)
     pooled: dict[int, list] = {j: [] for j in live}
     for s_index, j in enumerate(owner):
         proba = batched.probabilities_many(fit, [s_index], ctx.x_all[sub_eval[s_index]], ctx.n_classes)[0]
@@ -126,7 +145,7 @@ def _fit_cv(head: HeadSpec, ctx: ProbeContext, tasks: list[Task]) -> dict[int, H
         oof[j] = (labels, proba[chosen[j]])
     final_rows = [np.concatenate([ctx.index(tasks[j].train), ctx.index(tasks[j].val)]) if tasks[j].refit_with_val
                   else ctx.index(tasks[j].train) for j in live]
-    final = _grid_fit(ctx, final_rows, cs[[chosen[j] for j in live]][:, None])
+    final = _grid_fit(ctx, final_rows, cs[[chosen[j] for j in live]][:, None], objective)
     seconds = (time.perf_counter() - start) / len(live)
     for k, j in enumerate(live):
         test_proba = batched.probabilities_many(final, [k], ctx.x_all[ctx.index(tasks[j].test)], ctx.n_classes,

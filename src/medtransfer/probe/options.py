@@ -42,6 +42,8 @@ class ProbeOptions:
         unknown = sorted(set(self.regimes) - set(REGIMES))
         if unknown:
             raise MedtransferError(f"unknown regime(s) {unknown}; choose from {', '.join(REGIMES)}")
+        if self.tune == "cv" and self.inner_folds < 2:
+            raise MedtransferError(f"--inner-folds must be at least 2 for --tune cv, got {self.inner_folds}")
         object.__setattr__(self, "steps", parse_preprocess(self.preprocess))
         object.__setattr__(self, "rule", check_rule(self.threshold))
 

@@ -10,6 +10,10 @@ with ``threshold="val-mcc"`` the one maximizing MCC on the validation rows' prob
 training rows (never test rows; for the full regime the refit's own val rows would be in-sample). Both the
 rule and the threshold are recorded per row, with the MCC at 0.5 beside it.
 
+``fit_seconds``: a head that fits its tasks together (every head but the trees) shares the batched wall time
+out equally over the tasks of that batch, so a head's ``fit_seconds`` sum to its wall time; the per-head timing
+line printed after each head gives that total.
+
 Method names: the head name for the store's default embedding (``logreg``), ``head@kind`` for a variant
 (``logreg@mean``). Problems stop at the row: a task that cannot be fitted (one class in train, a short
 few-shot subset, NaN/inf features) is a row with ``status="failed"`` and the reason in ``error``.
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +35,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from medtransfer import cache_schema
+from medtransfer.device import resolve_device
 from medtransfer.errors import MedtransferError
 from medtransfer.metrics import compute_metrics, predict_labels
 from medtransfer.probe.context import FeatureMatrix, HeadFit, ProbeContext, check_task
@@ -38,7 +44,7 @@ from medtransfer.probe.heads import HeadSpec, resolve_heads
 from medtransfer.probe.options import ProbeOptions
 from medtransfer.probe.summary import summarize
 from medtransfer.probe.threshold import choose_threshold
-from medtransfer.results import ResultRow, write_results
+from medtransfer.results import ResultRow, check_results_folder, write_results
 from medtransfer.splits.schema import load_splits
 from medtransfer.splits.tasks import Task, tasks_for
 
@@ -72,6 +78,8 @@ def run_probe(
     options = options or ProbeOptions.create(**choices)
     splits = load_splits(splits_path)
     head_specs = resolve_heads(options.heads)
+    resolve_device(options.device)  # a bad --device is one line before any work, not after the first fits
+    check_results_folder(out)  # an unreadable earlier table refuses the run before hours of fitting
     if list(backbones) == ["all"]:
         backbones = list_backbones(store)
         if not backbones:
@@ -97,10 +105,14 @@ def run_probe(
                        disable=not progress)
             with bar:
                 for head in head_specs:
+                    start = time.perf_counter()
                     for row, prediction in _run_head(ctx, head, tasks, bar):
                         rows.append(row)
                         if prediction is not None:
                             predictions.append(prediction)
+                    if progress:  # the per-head timing line: which head costs what, at a glance
+                        bar.write(f"{backbone}{'@' + ctx.embedding if ctx.embedding else ''} {head.name}: "
+                                  f"{len(tasks)} tasks in {time.perf_counter() - start:.1f} s")
     predicted = pd.concat(predictions, ignore_index=True) if predictions else None
     write_results(out, rows, predicted)
     table = pd.DataFrame([r.as_record() for r in rows])

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
+LOSSES = ("log", "squared_hinge")
 HISTORY = 10  # L-BFGS memory (s, y pairs kept): scipy L-BFGS-B default maxcor=10 (scipy/optimize/_lbfgsb_py.py)
 
 
@@ -108,6 +109,8 @@ def solve_logreg(
     max_iter: int = 200,
     tol: float = 1e-4,
     init: torch.Tensor | None = None,
+    loss: str = "log",
+    penalize_intercept: bool = False,
 ) -> Solution:
     """Solve every (group, C) problem. ``y`` [G, n] ints, ``sample_weight`` [G, n] (0 = not a training row),
     ``Cs`` [P] or [G, P]; ``init`` [G, P, d + 1, Q] (weights, then the intercept) is the starting point, else 0.
@@ -127,7 +130,15 @@ def solve_logreg(
     Cost: every iteration is one design ``forward`` (scores of the search direction) and one ``backward``
     (gradient at the accepted point); the backtracking line search needs no matmul since the scores are linear
     in the parameters. Problems that stop are dropped from the batch, so the matmuls narrow as the strongly
-    regularized (quick) problems finish."""
+    regularized (quick) problems finish.
+
+    ``loss="squared_hinge"`` (the linear SVM head) swaps the per-row loss for scikit-learn's LinearSVC one,
+    ``max(0, 1 - t s)^2`` with ``t = +-1``, one-vs-rest per class column for multi-class (``Q = K``), and
+    ``penalize_intercept=True`` puts the intercept under the L2 penalty as liblinear does (LinearSVC's
+    ``intercept_scaling=1``: the bias is one more weight on a constant feature)."""
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    hinge = loss == "squared_hinge"
     groups, dim = design.groups, design.dim
     dtype, device = sample_weight.dtype, sample_weight.device
     cs = Cs.to(device=device, dtype=dtype)
@@ -135,6 +146,7 @@ def solve_logreg(
     n_c = cs.shape[1]
     total = groups * n_c
     q = 1 if n_classes == 2 else n_classes
+    pen = slice(None) if penalize_intercept else slice(None, -1)  # the penalized part of theta
     rd = design.row_dim  # the rows' dimension in the score layout ([m, n, Q] or [n, m, Q])
     pd = 1 - rd  # the problems' dimension there
     sw_sum = sample_weight.sum(1).clamp_min(1e-12)  # [G]
@@ -149,17 +161,25 @@ def solve_logreg(
         return v[None, :, None] if rd == 0 else v[:, None, None]
 
     def row_loss(s, target):  # unweighted per-row loss, [.., 1]
+        if hinge:  # target 0/1 per column -> t = +-1
+            return (1 - (2 * target - 1) * s).clamp_min(0).square().sum(-1, keepdim=True)
         if q == 1:
             return torch.nn.functional.softplus(s) - target * s
         return torch.logsumexp(s, -1, keepdim=True) - (target * s).sum(-1, keepdim=True)
 
-    def residual(s, target):
+    def residual(s, target):  # d loss / d score
+        if hinge:
+            t = 2 * target - 1
+            return -2 * t * (1 - t * s).clamp_min(0)
         return (torch.sigmoid(s) if q == 1 else torch.softmax(s, -1)) - target
 
-    def gradient(bound, w, resid, sw, lam):  # -> [m, d + 1, Q]
+    def gradient(bound, theta, resid, sw, lam):  # -> [m, d + 1, Q]
         r = resid * sw
-        gw = bound.backward(r) + lam[:, None, None] * w
-        return torch.cat([gw, r.sum(rd)[:, None, :]], dim=1)
+        gw = bound.backward(r) + lam[:, None, None] * theta[:, :-1]
+        gb = r.sum(rd)[:, None, :]
+        if penalize_intercept:
+            gb = gb + lam[:, None, None] * theta[:, -1:]
+        return torch.cat([gw, gb], dim=1)
 
     idx = torch.arange(total, device=device)  # the problems still being solved
     theta_out = torch.zeros(total, dim + 1, q, dtype=dtype, device=device)
@@ -182,7 +202,7 @@ def solve_logreg(
         theta = init.to(device=device, dtype=dtype).reshape(total, dim + 1, q).clone()
         scores = bound.forward(theta[:, :-1]) + _broadcast_bias(theta[:, -1], rd)
     loss_rows = row_loss(scores, target)
-    grad = gradient(bound, theta[:, :-1], residual(scores, target), sw, lam)
+    grad = gradient(bound, theta, residual(scores, target), sw, lam)
     s_hist: list[torch.Tensor] = []
     y_hist: list[torch.Tensor] = []
     rho_hist: list[torch.Tensor] = []
@@ -221,7 +241,7 @@ def solve_logreg(
             slope = (grad * direction).sum((1, 2))
         # scores along the direction: one matmul; the line search is elementwise from here
         d_scores = bound.forward(direction[:, :-1]) + _broadcast_bias(direction[:, -1], rd)
-        w, dw = theta[:, :-1], direction[:, :-1]
+        w, dw = theta[:, pen], direction[:, pen]  # the penalized parameters
         w_dw, dw_dw = (w * dw).sum((1, 2)), (dw * dw).sum((1, 2))
         # Armijo backtracking, per problem; the change of the objective is summed row by row (accurate in float32)
         step = torch.ones_like(slope)
@@ -253,7 +273,7 @@ def solve_logreg(
             loss_rows = row_loss(scores, target)
         s_k = step[:, None, None] * direction
         theta = theta + s_k
-        new_grad = gradient(bound, theta[:, :-1], residual(scores, target), sw, lam)
+        new_grad = gradient(bound, theta, residual(scores, target), sw, lam)
         y_k = new_grad - grad
         sy = (s_k * y_k).sum((1, 2))
         rho = torch.where(sy > 1e-20, 1.0 / sy.clamp_min(1e-20), torch.zeros_like(sy))

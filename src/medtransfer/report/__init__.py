@@ -50,7 +50,7 @@ def build_report(results_dirs: list[Path] | list[str] | Path | str, out: Path | 
     missing metrics are listed on the page instead.
     """
     dirs = [results_dirs] if isinstance(results_dirs, (str, Path)) else list(results_dirs)
-    results = load_results(dirs)
+    results = _readable(load_results(dirs))
     summary = summary_table(results.ok)
     pairs = pairwise_tests(results.ok)
     cd = friedman(results.ok)
@@ -82,10 +82,19 @@ def summary_frame(results_dirs: list[Path] | list[str] | Path | str) -> pd.DataF
     return summary.sort_values(["task", "backbone", "mcc_mean"], ascending=[True, True, False])
 
 
+def _readable(results):
+    """Results with at least one readable table: when every table was unreadable, saying so is the answer,
+    not an empty report that exits 0."""
+    unreadable = [p for p in results.problems if ": unreadable (" in p]  # load._read_table's wording
+    if results.ok.empty and results.failed.empty and unreadable:
+        raise MedtransferError(f"no readable results table: {unreadable[0]}")
+    return results
+
+
 def summarize(results_dir: Path | str | list[Path] | list[str]) -> str:
     """Plain-text key table for the terminal: MCC and PR-AUC mean ± std per strategy, best marked with *."""
     dirs = [results_dir] if isinstance(results_dir, (str, Path)) else list(results_dir)
-    results = load_results(dirs)
+    results = _readable(load_results(dirs))
     summary = summary_table(results.ok).sort_values(["task", "backbone", "mcc_mean"], ascending=[True, True, False])
     header = ["task", "backbone", "strategy", "%train", "n", "MCC", "PR-AUC", ""]
     rows = [header]

@@ -16,7 +16,7 @@ import pandas as pd
 
 from medtransfer.data.manifest import Manifest
 from medtransfer.errors import MedtransferError
-from medtransfer.splits.make import SplitSpec, _carve_val, _fewshot, _fractions
+from medtransfer.splits.make import SplitSpec, _carve_val, _fewshot, _fractions, assemble
 from medtransfer.splits.schema import Fold, SplitsFile
 
 
@@ -90,17 +90,7 @@ def import_splits(manifest: Manifest, spec: ImportSpec, sampling: SplitSpec,
     params = {key: value for key, value in sampling.params().items() if key not in {"n_folds", "test_fraction"}}
     params["imported_from"] = column
     params["form"] = "folds" if spec.fold_column else "train-val-test"
-    return SplitsFile(
-        manifest_fingerprint=manifest.fingerprint,
-        n_samples=len(manifest),
-        label_column=manifest.label_column,
-        classes=list(manifest.classes),
-        labels=dict(zip(ids.tolist(), labels.tolist(), strict=True)),
-        groups=dict(zip(ids.tolist(), patients.tolist(), strict=True)),
-        strategy="imported",
-        params=params,
-        folds=folds,
-    )
+    return assemble(manifest, strategy="imported", params=params, folds=folds)
 
 
 def _column_values(manifest: Manifest, column: str, table: pd.DataFrame | None, id_column: str) -> pd.Series:

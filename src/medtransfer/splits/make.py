@@ -56,6 +56,11 @@ def make_splits(manifest: Manifest, spec: SplitSpec) -> SplitsFile:
         raise MedtransferError(f"--val-fraction must be between 0 and 1, got {spec.val_fraction}")
     if any(n <= 0 for n in spec.shots):
         raise MedtransferError(f"shot counts must be positive, got {list(spec.shots)}")
+    if (spec.shots or spec.fractions) and spec.fewshot_seeds < 1:
+        raise MedtransferError(f"--seeds must be at least 1 to draw few-shot or fraction subsets, got "
+                               f"{spec.fewshot_seeds}")
+    if spec.strategy == "kfold" and spec.n_folds < 2:
+        raise MedtransferError(f"--folds must be at least 2 (each fold tests on 1/k of the data), got {spec.n_folds}")
     if any(not 0 < f < 1 for f in spec.fractions):
         raise MedtransferError(f"label fractions must be between 0 and 1 (exclusive), got {list(spec.fractions)}")
     if spec.fewshot_per_center and "center" not in manifest.table.columns:
@@ -78,15 +83,23 @@ def make_splits(manifest: Manifest, spec: SplitSpec) -> SplitsFile:
         fold.fewshot = _fewshot(fold, manifest, spec, fold_index)
         fold.fractions = _fractions(fold, manifest, spec, fold_index)
         folds.append(fold)
+    return assemble(manifest, strategy=spec.strategy, params=spec.params(), folds=folds)
+
+
+def assemble(manifest: Manifest, *, strategy: str, params: dict, folds: list[Fold]) -> SplitsFile:
+    """A splits file for ``manifest``'s ids, labels and patients: one place for what made and imported splits
+    record beside their folds."""
+    table = manifest.table
+    ids = table["id"].tolist()
     return SplitsFile(
         manifest_fingerprint=manifest.fingerprint,
         n_samples=len(manifest),
         label_column=manifest.label_column,
         classes=list(manifest.classes),
-        labels=dict(zip(ids.tolist(), labels.tolist(), strict=True)),
-        groups=dict(zip(ids.tolist(), patients.tolist(), strict=True)),
-        strategy=spec.strategy,
-        params=spec.params(),
+        labels=dict(zip(ids, table["label_index"].tolist(), strict=True)),
+        groups=dict(zip(ids, table["patient"].tolist(), strict=True)),
+        strategy=strategy,
+        params=params,
         folds=folds,
     )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -127,7 +128,7 @@ def load_splits(path: str | Path) -> SplitsFile:
         raise MedtransferError(f"{path} is not a medtransfer splits file (schema {schema!r}, expected {SCHEMA!r})")
     try:
         manifest = document["manifest"]
-        return SplitsFile(
+        splits = SplitsFile(
             manifest_fingerprint=manifest["fingerprint"],
             n_samples=manifest["n_samples"],
             label_column=manifest["label_column"],
@@ -157,3 +158,89 @@ def load_splits(path: str | Path) -> SplitsFile:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise MedtransferError(f"splits file {path} is malformed: missing or bad field {exc}") from exc
+    problem = rule_violation(splits)
+    if problem:
+        raise MedtransferError(
+            f"splits file {path} breaks its own rules: {problem}; it was edited or damaged, so make it again "
+            "with `medtransfer splits` (or `splits import`)"
+        )
+    return splits
+
+
+# strategies whose every fold assigns every labelled id a role (imported splits may leave ids out, the same in
+# every fold)
+_COVERING = ("kfold", "loco", "holdout")
+
+
+def rule_violation(splits: SplitsFile) -> str | None:
+    """The first rule ``splits`` breaks, with up to a few ids named, or None. The rules are those that
+    make_splits and import_splits build by: a hand-edited file (train ids copied into test, few-shot ids from
+    test, a test part cut down) would otherwise give confident metrics that mean nothing."""
+    n_classes = len(splits.classes)
+    bad_labels = sorted(i for i, label in splits.labels.items() if not 0 <= label < n_classes)
+    if bad_labels:
+        return (f"{len(bad_labels)} label(s) index past the {n_classes} classes "
+                f"({_some(f'{i}={splits.labels[i]}' for i in bad_labels)})")
+    covered: set[str] | None = None
+    seen_test: dict[str, int] = {}
+    for fold in splits.folds:
+        where = f"fold {fold.fold}"
+        roles = {"train": fold.train, "val": fold.val, "test": fold.test}
+        for role, ids in roles.items():
+            repeated = sorted(i for i, n in Counter(ids).items() if n > 1)
+            if repeated:
+                return f"{where}: {len(repeated)} id(s) listed twice in {role} ({_some(repeated)})"
+        if not fold.test:
+            return f"{where}: the test part is empty"
+        sets = {role: set(ids) for role, ids in roles.items()}
+        for first, second in (("train", "test"), ("val", "test"), ("train", "val")):
+            both = sorted(sets[first] & sets[second])
+            if both:
+                return f"{where}: {len(both)} id(s) in both {first} and {second} ({_some(both)})"
+        every = sets["train"] | sets["val"] | sets["test"]
+        unlabelled = sorted(every - splits.labels.keys())
+        if unlabelled:
+            return f"{where}: {len(unlabelled)} id(s) have no label ({_some(unlabelled)})"
+        if splits.strategy in _COVERING and every != splits.labels.keys():
+            missing = sorted(splits.labels.keys() - every)
+            return f"{where}: {len(missing)} labelled id(s) are in no part ({_some(missing)})"
+        if covered is not None and every != covered:
+            differ = sorted(every ^ covered)
+            return f"{where}: covers other ids than fold {splits.folds[0].fold} ({_some(differ)})"
+        covered = every
+        if splits.strategy in ("kfold", "loco"):
+            again = sorted(i for i in sets["test"] if i in seen_test)
+            if again:
+                return (f"{where}: {len(again)} test id(s) are also in the test part of fold "
+                        f"{seen_test[again[0]]} ({_some(again)})")
+            seen_test.update(dict.fromkeys(sets["test"], fold.fold))
+        subsets = [(f"{n}-shot seed {seed}", ids) for n, by_seed in fold.fewshot.items()
+                   for seed, ids in by_seed.items()]
+        subsets += [(f"fraction {fr} seed {seed}", ids) for fr, by_seed in fold.fractions.items()
+                    for seed, ids in by_seed.items()]
+        for name, ids in subsets:
+            outside = sorted(set(ids) - sets["train"])
+            if outside:
+                return f"{where}: {len(outside)} {name} id(s) are not in its train part ({_some(outside)})"
+        if splits.groups:
+            leak = _patient_leak(splits.groups, sets)
+            if leak:
+                return f"{where}: {leak}"
+    return None
+
+
+def _patient_leak(groups: dict[str, str], sets: dict[str, set[str]]) -> str | None:
+    roles: dict[str, set[str]] = {}
+    for role, ids in sets.items():
+        for sample_id in ids:
+            roles.setdefault(groups.get(sample_id, sample_id), set()).add(role)
+    leaking = sorted(p for p, r in roles.items() if len(r) > 1)
+    if not leaking:
+        return None
+    named = [f"{patient} in {' and '.join(sorted(roles[patient]))}" for patient in leaking]
+    return f"{len(leaking)} patient(s) in more than one part ({_some(named)})"
+
+
+def _some(items, limit: int = 3) -> str:
+    items = list(items)
+    return ", ".join(map(str, items[:limit])) + (f" and {len(items) - limit} more" if len(items) > limit else "")

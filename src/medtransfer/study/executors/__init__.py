@@ -1,0 +1,55 @@
+"""Engines that run study jobs: ``local`` (in-process, sequential, the reference), ``ray`` and ``slurm``
+(submitit). Each offers ``capacity``, ``submit(jobs)`` and ``wait(timeout)``; the driver (``study.run``) owns
+the order, the retries and the bookkeeping, so every engine runs the same job functions the same way."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from medtransfer.errors import MedtransferError
+from medtransfer.study.plan import Job
+from medtransfer.study.spec import EXECUTORS, StudySpec
+
+
+@dataclass
+class Finished:
+    job_id: str
+    error: str  # "" on success: the failure's one-line reason otherwise
+    detail: dict
+
+
+class Executor(Protocol):
+    name: str
+    capacity: int  # jobs in flight at most
+
+    def submit(self, jobs: list[Job]) -> None: ...
+
+    def wait(self, timeout: float) -> list[Finished]: ...
+
+    def close(self) -> None: ...
+
+
+def make_executor(name: str, study: StudySpec, *, address: str | None = None, cluster: str | None = None,
+                  log=print) -> Executor:
+    """``address``: an existing Ray cluster (``ray://…`` or ``host:port``). ``cluster``: submitit's cluster
+    (``slurm``, or ``local`` to run the same job arrays in local subprocesses)."""
+    if name == "local":
+        from medtransfer.study.executors.local import LocalExecutor
+
+        return LocalExecutor()
+    if name == "ray":
+        from medtransfer.study.executors.ray import RayExecutor
+
+        return RayExecutor(study, address=address, log=log)
+    if name == "slurm":
+        from medtransfer.study.executors.slurm import SlurmExecutor
+
+        return SlurmExecutor(study, cluster=cluster, log=log)
+    raise MedtransferError(f"unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}")
+
+
+def failure_reason(exc: BaseException) -> str:
+    from medtransfer.errors import first_line
+
+    return f"{type(exc).__name__}: {first_line(exc, 300, default='no message')}"

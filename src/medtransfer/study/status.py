@@ -1,0 +1,37 @@
+"""What `study plan` and `study status` print, as plain dicts (``--json`` prints them as they are)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from medtransfer.study.plan import build_plan
+from medtransfer.study.run import last_failures
+from medtransfer.study.spec import StudySpec
+
+
+def plan_summary(study: StudySpec, *, with_estimate: bool = True, redo_failed: bool = False,
+                 calibration_batch: int = 0, on_backbone=None) -> dict:
+    """Jobs per kind (total, done), per task, and the device-hour estimate with its assumptions."""
+    plan = build_plan(study, redo_failed=redo_failed)
+    by_task: dict[str, dict[str, int]] = {}
+    for job in plan.jobs:
+        entry = by_task.setdefault(job.task, {"jobs": 0, "done": 0})
+        entry["jobs"] += 1
+        entry["done"] += job.job_id in plan.done
+    summary = {
+        "study": study.name, "jobs": len(plan.jobs), "done": len(plan.done), "pending": len(plan.pending()),
+        "by_kind": plan.counts(), "by_task": by_task, "planned_from_expected_sizes": sorted(plan.estimated),
+    }
+    if with_estimate:
+        from medtransfer.study.estimate import estimate
+
+        summary["estimate"] = asdict(estimate(plan, batch_size=calibration_batch, on_backbone=on_backbone))
+    return summary
+
+
+def status_summary(study: StudySpec) -> dict:
+    summary = plan_summary(study, with_estimate=False)
+    failures = last_failures(study)
+    plan_pending = {job.job_id for job in build_plan(study).pending()}
+    summary["failed"] = {job: reason for job, reason in failures.items() if job in plan_pending}
+    return summary

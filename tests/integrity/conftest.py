@@ -1,0 +1,3 @@
+"""Fixtures shared by the store-integrity tests."""
+
+from extract_support import tiny_backbones  # noqa: F401  (a fixture, used by name)

@@ -1,0 +1,115 @@
+"""Bad inputs through the CLI (issue 10.4): each gives one `error:` line on stderr, exit status 2, no traceback,
+and leaves the feature store, the splits file and the results folder byte-identical."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from probe.probe_support import setup
+
+
+def _tree_hash(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """A store, a splits file and a results folder from one real probe run (logreg, full data only)."""
+    from typer.testing import CliRunner
+
+    from medtransfer.cli import app
+
+    root = tmp_path_factory.mktemp("bad-inputs")
+    store, splits, _, _ = setup(root)
+    result = CliRunner().invoke(app, ["probe", "--store", str(store), "--splits", str(splits), "--backbone", "tiny",
+                                      "--out", str(root / "results"), "--regime", "full"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return root
+
+
+def _label_past_classes(work: Path) -> None:
+    doc = json.loads((work / "splits.json").read_text())
+    doc["labels"]["s0001"] = 5
+    (work / "splits.json").write_text(json.dumps(doc))
+
+
+def _truncate(name: str):
+    def corrupt(work: Path) -> None:
+        path = work / "results" / name
+        path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    return corrupt
+
+
+def _damage_results_tables(work: Path) -> None:
+    """results.parquet truncated and its CSV copy gone: report and summary have nothing to fall back to."""
+    _truncate("results.parquet")(work)
+    (work / "results" / "results.csv").unlink()
+
+
+def _garble(name: str):
+    def corrupt(work: Path) -> None:
+        path = work / "results" / name
+        data = bytearray(path.read_bytes())
+        data[8:200] = b"\x00" * 192
+        path.write_bytes(bytes(data))
+    return corrupt
+
+
+PROBE = ("probe", "--store", "{w}/f.zarr", "--splits", "{w}/splits.json", "--backbone", "tiny", "--out", "{w}/results",
+         "--regime", "full")
+
+# (id, edit of the workspace or None, command line; {w} is the workspace, {m} the manifest)
+CASES = [
+    ("splits-folds-0", None, ("splits", "{m}", "--out", "{w}/new.json", "--folds", "0")),
+    ("splits-folds-negative", None, ("splits", "{m}", "--out", "{w}/new.json", "--folds", "-1")),
+    ("splits-folds-1", None, ("splits", "{m}", "--out", "{w}/new.json", "--folds", "1")),
+    ("splits-shots-0", None, ("splits", "{m}", "--out", "{w}/new.json", "--shots", "0")),
+    ("splits-shots-negative", None, ("splits", "{m}", "--out", "{w}/new.json", "--shots", "2,-4")),
+    ("splits-seeds-0", None, ("splits", "{m}", "--out", "{w}/new.json", "--shots", "2", "--seeds", "0")),
+    ("splits-seeds-negative", None, ("splits", "{m}", "--out", "{w}/new.json", "--shots", "2", "--seeds", "-1")),
+    ("splits-shots-text", None, ("splits", "{m}", "--out", "{w}/new.json", "--shots", "two")),
+    ("probe-labels-past-classes", _label_past_classes, PROBE),
+    ("probe-truncated-results", _truncate("results.parquet"), PROBE),
+    ("probe-garbled-results", _garble("results.parquet"), PROBE),
+    ("probe-truncated-predictions", _truncate("predictions.parquet"), PROBE),
+    ("probe-garbled-predictions", _garble("predictions.parquet"), PROBE),
+    ("summary-damaged-results", _damage_results_tables, ("summary", "{w}/results")),
+    ("report-damaged-results", _damage_results_tables, ("report", "{w}/results", "--out", "{w}/results/rep")),
+    ("probe-unknown-head", None, (*PROBE, "--head", "nosuch")),
+    ("probe-unknown-regime", None, (*PROBE[:-2], "--regime", "sometimes")),
+    ("probe-unknown-embedding", None, (*PROBE, "--embedding", "sideways")),
+    ("probe-bad-preprocess", None, (*PROBE, "--preprocess", "pcaX")),
+    ("probe-bad-threshold", None, (*PROBE, "--threshold", "high")),
+    ("probe-threshold-out-of-range", None, (*PROBE, "--threshold", "1.5")),
+    ("probe-bad-tune", None, (*PROBE, "--tune", "maybe")),
+    ("probe-inner-folds-1", None, (*PROBE, "--tune", "cv", "--inner-folds", "1")),
+    ("probe-bad-class-weight", None, (*PROBE, "--class-weight", "heavy")),
+    ("probe-bad-device", None, (*PROBE, "--device", "tpu")),
+    ("probe-bad-fractions", None, (*PROBE, "--fractions", "a,b")),
+    ("probe-fraction-not-in-splits", None, (*PROBE[:-2], "--regime", "fraction", "--fractions", "0.3")),
+    ("probe-unknown-backbone", None, (*PROBE[:5], "--backbone", "nosuch", *PROBE[7:])),
+    ("probe-missing-store", None, (*PROBE[:1], "--store", "{w}/none.zarr", *PROBE[3:])),
+]
+
+
+@pytest.mark.parametrize(("edit", "argv"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_a_bad_input_is_one_error_line_exit_2_and_changes_nothing(prepared, small_manifest, tmp_path, cli, edit, argv):
+    work = tmp_path / "w"
+    shutil.copytree(prepared, work)
+    if edit is not None:
+        edit(work)
+    before = _tree_hash(work)
+    manifest_before = _tree_hash(small_manifest.parent)
+    result = cli(*(a.format(w=work, m=small_manifest) for a in argv))
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    assert _tree_hash(work) == before
+    assert _tree_hash(small_manifest.parent) == manifest_before
