@@ -39,6 +39,7 @@ from medtransfer.adapt.train import (
     predict,
 )
 from medtransfer.backbones.registry import BackboneSpec
+from medtransfer.backbones.vit import without_unused_projection
 from medtransfer.errors import MedtransferError, first_line
 from medtransfer.metrics import compute_metrics
 from medtransfer.results import ResultRow
@@ -90,7 +91,9 @@ def build_model(pristine: nn.Module, spec: BackboneSpec, method: AdaptMethod, *,
     """A fresh copy of the pretrained backbone, wrapped by ``method``, with a new head (seeded)."""
     torch.manual_seed(seed)
     options = options if options is not None else method.make_options()
-    backbone = method.apply(copy.deepcopy(pristine), spec, options, config or AdaptConfig())
+    # the pre-projection feature is the embedding: a CLIP projection head would be dead weight
+    backbone = method.apply(without_unused_projection(copy.deepcopy(pristine)), spec, options,
+                            config or AdaptConfig())
     return Classifier(backbone, spec.embed_dim, n_classes)
 
 

@@ -323,6 +323,7 @@ def wrap_hf_clip(model: nn.Module, pooling: str = "cls") -> ViTEmbedder:
         project_dim=model.config.projection_dim,
         blocks="vision_model.encoder.layers",
         norm="vision_model.post_layernorm",
+        projection="visual_projection",
     )
 
 

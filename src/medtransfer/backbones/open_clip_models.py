@@ -125,6 +125,7 @@ def wrap_open_clip_vit(visual: nn.Module, pooling: str = "cls", project: bool = 
         project=project,
         blocks="transformer.resblocks",
         norm="ln_post",
+        projection="proj",
     )
 
 
@@ -148,6 +149,7 @@ def wrap_open_clip_timm(visual: nn.Module, embed_dim: int, pooling: str = "cls",
         project=project,
         blocks="trunk.blocks",
         norm="trunk.norm",
+        projection="head",
     )
 
 

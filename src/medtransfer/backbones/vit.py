@@ -50,6 +50,7 @@ class ViTEmbedder(nn.Module):
         project: bool = False,
         blocks: str = "",
         norm: str = "",
+        projection: str = "",
     ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
@@ -66,6 +67,7 @@ class ViTEmbedder(nn.Module):
         self.project = project and project_fn is not None
         self.project_dim = project_dim if project_fn is not None and project_dim else None
         self.blocks_path, self.norm_path = blocks, norm
+        self.projection_path = projection  # where ``project_fn``'s weights live on ``backbone`` (drop_projection)
         dim = self.project_dim if self.project and self.project_dim else token_dim
         self.out_dim = 2 * dim if pooling == "cls+mean" else dim
 
@@ -87,6 +89,23 @@ class ViTEmbedder(nn.Module):
 
     def _maybe_project(self, v: torch.Tensor) -> torch.Tensor:
         return self._project(v) if self.project else v
+
+    def drop_projection(self) -> None:
+        """Remove the image-text projection when this embedder does not use it (``project=False``): adapt trains
+        the pre-projection feature, so the projection's weights would be dead, counted as trainable by full
+        fine-tuning and never given a gradient. Kept when ``project=True`` or when its place is not declared."""
+        if self.project or not self.projection_path:
+            return
+        *parents, name = self.projection_path.split(".")
+        owner = self.backbone
+        for part in parents:
+            owner = getattr(owner, part)
+        current = getattr(owner, name, None)
+        if isinstance(current, nn.Parameter) or current is None:
+            setattr(owner, name, None)
+        else:
+            setattr(owner, name, nn.Identity())
+        self._project_fn, self.project_dim = None, None
 
     def _module(self, path: str) -> nn.Module | None:
         target: nn.Module | None = self.backbone
@@ -117,3 +136,10 @@ class ViTEmbedder(nn.Module):
 
     def extra_repr(self) -> str:
         return f"pooling={self.pooling!r}, project={self.project}, out_dim={self.out_dim}"
+
+
+def without_unused_projection(model: nn.Module) -> nn.Module:
+    """``model`` with a CLIP-style projection it does not use removed (``ViTEmbedder.drop_projection``)."""
+    if isinstance(model, ViTEmbedder):
+        model.drop_projection()
+    return model
