@@ -104,7 +104,7 @@ def results_table(study_dir: Path, results: str = "results") -> pd.DataFrame:
     frames = []
     for table in sorted((study_dir / results).glob("*/results.parquet")):
         frame = pd.read_parquet(table)
-        frame.insert(0, "task", table.parent.name)
+        frame["task"] = table.parent.name  # the study's task folder (rows written without --task leave it "")
         frames.append(frame)
     table = pd.concat(frames, ignore_index=True)
     table = table.drop(columns=[c for c in TIMING if c in table.columns])

@@ -119,6 +119,10 @@ splits_app = typer.Typer(
 app.add_typer(splits_app, name="splits")
 
 
+POSITIVE_HELP = ("Binary tasks: the positive class (PR-AUC, F1, sensitivity are about it). Default: the class that "
+                 "sorts second. Recorded in the splits file.")
+
+
 @splits_app.command("make")
 @user_errors
 def splits(
@@ -141,6 +145,13 @@ def splits(
         bool, typer.Option("--fewshot-per-center", help="Few-shot: N shots per class per center.")
     ] = False,
     frames: Annotated[str, typer.Option(help=FRAMES_HELP)] = "refuse",
+    positive: Annotated[str | None, typer.Option(
+        help=POSITIVE_HELP)] = None,
+    repeats: Annotated[int, typer.Option(
+        help="Repeated CV: redraw the folds N times (split seeds seed..seed+N-1), so that paired tests have more "
+        "than 5 folds to work with (with 5 folds no exact Wilcoxon test reaches p < 0.05).")] = 1,
+    shots_unit: Annotated[str, typer.Option(
+        help="What few-shot k counts per class: image, or patient (k patients, all their images).")] = "image",
 ) -> None:
     """Make folds and few-shot subsets: the single definition of folds that probe and adapt read."""
     from medtransfer.data.manifest import load_manifest
@@ -149,11 +160,23 @@ def splits(
     loaded = load_manifest(manifest, label_column=label_column, check_files=False, frames=frames)
     spec = SplitSpec(strategy=strategy, n_folds=folds, val_fraction=val_fraction, test_fraction=test_fraction,
                      shots=_int_list(shots), fewshot_seeds=seeds, seed=seed,
-                     fractions=_float_list(fractions), fewshot_per_center=fewshot_per_center)
+                     fractions=_float_list(fractions), fewshot_per_center=fewshot_per_center, positive=positive,
+                     repeats=repeats, shots_unit=shots_unit)
     made = make_splits(loaded, spec)
     save_splits(made, out)
     sizes = ", ".join(f"{len(f.train)}/{len(f.val)}/{len(f.test)}" for f in made.folds)
     console.print(f"{len(made.folds)} {strategy} fold(s) (train/val/test: {sizes}) -> {out}")
+    _say_positive(made)
+
+
+def _say_positive(made) -> None:
+    from medtransfer.splits import positive_warning
+
+    if made.positive is not None:
+        console.print(f"positive class: {made.positive!r}", highlight=False)
+    warning = positive_warning(made)
+    if warning:
+        typer.echo(f"warning: {warning}", err=True)
 
 
 def _text_list(text: str) -> tuple[str, ...]:
@@ -187,6 +210,7 @@ def splits_import(
     seed: Annotated[int, typer.Option(help="Seed of the val carve and few-shot draws.")] = 0,
     fractions: Annotated[str, typer.Option(help="Label fractions of each fold's train, e.g. 0.01,0.1.")] = "",
     label_column: Annotated[str, typer.Option(help="Manifest column holding the label.")] = "label",
+    positive: Annotated[str | None, typer.Option(help=POSITIVE_HELP)] = None,
 ) -> None:
     """Write a splits file from an official or earlier split; leaks and unassigned ids are refused, named."""
     from medtransfer.data.manifest import load_manifest
@@ -198,12 +222,13 @@ def splits_import(
     spec = ImportSpec(fold_column=column, split_column=train_val_test, train_values=_text_list(train),
                       val_values=_text_list(val), test_values=_text_list(test), ignore_values=_text_list(ignore))
     sampling = SplitSpec(val_fraction=val_fraction, shots=_int_list(shots), fewshot_seeds=seeds, seed=seed,
-                         fractions=_float_list(fractions))
+                         fractions=_float_list(fractions), positive=positive)
     side = read_label_table(table) if table is not None else None
     made = import_splits(loaded, spec, sampling, side, id_column=id_column)
     save_splits(made, out)
     sizes = ", ".join(f"{len(f.train)}/{len(f.val)}/{len(f.test)}" for f in made.folds)
     console.print(f"{len(made.folds)} imported fold(s) (train/val/test: {sizes}) -> {out}")
+    _say_positive(made)
 
 
 manifest_app = typer.Typer(help="Write a manifest from the layouts data comes in.", no_args_is_help=True)
@@ -498,8 +523,11 @@ def probe(
         str, typer.Option(help="Decision threshold: 0.5, or val-mcc (best MCC on each fold's validation rows).")
     ] = "0.5",
     tune: Annotated[
-        str, typer.Option(help=f"{' or '.join(TUNING)}: tune on the fold's val rows (val) or by inner CV on train.")
+        str, typer.Option(help=f"{' or '.join(TUNING)}: tune on the fold's val rows (val), by inner CV on train (cv), "
+                      "or budget: few-shot/fraction tasks by inner CV on their own rows, full data on val.")
     ] = "val",
+    unit: Annotated[str, typer.Option(
+        help="Metrics per test image, or per patient (mean probability of a patient's images).")] = "image",
     inner_folds: Annotated[int, typer.Option(help="Inner CV folds for --tune cv.")] = 3,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda for the batched logistic-regression solver.")] = "auto",
     weights: Annotated[
@@ -508,6 +536,11 @@ def probe(
     manifest: Annotated[
         Path | None, typer.Option(help="Check that the splits file was made from this manifest.")
     ] = None,
+    task: Annotated[str, typer.Option(
+        help="Name of the prediction task, recorded on every row (the report groups by it; default: the --out "
+        "folder's name).")] = "",
+    force: Annotated[bool, typer.Option(
+        "--force", help="Fit again what --out already holds with these settings (default: skip it).")] = False,
 ) -> None:
     """Fit probe heads on cached features: full data, every few-shot subset and label fraction of the splits."""
     import pandas as pd
@@ -523,14 +556,26 @@ def probe(
         load_splits(splits).check_manifest(load_manifest(manifest, check_files=False).fingerprint)
     options = ProbeOptions(heads=tuple(head), embeddings=tuple(embedding), regimes=tuple(regime),
                            fractions=_float_list(fractions), class_weight=class_weight, preprocess=preprocess,
-                           threshold=threshold, tune=tune, inner_folds=inner_folds, device=device)
-    table = run_probe(store, splits, backbone, out, weights=weights, options=options)
+                           threshold=threshold, tune=tune, inner_folds=inner_folds, device=device, unit=unit)
+    table = run_probe(store, splits, backbone, out, weights=weights, options=options, task=task, force=force)
     console.print(probe_summary_table(pd.read_csv(out / SUMMARY_FILE)))
     console.print(f"results -> {out / 'results.csv'} (summary: {out / SUMMARY_FILE})")
+    _warn_degenerate(table)
     failed = table[table["status"] != "ok"]
     if not failed.empty:
         typer.echo(f"{len(failed)} fit(s) failed, e.g.: {failed['error'].iloc[0]} (see the error column)", err=True)
         raise typer.Exit(1)
+
+def _warn_degenerate(table) -> None:
+    """One line when some fits predicted a single class (or constant probabilities) for every test sample."""
+    if "degenerate" not in table.columns:
+        return
+    flat = table[table["degenerate"].fillna(False).astype(bool)]
+    if not flat.empty:
+        methods = ", ".join(sorted(set(flat["method"])))
+        typer.echo(f"warning: {len(flat)} fit(s) predicted one class for every test sample ({methods}); "
+                   "they are flagged in the degenerate column and in the report", err=True)
+
 
 @app.command()
 @user_errors
@@ -581,6 +626,12 @@ def adapt(
     workers: Annotated[int | None, typer.Option(help="Image-decoding workers (default 0).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue a killed run from its last epoch.")] = False,
     frames: Annotated[str, typer.Option(help=FRAMES_HELP)] = "refuse",
+    image_size: Annotated[int | None, typer.Option(
+        help="Train and test at this input size instead of the backbone's (e.g. 64 for a quick CPU run; CNNs take "
+        "any size). Recorded in the preprocessing column, so it never replaces a full-size row.")] = None,
+    task: Annotated[str, typer.Option(
+        help="Name of the prediction task, recorded on every row (the report groups by it; default: the --out "
+        "folder's name).")] = "",
 ) -> None:
     """Train a backbone (full fine-tuning, linear probe or a PEFT method) on the splits file's tasks."""
     from medtransfer.adapt import run_adapt
@@ -596,9 +647,11 @@ def adapt(
         batch_size=batch_size,
         grad_accumulation=grad_accumulation, optimizer=optimizer, balance=balance, early_stopping=early_stopping,
         patience=patience, augment=augment, hflip=hflip or None, train_norms=train_norms or None, refit=refit,
-        precision=precision, compile=compile or None, num_workers=workers, frames=frames,
+        precision=precision, compile=compile or None, num_workers=workers, frames=frames, image_size=image_size,
+        task=task,
     )
     console.print(fold_table(table, f"{backbone} + {table['method'].iloc[0]}"))
+    _warn_degenerate(table)
     console.print(f"results -> {out / 'results.csv'}")
     if (table["status"] != "ok").any():
         raise typer.Exit(1)
@@ -667,11 +720,13 @@ def backbones(
     table = Table(
         title="Backbones (also timm:<model>, open_clip:<arch>/<tag>, hf:<repo-id>; --weights default|random|PATH)"
     )
-    for column, justify in (("name", "left"), ("params (M)", "right"), ("dim", "right"), ("input", "right"),
-                            ("source", "left")):
+    for column, justify in (("name", "left"), ("seed", "center"), ("params (M)", "right"), ("dim", "right"),
+                            ("input", "right"), ("source", "left")):
         table.add_column(column, justify=justify)
     for row in backbone_table():
-        table.add_row(row["name"], f"{row['params_m']:.1f}", str(row["dim"]), str(row["input_size"]), row["source"])
+        table.add_row(row["name"], "*" if row["seed"] else "", f"{row['params_m']:.1f}", str(row["dim"]),
+                      str(row["input_size"]), row["source"])
+    table.caption = "seed *: the published benchmark's backbones, extracted together by `extract --backbone seed`"
     console.print(table)
 
 

@@ -28,6 +28,17 @@ def predict_labels(probabilities: np.ndarray, threshold: float = 0.5) -> np.ndar
     return probabilities.argmax(axis=1)
 
 
+def is_degenerate(predicted: np.ndarray, probabilities: np.ndarray | None = None) -> bool:
+    """A fit that learnt nothing: one class predicted for every test sample (MCC 0 whatever the data), or the
+    same probabilities for every sample (ROC-AUC 0.5). Such a row is ok as a fit, but flagged, not ranked as
+    if it had learnt something."""
+    if len(predicted) < 2:
+        return False
+    if len(np.unique(predicted)) == 1:
+        return True
+    return probabilities is not None and bool(np.ptp(np.asarray(probabilities), axis=0).max() < 1e-9)
+
+
 def confusion(labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
     return np.bincount(labels * n_classes + predicted, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
 

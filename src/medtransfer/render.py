@@ -7,9 +7,19 @@ import pandas as pd
 from rich.table import Table
 
 
+def mean_std(mean: float, std: float, n: int) -> str:
+    """``0.512 ± 0.034``; a single run has no spread, so it says ``(n=1)`` rather than ``± nan``."""
+    if mean is None or np.isnan(mean):
+        return "-"
+    if n <= 1 or std is None or np.isnan(std):
+        return f"{mean:.3f} (n={n})"
+    return f"{mean:.3f} ± {std:.3f}"
+
+
 def fold_table(results: pd.DataFrame, title: str) -> Table:
-    """Full-data rows per fold, then mean ± std of every regime and shot count."""
-    table = Table(title=title)
+    """Full-data rows per fold, then mean ± std of every regime and shot count; titled with the positive class."""
+    positive = sorted({str(p) for p in results.get("positive", pd.Series(dtype=str)).dropna()} - {"", "nan"})
+    table = Table(title=f"{title} (positive class: {', '.join(positive)})" if positive else title)
     for column in ("regime", "shots", "fold", "MCC", "PR-AUC"):
         table.add_column(column, justify="right")
     ok = results[results["status"] == "ok"]
@@ -18,8 +28,8 @@ def fold_table(results: pd.DataFrame, title: str) -> Table:
     for (regime, shots), group in ok.groupby(["regime", "shots"], sort=False):
         table.add_row(
             f"[bold]{regime}[/]", str(shots) if regime == "fewshot" else "-", "mean ± std",
-            f"[bold]{group['mcc'].mean():.3f} ± {group['mcc'].std():.3f}[/]",
-            f"[bold]{group['pr_auc'].mean():.3f} ± {group['pr_auc'].std():.3f}[/]",
+            f"[bold]{mean_std(group['mcc'].mean(), group['mcc'].std(), group['mcc'].notna().sum())}[/]",
+            f"[bold]{mean_std(group['pr_auc'].mean(), group['pr_auc'].std(), group['pr_auc'].notna().sum())}[/]",
         )
     failed = results[results["status"] != "ok"]
     if not failed.empty:
@@ -28,8 +38,14 @@ def fold_table(results: pd.DataFrame, title: str) -> Table:
 
 
 def probe_summary_table(summary: pd.DataFrame, title: str = "probe summary") -> Table:
-    """``probe_summary.csv`` (``probe.summary.summarize``) as a table: mean ± std and the bootstrap MCC CI."""
-    table = Table(title=title, caption="mean ± std over folds (and seeds); MCC 95% CI: bootstrap over test samples")
+    """``probe_summary.csv`` (``probe.summary.summarize``) as a table: mean ± std and the 95% CI
+    (``aggregate.CI_METHOD``), titled with the positive class."""
+    from medtransfer.aggregate import CI_METHOD
+
+    positive = sorted({str(p) for p in summary.get("positive", pd.Series(dtype=str)).dropna()} - {"", "nan"})
+    if positive:
+        title = f"{title} (positive class: {', '.join(positive)})"
+    table = Table(title=title, caption=f"mean ± std over folds (and seeds); 95% CI: {CI_METHOD}")
     for column in ("backbone", "method", "regime", "shots", "n", "MCC", "MCC 95% CI", "PR-AUC", "ROC-AUC", "ECE"):
         table.add_column(column, justify="right")
     for row in summary.itertuples():

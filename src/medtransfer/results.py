@@ -8,6 +8,8 @@ is there: rows with the same key are replaced, others kept, so several runs can 
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import json
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -20,9 +22,15 @@ import pandas as pd
 from medtransfer.errors import MedtransferError, first_line
 from medtransfer.metrics import METRICS
 
-KEY = ["backbone", "method", "regime", "shots", "seed", "fold", "fraction"]
+# What a row measured: the task within the folds, and what was trained on which features. Weights, embedding,
+# preprocessing and PEFT target preset are part of it, so probing ``--weights random`` and then a checkpoint into
+# one folder keeps both rows rather than replacing one with the other.
+KEY = ["backbone", "method", "regime", "shots", "seed", "fold", "fraction", "weights", "embedding", "preprocessing",
+       "peft_targets"]
 # Defaults of key columns added after the first tables were written (older tables lack them).
-KEY_DEFAULTS = {"fraction": 0.0}
+KEY_DEFAULTS = {"fraction": 0.0, "weights": "", "embedding": "", "preprocessing": "", "peft_targets": ""}
+# The columns of the first key: predictions written before the key grew carry only these.
+BASE_KEY = KEY[:7]
 RESULTS_FILE = "results.parquet"
 PREDICTIONS_FILE = "predictions.parquet"
 LOG = logging.getLogger("medtransfer.results")
@@ -58,8 +66,17 @@ class ResultRow:
     status: str = "ok"  # "ok" or "failed"; a failed row says why in ``error``
     error: str = ""
     weights: str = ""
+    peft_targets: str = ""  # the PEFT target-module preset adapt wrapped ("" for probes and non-PEFT methods)
+    task: str = ""  # the prediction task's name (--task); the report falls back to the results folder's name
+    config: str = ""  # hash of every setting that shapes the row (config_hash): a rerun skips a row only if equal
+    degenerate: bool = False  # the test predictions are one class for every sample (MCC 0): the fit learnt nothing
     splits: str = ""  # fingerprint of the splits file the task came from (SplitsFile.fingerprint)
     hyperparameters: str = ""  # JSON of what tuning chose, e.g. {"C": 0.1}
+    positive: str = ""  # the positive class of a binary task (splits file's classes[1]); "" for multi-class
+    repeat: int = 0  # repeated CV (``splits --repeats``): the outer split's redraw the fold belongs to
+    trained_on: str = "train"  # "train" or "train+val" (a refit): the report pairs only rows trained alike
+    tuning: str = "val"  # where hyperparameters were chosen: "val" (fold's val rows) or "cv" (inner CV on train)
+    unit: str = "image"  # what the metrics count: "image", or "patient" (mean probability of a patient's images)
     extra: dict = field(default_factory=dict)  # stage-specific columns (e.g. adapt's trainable_params)
 
     @classmethod
@@ -98,11 +115,14 @@ def write_results(out: str | Path, rows: list[ResultRow], predictions: pd.DataFr
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     new = _with_key(pd.DataFrame([r.as_record() for r in rows]))
+    predictions = _with_row_keys(predictions, new)
     with results_lock(out):
         _remove_stale_temporaries(out)
         # read everything before writing anything: an unreadable table refuses the write and changes nothing
-        old = _with_key(_read_table(out / RESULTS_FILE))
-        earlier = _with_key(_read_table(out / PREDICTIONS_FILE))
+        old = _with_key(read_table(out / RESULTS_FILE))
+        earlier = read_table(out / PREDICTIONS_FILE)
+        # predictions written before the key grew take the rest of their key from their rows
+        earlier = _with_key(_with_row_keys(earlier, old) if old is not None else earlier)
         if old is not None:
             _check_same_splits(out, old, new)
         table, replaced = _merge(old, new)
@@ -155,20 +175,17 @@ def _remove_stale_temporaries(out: Path) -> None:
         stale.unlink(missing_ok=True)
 
 
-def check_results_folder(out: str | Path) -> None:
-    """Refuse a results folder whose earlier tables cannot be read, before any work: probe and adapt merge into
-    them. Both are read whole: a damaged page in the middle passes a footer check."""
-    out = Path(out)
-    for name in (RESULTS_FILE, PREDICTIONS_FILE):
-        _read_table(out / name)
+def read_table(path: Path, columns: list[str] | None = None) -> pd.DataFrame | None:
+    """A results or predictions table, None when absent; a damaged file is one line naming it.
 
-
-def _read_table(path: Path) -> pd.DataFrame | None:
-    """A results or predictions table, None when absent; a damaged file is one line naming it."""
+    Read through one open handle: pyarrow opens a path more than once (footer, then pages), and a writer's
+    rename between the two would pair the old footer with the new file's pages (a torn read). The handle keeps
+    the file it opened, old or new, whole."""
     if not path.exists():
         return None
     try:
-        return pd.read_parquet(path)
+        with open(path, "rb") as handle:
+            return pd.read_parquet(handle, columns=columns)
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for damaged files
         raise _unreadable(path, exc) from None
 
@@ -178,6 +195,35 @@ def _unreadable(path: Path, exc: BaseException) -> MedtransferError:
         f"{path} cannot be read ({type(exc).__name__}: {first_line(exc, 120, default='no message')}); move it "
         "away (results.csv beside it may still hold the rows) or write to another --out"
     )
+
+
+def config_hash(settings: Mapping[str, object]) -> str:
+    """A short, stable hash of a run's settings (JSON with sorted keys): equal settings, equal hash."""
+    text = json.dumps(dict(settings), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def check_results_folder(out: str | Path, splits_fingerprint: str | None = None) -> pd.DataFrame | None:
+    """The rows already in ``out`` (None when there are none), called before any fit so that a wrong ``--out``
+    stops at once rather than after hours of work: both tables are read whole (a damaged page in the middle passes
+    a footer check; a damaged file is one line naming it), and the rows must come from the same splits file."""
+    out = Path(out)
+    old = _with_key(read_table(out / RESULTS_FILE))
+    read_table(out / PREDICTIONS_FILE)
+    if old is not None and splits_fingerprint is not None:
+        _check_same_splits(out, old, pd.DataFrame({"splits": [splits_fingerprint]}))
+    return old
+
+
+def _with_row_keys(predictions: pd.DataFrame | None, rows: pd.DataFrame) -> pd.DataFrame | None:
+    """Predictions carry the first key's columns; the rest of their row's key is copied from the row."""
+    if predictions is None or predictions.empty:
+        return predictions
+    extra = [k for k in KEY if k not in BASE_KEY and k not in predictions.columns]
+    if not extra:
+        return predictions
+    keys = rows[KEY].drop_duplicates(subset=BASE_KEY, keep="last")
+    return predictions.merge(keys, on=BASE_KEY, how="left", validate="many_to_one")
 
 
 def _check_same_splits(out: Path, old: pd.DataFrame, new: pd.DataFrame) -> None:
@@ -209,14 +255,17 @@ def _merge(old: pd.DataFrame | None, new: pd.DataFrame | None, drop: pd.DataFram
 def _with_key(table: pd.DataFrame | None) -> pd.DataFrame | None:
     if table is None:
         return None
-    missing = [k for k in KEY_DEFAULTS if k not in table.columns and not table.empty]
+    if table.empty:
+        return table
+    missing = [k for k in KEY_DEFAULTS if k not in table.columns]
     if missing:
         table = table.assign(**{k: KEY_DEFAULTS[k] for k in missing})
-    return table
+    # rows of stages that leave a key column out (probe rows beside adapt's peft_targets) get its default
+    return table.fillna({k: v for k, v in KEY_DEFAULTS.items()})
 
 
 def read_results(folder: str | Path) -> pd.DataFrame:
     path = Path(folder) / RESULTS_FILE
     if not path.is_file():
         raise MedtransferError(f"no results table in {folder} (expected {RESULTS_FILE}); run probe or adapt first")
-    return _read_table(path)
+    return read_table(path)

@@ -21,8 +21,12 @@ REGIMES: tuple[str, ...] = ("full", "fewshot", "fraction")
 # Class weighting of a loss or a head: "balanced" is n / (n_classes * n_class), scikit-learn's rule.
 CLASS_WEIGHTS: tuple[str, ...] = ("balanced", "none")
 
-# Where hyperparameters are tuned: the fold's ``val`` rows, or inner cross-validation on the training rows.
-TUNING: tuple[str, ...] = ("val", "cv")
+# Where hyperparameters are tuned: the fold's ``val`` rows, inner cross-validation on the training rows, or
+# "budget": inner CV on a few-shot / fraction task's own training rows (its label budget), val for full data.
+TUNING: tuple[str, ...] = ("val", "cv", "budget")
+
+# What the metrics count: test images, or patients (the mean probability of a patient's images).
+UNITS: tuple[str, ...] = ("image", "patient")
 
 # Logistic regression's grid of C (scikit-learn's inverse L2 strength), shared by probe and adapt's lp head.
 LOGREG_C_GRID: tuple[float, ...] = tuple(float(c) for c in np.logspace(-4, 3, 8))

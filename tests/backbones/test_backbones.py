@@ -130,8 +130,8 @@ def test_registry_holds_every_entry_and_table():
     rows = {r["name"]: r for r in backbone_table()}
     assert set(rows) == set(REGISTRY)
     for name, row in rows.items():
-        assert {"name", "params_m", "dim", "input_size", "source", "weights_id", "resize", "interpolation", "mean",
-                "std", "default_embedding", "feature_variants", "peft_presets"} <= set(row)
+        assert {"name", "params_m", "dim", "input_size", "source", "seed", "weights_id", "resize", "interpolation",
+                "mean", "std", "default_embedding", "feature_variants", "peft_presets"} <= set(row)
         assert row["dim"] == REGISTRY[name].embed_dim and row["source"]
     assert rows["rad-dino"]["input_size"] == 518
     assert rows["medclip-swin"]["dim"] == 768
@@ -521,7 +521,8 @@ def test_open_spec_not_in_cache_offline(hub):
     with pytest.raises(MedtransferError) as err:
         get_spec("hf:some-org/not-downloaded")
     msg = assert_one_line(err)
-    assert "--weights PATH" in msg and "https://huggingface.co/some-org/not-downloaded" in msg
+    # the config is needed whatever --weights says, so the hint is a local folder, not another --weights
+    assert "hf:FOLDER" in msg and "https://huggingface.co/some-org/not-downloaded" in msg
 
 
 def test_checkpoint_of_another_architecture(tmp_path):

@@ -107,3 +107,14 @@ def test_probe_refuses_ten_train_ids_copied_into_test_with_one_line(made, cli, t
     assert len(lines) == 1 and lines[0].startswith("error: ")
     assert "10 id(s) in both train and test" in lines[0] and copied[0] in lines[0]
     assert not (tmp_path / "res").exists()
+
+
+def test_repeated_cv_tests_each_id_once_per_repeat_and_loads(small_manifest, tmp_path):
+    """``splits --repeats``: an id is tested once in every repeat, which the loader's rule allows per repeat."""
+    from medtransfer.data.manifest import load_manifest
+    from medtransfer.splits import SplitSpec, make_splits, save_splits
+
+    splits = make_splits(load_manifest(small_manifest), SplitSpec(n_folds=3, shots=(2,), fewshot_seeds=1, repeats=2))
+    assert {fold.repeat for fold in splits.folds} == {0, 1}
+    save_splits(splits, tmp_path / "repeated.json")
+    assert len(load_splits(tmp_path / "repeated.json").folds) == 6

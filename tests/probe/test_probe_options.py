@@ -14,7 +14,8 @@ from medtransfer.probe import HeadFit, ProbeOptions, run_probe
 def test_defaults_and_recorded_settings():
     options = ProbeOptions()
     assert options.steps == ("standardize",) and options.rule == "0.5" and options.balanced
-    assert options.settings() == {"preprocessing": "standardize", "class_weight": "balanced", "threshold_rule": "0.5"}
+    assert options.settings() == {"preprocessing": "standardize", "class_weight": "balanced", "threshold_rule": "0.5",
+                                  "tuning": "val", "unit": "image"}
     cv = ProbeOptions(threshold="val-mcc", tune="cv", class_weight=None, heads="knn", embeddings="mean")
     assert cv.settings()["threshold_rule"] == "val-mcc (inner cv)" and cv.class_weight == "none"
     assert cv.heads == ("knn",) and cv.embeddings == ("mean",)
@@ -22,7 +23,7 @@ def test_defaults_and_recorded_settings():
 
 @pytest.mark.parametrize(("choices", "message"), [
     ({"class_weight": "heavy"}, "--class-weight must be balanced or none"),
-    ({"tune": "grid"}, "--tune must be val or cv"),
+    ({"tune": "grid"}, "--tune must be val or cv or budget"),
     ({"regimes": ("full", "zeroshot")}, "unknown regime"),
     ({"preprocess": "whiten"}, "unknown preprocessing step"),
     ({"threshold": "0.3"}, "unknown --threshold"),

@@ -16,7 +16,15 @@ from report_synthetic import BACKBONES, make_rows, write_results
 
 from medtransfer.errors import MedtransferError
 from medtransfer.report import build_report, is_cnn, load_results, summarize
-from medtransfer.report.stats import friedman, holm, nemenyi_cd, pairwise_tests, summary_table, t_interval
+from medtransfer.report.stats import (
+    friedman,
+    friedman_by_regime,
+    holm,
+    min_wilcoxon_p,
+    nemenyi_cd,
+    pairwise_tests,
+    summary_table,
+)
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 FIGURES_PER_TASK = ["trainable", "boxplot", "cnn_vs_fm", "fewshot"]
@@ -73,16 +81,16 @@ def test_better_on_every_fold_wins_and_ties_do_not(results_root: Path) -> None:
 
 
 def test_summary_statistics_are_exact() -> None:
-    low, high = t_interval(np.array([1.0, 2.0, 3.0]))
-    half = 4.302652729911275 / math.sqrt(3)
-    assert (low, high) == pytest.approx((2 - half, 2 + half))
-    assert all(math.isnan(v) for v in t_interval(np.array([0.5])))
+    assert min_wilcoxon_p(5) == pytest.approx(0.0625) and min_wilcoxon_p(6) == pytest.approx(0.03125)
     assert holm(np.array([0.01, 0.04, 0.03])) == pytest.approx([0.03, 0.06, 0.06])
     assert nemenyi_cd(3, 10) == pytest.approx(2.343 * math.sqrt(12 / 60), rel=1e-3)  # Demsar 2006 table
 
 
 def test_friedman_ranks_the_consistently_better_strategy_first(results_root: Path) -> None:
-    result = friedman(load_results([results_root]).ok)
+    by_regime = {r.regime: r for r in friedman_by_regime(load_results([results_root]).ok)}
+    assert "full (trained on train)" in by_regime and "4-shot (trained on train)" in by_regime
+    result = by_regime["full (trained on train)"]  # one test per regime: few-shot logreg is no competitor here
+    assert "logreg 4-shot" not in result.mean_ranks.index
     assert result.ok and result.pvalue < 0.05
     assert result.n_blocks == 2 * len(BACKBONES)
     assert result.mean_ranks.index[0] == "lora" and result.mean_ranks.iloc[0] == 1.0

@@ -51,6 +51,9 @@ class AdaptConfig:
     num_workers: int = 0  # image-decoding workers, used once per run to fill the in-memory pixel store
     max_grad_norm: float | None = 1.0  # gradient clipping; None or 0 turns it off
     seed: int = 0
+    # train and test at this input size instead of the backbone's (quick runs on a CPU; CNNs take any size, ViTs
+    # that interpolate their position embeddings too); None: the backbone's own preprocessing size
+    image_size: int | None = None
 
     def __post_init__(self) -> None:
         checks = [
@@ -66,6 +69,8 @@ class AdaptConfig:
             (self.augment in (None, "cxr", "none"), f"--augment must be cxr or none, got {self.augment!r}"),
             (self.precision in PRECISIONS, f"--precision must be {', '.join(PRECISIONS)}, got {self.precision!r}"),
             (0 <= self.warmup_fraction < 1, f"warmup fraction must be in [0, 1), got {self.warmup_fraction}"),
+            (self.image_size is None or self.image_size >= 16,
+             f"--image-size must be at least 16, got {self.image_size}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -7,14 +7,16 @@ does not refit on train + val (val picks the epoch). Every task starts from the 
 
 Per task, under ``OUT/adapt-runs/<backbone>/<method>/<task>/``: ``state.pt`` (the last finished epoch,
 for ``--resume``; removed when the task is done), ``best.pt`` (the best epoch's trained tensors: adapters +
-head for PEFT methods), ``row.json`` and ``predictions.parquet`` (a finished task, skipped on
-``--resume``). One task's training lives in ``adapt.task``.
+head for PEFT methods), ``row.json`` and ``predictions.parquet`` (a finished task, skipped on ``--resume`` when
+its configuration hash, the row's ``config``, equals this run's; a task finished with other settings is refused
+with one line rather than kept). One task's training lives in ``adapt.task``.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -24,6 +26,7 @@ import pandas as pd
 
 from medtransfer.adapt.config import AdaptConfig
 from medtransfer.adapt.data import load_pixels
+from medtransfer.adapt.estimate import WARN_SECONDS, hours, run_seconds, seconds_per_image
 from medtransfer.adapt.methods import AdaptMethod, get_method
 from medtransfer.adapt.options import MethodOptions
 from medtransfer.adapt.task import AdaptJob, TaskRun, run_task
@@ -32,7 +35,7 @@ from medtransfer.backbones.registry import load_backbone
 from medtransfer.data.manifest import Manifest, load_manifest
 from medtransfer.device import resolve_device
 from medtransfer.errors import MedtransferError
-from medtransfer.results import ResultRow, check_results_folder, write_results
+from medtransfer.results import ResultRow, check_results_folder, config_hash, write_results
 from medtransfer.splits.schema import SplitsFile, load_splits
 from medtransfer.splits.tasks import Task, tasks_for
 
@@ -141,31 +144,44 @@ def run_adapt(
     ``overrides`` are fields of ``AdaptConfig`` (epochs=, lr=, batch_size=, ...), of the method's options (rank=,
     alpha=, block_size=, ...), of ``TaskSelection`` (regimes=, shots=, folds=, seeds=) or of ``RunOptions``
     (device=, resume=, pixel_cache=, progress=, log=, frames=); ``None`` values are ignored so a CLI can pass its
-    options straight through.
+    options straight through. ``task=NAME`` names the prediction task on every row.
     """
     splits_file = splits if isinstance(splits, SplitsFile) else load_splits(splits)
     adapt_method = get_method(method)
+    task_label = str(overrides.pop("task", "") or "")
     settings = resolve_settings(adapt_method, config=config, options=options, overrides=overrides)
     run = settings.run
     if not isinstance(manifest, Manifest):
         manifest = load_manifest(manifest, label_column=splits_file.label_column, frames=run.frames)
     splits_file.check_manifest(manifest.fingerprint)
+    check_results_folder(out, splits_file.fingerprint)  # wrong or unreadable --out: stops before any training
     torch_device = resolve_device(run.device)
     autocast_dtype(settings.config.precision, torch_device)  # fp16 off CUDA: refused before any work
-    check_results_folder(out)  # an unreadable earlier table: refused before any training, not after it
     tasks = settings.selection.select(splits_file)
 
     loaded = load_backbone(backbone, weights)
+    configuration = run_configuration(backbone, loaded.weights, adapt_method, settings, frames=run.frames)
+    if run.resume:  # a task finished with other settings is refused before any training
+        run_root = Path(out) / RUNS_FOLDER / _safe(backbone) / _safe(adapt_method.label(settings.options))
+        _check_finished_configuration(run_root, [task_name(t) for t in tasks], configuration)
+    spec = loaded.spec
+    if settings.config.image_size:
+        spec = replace(spec, preprocessing=replace(spec.preprocessing, input_size=settings.config.image_size))
+    if torch_device.type == "cpu":
+        _warn_if_long(loaded.model, spec, tasks, settings, n_classes=len(splits_file.classes))
     needed = sorted({i for t in tasks for i in (*t.train, *t.val, *t.test)})
-    store = load_pixels(manifest.table, needed, loaded.spec.preprocessing, num_workers=settings.config.num_workers,
+    store = load_pixels(manifest.table, needed, spec.preprocessing, num_workers=settings.config.num_workers,
                         progress=run.progress, pixel_cache=run.pixel_cache, log=run.log)
     store.to_device_if_small(torch_device)
-    job = AdaptJob(pristine=loaded.model, spec=loaded.spec, method=adapt_method, options=settings.options,
+    job = AdaptJob(pristine=loaded.model, spec=spec, method=adapt_method, options=settings.options,
                    config=settings.config, splits=splits_file, store=store, device=torch_device,
                    weights=loaded.weights, weights_source=loaded.weights_source)
     run.log(f"adapt {backbone} ({loaded.weights_source}) with {job.label}: {len(tasks)} task(s) on {torch_device}; "
-            f"images {store.source}")
+            f"images {store.source}; configuration {configuration}")
     run_root = Path(out) / RUNS_FOLDER / _safe(backbone) / _safe(job.label)
+    fixed = {"task": task_label, "config": configuration,
+             "preprocessing": "standardize" if not settings.config.image_size
+             else f"standardize+{settings.config.image_size}px"}
 
     rows: list[ResultRow] = []
     for number, task in enumerate(tasks):
@@ -174,16 +190,54 @@ def run_adapt(
         if run.resume and (task_dir / "row.json").is_file():
             row, prediction = _load_done(task_dir)
             row = replace(row, splits=splits_file.fingerprint)
-            run.log(f"{desc}: done earlier, kept (--resume)")
+            run.log(f"{desc}: done earlier with this configuration, kept (--resume)")
         else:
             if not run.resume:
                 (task_dir / STATE_FILE).unlink(missing_ok=True)
             row, prediction = run_task(job, task, TaskRun(task_dir, resume=run.resume, progress=run.progress,
                                                           log=run.log, first=number == 0, desc=desc))
+            row = replace(row, **fixed)
             _save_done(task_dir, row, prediction)
         rows.append(row)
         write_results(out, [row], prediction)
     return pd.DataFrame([r.as_record() for r in rows])
+
+
+def run_configuration(backbone: str, weights: str, method: AdaptMethod, settings: _Settings, *, frames: str) -> str:
+    """Hash of everything that shapes a task's result: backbone, weights, method and its options, the training
+    config (less the decode workers, which change nothing but speed) and the multi-frame policy."""
+    config = {k: v for k, v in asdict(settings.config).items() if k != "num_workers"}
+    return config_hash({"backbone": backbone, "weights": weights, "method": method.name,
+                        "options": asdict(settings.options), "config": config, "frames": frames})
+
+
+def _check_finished_configuration(run_root: Path, names: list[str], configuration: str) -> None:
+    """``--resume`` keeps a finished task only when it was made with this configuration; one with other settings
+    (``--epochs 1 --lr 1e-5`` then ``--epochs 3 --lr 1e-3 --resume``) is refused before any training, never
+    silently kept."""
+    for name in names:
+        path = run_root / name / "row.json"
+        if not path.is_file():
+            continue
+        made_with = json.loads(path.read_text()).get("config", "")
+        if made_with != configuration:
+            raise MedtransferError(
+                f"--resume: task {name} in {run_root} finished with another configuration ({made_with or 'unrecorded'}"
+                f", this run's is {configuration}): the settings differ, so its result is not this run's; rerun "
+                "without --resume to train it again (its row is replaced), or give another --out"
+            )
+
+
+def _warn_if_long(model, spec, tasks: list[Task], settings: _Settings, *, n_classes: int) -> None:
+    """A CPU run that will take hours says so (with a measured estimate) before it starts, and what shortens it."""
+    per_image = seconds_per_image(model, spec.preprocessing.input_size, n_classes=n_classes)
+    total = run_seconds(tasks, epochs=settings.config.epochs, per_image=per_image)
+    if total >= WARN_SECONDS:
+        warnings.warn(
+            f"this CPU run will take about {hours(total)} ({len(tasks)} task(s), up to {settings.config.epochs} "
+            f"epoch(s), {spec.preprocessing.input_size} px, {per_image * 1000:.0f} ms per image); for a quick run "
+            "use --image-size 64, --epochs 2, --folds 0, --regime full, or a GPU (--device cuda)",
+            UserWarning, stacklevel=3)
 
 
 def _save_done(task_dir: Path, row: ResultRow, prediction: pd.DataFrame | None) -> None:

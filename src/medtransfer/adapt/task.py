@@ -41,7 +41,7 @@ from medtransfer.adapt.train import (
 from medtransfer.backbones.registry import BackboneSpec
 from medtransfer.backbones.vit import without_unused_projection
 from medtransfer.errors import MedtransferError, first_line
-from medtransfer.metrics import compute_metrics
+from medtransfer.metrics import compute_metrics, is_degenerate, predict_labels
 from medtransfer.results import ResultRow
 from medtransfer.splits.schema import SplitsFile
 from medtransfer.splits.tasks import Task
@@ -110,6 +110,7 @@ def run_task(job: AdaptJob, task: Task, run: TaskRun) -> tuple[ResultRow, pd.Dat
         "backbone": job.spec.name, "method": job.label, "regime": task.regime, "shots": task.shots,
         "seed": task.seed, "fold": task.fold, "fraction": float(task.fraction), "n_test": len(task.test),
         "n_train": len(task.train), "weights": job.weights, "splits": job.splits.fingerprint,
+        "positive": job.splits.positive or "", "repeat": task.repeat,
         # the columns probe fills that mean the same for adapt: the head standardises embeddings with
         # training-row statistics, the loss is class-weighted or not, and the threshold is 0.5
         "preprocessing": "standardize", "threshold_rule": "0.5",
@@ -250,9 +251,10 @@ class _TaskRunner:
         metrics = compute_metrics(self.y_test, probabilities)
         best = result.history[result.best_epoch - 1] if result.best_epoch else {}
         row = ResultRow.create(
-            **{**columns, "n_train": n_train}, metrics=metrics,
+            **{**columns, "n_train": n_train, "trained_on": "train+val" if refit_epochs else "train"}, metrics=metrics,
             threshold=0.5 if job.n_classes == 2 else float("nan"), mcc_at_05=metrics["mcc"],
             fit_seconds=time.perf_counter() - start, hyperparameters=self._hyperparameters(),
+            degenerate=is_degenerate(predict_labels(probabilities), probabilities),
             extra={
                 "trainable_params": trainable, "total_params": total, "pct_trainable": pct,
                 "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
@@ -283,8 +285,9 @@ class _TaskRunner:
         prediction = pd.DataFrame({
             "backbone": job.spec.name, "method": job.label, "regime": task.regime, "shots": task.shots,
             "seed": task.seed, "fold": task.fold, "fraction": float(task.fraction),
-            "id": task.test, "label": self.y_test,
+            "id": task.test, "patient": [job.splits.groups.get(i, i) for i in task.test], "label": self.y_test,
             "probability": probabilities[:, 1] if job.n_classes == 2 else probabilities.max(axis=1),
+            "predicted": predict_labels(probabilities, 0.5),  # adapt's rule: 0.5 (binary), argmax otherwise
         })
         if job.n_classes > 2:
             for class_index in range(job.n_classes):

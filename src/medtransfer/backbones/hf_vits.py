@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from medtransfer.backbones.hub import download_guard
+from medtransfer.backbones.hub import download_guard, hub_offline
 from medtransfer.backbones.registry import (
     BackboneSpec,
     PeftTargets,
@@ -80,7 +80,8 @@ def hf_from_pretrained(cls, repo_or_path: str | Path, what: str, hint: str = "",
     """
     local = Path(str(repo_or_path)).exists()
     with download_guard(what, url=None if local else f"https://huggingface.co/{repo_or_path}", hint=hint):
-        model, info = cls.from_pretrained(str(repo_or_path), output_loading_info=True, **kwargs)
+        model, info = cls.from_pretrained(str(repo_or_path), output_loading_info=True,
+                                          **{"local_files_only": not local and hub_offline(), **kwargs})
     missing = list(info.get("missing_keys") or []) + [str(m) for m in info.get("mismatched_keys") or []]
     if missing:
         raise MedtransferError(

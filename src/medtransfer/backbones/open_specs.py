@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from medtransfer.backbones.hf_vits import CLIP_MEAN, CLIP_STD, hf_from_pretrained, hf_state_dict_file
-from medtransfer.backbones.hub import checkpoint_loaders, download_guard
+from medtransfer.backbones.hub import checkpoint_loaders, download_guard, hub_offline
 from medtransfer.backbones.open_clip_models import (
     build_vision_tower,
     find_open_clip_file,
@@ -289,12 +289,15 @@ def _vision_part(model: nn.Module) -> nn.Module:
 def _hf_config(repo: str):
     from transformers import AutoConfig
 
+    local = Path(repo).exists()
     with download_guard(
         f"the config of {repo}",
-        url=None if Path(repo).exists() else f"https://huggingface.co/{repo}",
-        hint=f"download config.json and the weights of https://huggingface.co/{repo} into a folder",
+        url=None if local else f"https://huggingface.co/{repo}",
+        # the architecture comes from config.json, so --weights random needs it too
+        instead=f"download config.json (and the weights) of https://huggingface.co/{repo} into a folder and "
+        "pass --backbone hf:FOLDER (with any --weights, random included)",
     ):
-        return AutoConfig.from_pretrained(repo)
+        return AutoConfig.from_pretrained(repo, local_files_only=not local and hub_offline())
 
 
 def _hf_preprocessing(repo: str, config) -> Preprocessing:
@@ -303,7 +306,7 @@ def _hf_preprocessing(repo: str, config) -> Preprocessing:
     try:
         from transformers import AutoImageProcessor
 
-        proc = AutoImageProcessor.from_pretrained(repo)
+        proc = AutoImageProcessor.from_pretrained(repo, local_files_only=not Path(repo).exists() and hub_offline())
     except Exception:  # no processor config: the model config's image size, ImageNet statistics
         return Preprocessing(input_size=size)
     crop = getattr(proc, "crop_size", None) or {}

@@ -286,6 +286,7 @@ def backbone_table() -> list[dict]:
             "feature_variants": list(spec.feature_variants),
             "peft_presets": preset_table(spec),
             "sources": dict(spec.sources),
+            "seed": spec.name in SEED_BACKBONES,  # in the published benchmark's set (``--backbone seed``)
         })
     return rows
 

@@ -52,10 +52,11 @@ class ProbeContext:
 
     backbone: str
     embedding: str  # "" for the store's default features
-    data: FeatureMatrix
+    data: FeatureMatrix | None  # None until a head needs the features (a rerun may skip every head)
     splits: SplitsFile
     options: ProbeOptions
     weights: str = ""  # the feature group's weights attribute, recorded on every row
+    task: str = ""  # the prediction task's name (--task), recorded on every row
 
     @property
     def n_classes(self) -> int:

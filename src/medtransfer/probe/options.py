@@ -8,7 +8,8 @@ from dataclasses import dataclass, field, fields
 from medtransfer.errors import MedtransferError
 from medtransfer.probe.features import parse_preprocess
 from medtransfer.probe.threshold import check_rule
-from medtransfer.vocabulary import CLASS_WEIGHTS, REGIMES, TUNING
+from medtransfer.splits.tasks import Task
+from medtransfer.vocabulary import CLASS_WEIGHTS, EMBEDDING_KINDS, REGIMES, TUNING, UNITS
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,8 @@ class ProbeOptions:
     preprocess: str = "standardize"  # l2, standardize, pcaN, none joined by "+" (probe.features)
     threshold: str = "0.5"  # "0.5" or "val-mcc" (probe.threshold)
     tune: str = "val"  # of vocabulary.TUNING: the fold's val rows, or inner CV on the training rows
-    inner_folds: int = 3  # inner CV folds for tune="cv"
+    inner_folds: int = 3  # inner CV folds for tune="cv" (and "budget")
+    unit: str = "image"  # of vocabulary.UNITS: metrics per test image, or per patient (mean of its images)
     device: str = "auto"  # for the batched logistic-regression solver (device.resolve_device)
     steps: tuple[str, ...] = field(init=False)  # ``preprocess`` parsed
     rule: str = field(init=False)  # ``threshold`` normalized
@@ -39,9 +41,14 @@ class ProbeOptions:
             raise MedtransferError(f"--class-weight must be {' or '.join(CLASS_WEIGHTS)}, got {self.class_weight!r}")
         if self.tune not in TUNING:
             raise MedtransferError(f"--tune must be {' or '.join(TUNING)}, got {self.tune!r}")
+        if self.unit not in UNITS:
+            raise MedtransferError(f"--unit must be {' or '.join(UNITS)}, got {self.unit!r}")
         unknown = sorted(set(self.regimes) - set(REGIMES))
         if unknown:
             raise MedtransferError(f"unknown regime(s) {unknown}; choose from {', '.join(REGIMES)}")
+        odd = [e for e in self.embeddings if e not in ("default", "features", *EMBEDDING_KINDS)]
+        if odd:  # refused here, before any progress bar or fit
+            raise MedtransferError(f"unknown --embedding {odd[0]!r}; choose default, {', '.join(EMBEDDING_KINDS)}")
         if self.tune == "cv" and self.inner_folds < 2:
             raise MedtransferError(f"--inner-folds must be at least 2 for --tune cv, got {self.inner_folds}")
         object.__setattr__(self, "steps", parse_preprocess(self.preprocess))
@@ -60,8 +67,16 @@ class ProbeOptions:
     def balanced(self) -> bool:
         return self.class_weight == "balanced"
 
-    def settings(self) -> dict[str, str]:
-        """The results-table columns that record these choices on every row."""
-        rule = self.rule if self.tune == "val" or self.rule == "0.5" else f"{self.rule} (inner cv)"
+    def tuning_for(self, task: Task) -> str:
+        """Where this task's hyperparameters are chosen, "val" or "cv": ``budget`` tunes a few-shot or fraction
+        task by inner CV on its own training rows, so that it uses no labels beyond its budget."""
+        if self.tune == "budget":
+            return "val" if task.regime == "full" else "cv"
+        return self.tune
+
+    def settings(self, tuning: str | None = None) -> dict[str, str]:
+        """The results-table columns that record these choices on every row (``tuning``: the task's)."""
+        tuning = tuning or self.tune
+        rule = self.rule if tuning == "val" or self.rule == "0.5" else f"{self.rule} (inner cv)"
         return {"preprocessing": "+".join(self.steps) or "none", "class_weight": self.class_weight,
-                "threshold_rule": rule}
+                "threshold_rule": rule, "tuning": tuning, "unit": self.unit}

@@ -1,44 +1,50 @@
-"""The probe summary: per (backbone, method, regime, shots, fraction), mean ± std over folds and seeds, plus a
-95% confidence interval of the mean MCC by bootstrap over **test samples** (each replicate resamples every
-fold/seed's test predictions with replacement and averages the runs' MCCs; 1,000 replicates, percentile CI).
-"""
+"""The probe summary: per (backbone, method, regime, shots, fraction), mean ± std over folds and seeds, and the
+project's one 95% CI of the mean MCC and PR-AUC (``aggregate.CI_METHOD``: a cluster bootstrap over runs that
+resamples each fold's test patients and its seeds), the same interval the report and ``summary`` show."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
-from medtransfer.aggregate import metric_columns, summarize_groups
-from medtransfer.metrics import bootstrap_mcc_ci
+from medtransfer.aggregate import cluster_bootstrap_ci, metric_columns, summarize_groups
 
 GROUP = ["backbone", "method", "regime", "shots", "fraction"]
 SHOWN = ("mcc", "pr_auc", "roc_auc", "balanced_accuracy", "f1", "brier", "ece")
+RUN_KEY = ["backbone", "method", "regime", "shots", "seed", "fold", "fraction"]
 
 
 def summarize(results: pd.DataFrame, predictions: pd.DataFrame | None = None, n_boot: int = 1000) -> pd.DataFrame:
-    """One row per group: n runs, n failed, ``<metric>_mean`` / ``<metric>_std``, ``mcc_ci_low`` / ``_high``."""
+    """One row per group: n runs, n failed, ``<metric>_mean`` / ``<metric>_std``, ``mcc_ci_low`` / ``_high``,
+    ``pr_auc_ci_low`` / ``_high`` (NaN without predictions), and the positive class where the rows record it."""
     results = results.assign(fraction=results.get("fraction", 0.0))
+    preds = None if predictions is None else predictions.assign(fraction=predictions.get("fraction", 0.0))
 
     def describe(group: pd.DataFrame) -> dict:
         ok = group[group["status"] == "ok"]
         record = {"n_runs": len(ok), "n_failed": int((group["status"] != "ok").sum())}
         for metric in SHOWN:
             record.update(metric_columns(ok, metric))
-        record["mcc_ci_low"], record["mcc_ci_high"] = _ci(ok, predictions, n_boot)
+        mine = _predictions_of(ok, preds)
+        n_classes = _n_classes(mine)
+        for metric in ("mcc", "pr_auc"):
+            record[f"{metric}_ci_low"], record[f"{metric}_ci_high"] = cluster_bootstrap_ci(
+                mine, metric, n_classes, n_boot=n_boot)
+        if "positive" in group:
+            record["positive"] = str(group["positive"].iloc[0])
         return record
 
     return pd.DataFrame(summarize_groups(results, GROUP, describe, dropna=False))
 
 
-def _ci(ok: pd.DataFrame, predictions: pd.DataFrame | None, n_boot: int) -> tuple[float, float]:
+def _predictions_of(ok: pd.DataFrame, predictions: pd.DataFrame | None) -> pd.DataFrame:
     if predictions is None or ok.empty or "predicted" not in predictions:
-        return float("nan"), float("nan")
-    keys = ["backbone", "method", "regime", "shots", "seed", "fold", "fraction"]
-    preds = predictions.assign(fraction=predictions.get("fraction", 0.0))
-    wanted = ok[keys].drop_duplicates()
-    merged = preds.merge(wanted, on=keys, how="inner")
-    if merged.empty:
-        return float("nan"), float("nan")
-    n_classes = int(max(merged["label"].max(), merged["predicted"].max())) + 1
-    runs = [(g["label"].to_numpy(dtype=int), g["predicted"].to_numpy(dtype=int))
-            for _, g in merged.groupby(["seed", "fold"], sort=True)]
-    return bootstrap_mcc_ci(runs, max(n_classes, 2), n_boot=n_boot)
+        return pd.DataFrame()
+    return predictions.merge(ok[RUN_KEY].drop_duplicates(), on=RUN_KEY, how="inner")
+
+
+def _n_classes(predictions: pd.DataFrame) -> int:
+    if predictions.empty:
+        return 2
+    prob_columns = [c for c in predictions if str(c).startswith("probability_")]
+    return max(2, len(prob_columns), int(np.max(predictions[["label", "predicted"]].to_numpy())) + 1)

@@ -11,10 +11,12 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from medtransfer.aggregate import CI_METHOD
 from medtransfer.errors import MedtransferError
+from medtransfer.render import mean_std
 from medtransfer.report.html import PageData, render_page
 from medtransfer.report.load import Results, is_cnn, load_results
-from medtransfer.report.stats import FriedmanResult, friedman, pairwise_tests, summary_table
+from medtransfer.report.stats import FriedmanResult, friedman_by_regime, pairwise_tests, summary_table
 from medtransfer.report.tables import write_tables
 
 if TYPE_CHECKING:
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["Results", "build_report", "is_cnn", "load_results", "summarize", "summary_frame"]
 
 
-def _figures(results: Results, summary: pd.DataFrame, cd: FriedmanResult) -> list[Figure]:
+def _figures(results: Results, summary: pd.DataFrame, tests: list[FriedmanResult]) -> list[Figure]:
     from medtransfer.report import figures as fig  # matplotlib is slow to import; `summary` never needs it
 
     colours = fig.palette(list(results.ok["method"].unique()))
@@ -37,9 +39,7 @@ def _figures(results: Results, summary: pd.DataFrame, cd: FriedmanResult) -> lis
             fig.learning_curves(summary, task, colours, "fraction"),
         ]
         out.extend(f for f in made if f is not None)
-    diagram = fig.cd_diagram(cd)
-    if diagram:
-        out.append(diagram)
+    out.extend(d for d in (fig.cd_diagram(cd) for cd in tests) if d is not None)
     return out
 
 
@@ -51,9 +51,9 @@ def build_report(results_dirs: list[Path] | list[str] | Path | str, out: Path | 
     """
     dirs = [results_dirs] if isinstance(results_dirs, (str, Path)) else list(results_dirs)
     results = _readable(load_results(dirs))
-    summary = summary_table(results.ok)
+    summary = report_summary(results.ok, results.predictions)
     pairs = pairwise_tests(results.ok)
-    cd = friedman(results.ok)
+    cd = friedman_by_regime(results.ok)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise MedtransferError(f"--out must be a directory, but {out} is a file")
@@ -68,6 +68,7 @@ def build_report(results_dirs: list[Path] | list[str] | Path | str, out: Path | 
         sources=[str(s) for s in results.sources],
         n_rows=len(results.ok),
         n_failed=len(results.failed),
+        weights=weights_by_backbone(results.ok),
     )
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     page = out / "index.html"
@@ -75,10 +76,40 @@ def build_report(results_dirs: list[Path] | list[str] | Path | str, out: Path | 
     return page
 
 
+# Where each metric lives: a t-interval of a mean near a bound can reach past it, which no value can
+METRIC_RANGE = {"mcc": (-1.0, 1.0), "pr_auc": (0.0, 1.0), "roc_auc": (0.0, 1.0), "balanced_accuracy": (0.0, 1.0)}
+
+
+def report_summary(ok: pd.DataFrame, predictions: pd.DataFrame | None = None) -> pd.DataFrame:
+    """``stats.summary_table`` (its CI from the test ``predictions``) with confidence intervals clipped to each
+    metric's range and, per strategy, how many of its runs were degenerate (constant predictions)."""
+    summary = summary_table(ok, predictions)
+    for metric, (low, high) in METRIC_RANGE.items():
+        for column in (f"{metric}_ci_low", f"{metric}_ci_high"):
+            if column in summary.columns:
+                summary[column] = summary[column].clip(low, high)
+    group = ["task", "backbone", "method", "regime", "shots", "fraction"]
+    if summary.empty:
+        return summary.assign(n_degenerate=0)
+    counts = ok.groupby(group)["degenerate"].sum().rename("n_degenerate").reset_index()
+    summary = summary.merge(counts, on=group, how="left")
+    summary["n_degenerate"] = summary["n_degenerate"].fillna(0).astype(int)
+    return summary
+
+
+def weights_by_backbone(ok: pd.DataFrame) -> dict[str, str]:
+    """backbone -> the weights its rows used ("random" said as such: nothing was pretrained)."""
+    if ok.empty:
+        return {}
+    return {backbone: ", ".join(sorted({w or "unrecorded" for w in rows["weights"]}))
+            for backbone, rows in ok.groupby("backbone", sort=True)}
+
+
 def summary_frame(results_dirs: list[Path] | list[str] | Path | str) -> pd.DataFrame:
     """The key table as data: one row per (task, backbone, strategy), best first within a backbone."""
     dirs = [results_dirs] if isinstance(results_dirs, (str, Path)) else list(results_dirs)
-    summary = summary_table(load_results(dirs).ok)
+    results = load_results(dirs)
+    summary = report_summary(results.ok, results.predictions)
     return summary.sort_values(["task", "backbone", "mcc_mean"], ascending=[True, True, False])
 
 
@@ -95,8 +126,11 @@ def summarize(results_dir: Path | str | list[Path] | list[str]) -> str:
     """Plain-text key table for the terminal: MCC and PR-AUC mean ± std per strategy, best marked with *."""
     dirs = [results_dir] if isinstance(results_dir, (str, Path)) else list(results_dir)
     results = _readable(load_results(dirs))
-    summary = summary_table(results.ok).sort_values(["task", "backbone", "mcc_mean"], ascending=[True, True, False])
-    header = ["task", "backbone", "strategy", "%train", "n", "MCC", "PR-AUC", ""]
+    summary = report_summary(results.ok, results.predictions).sort_values(
+        ["task", "backbone", "mcc_mean"], ascending=[True, True, False])
+    weights = weights_by_backbone(results.ok)
+    header = ["task", "backbone", "weights", "strategy", "%train", "n", "MCC", "MCC 95% CI", "PR-AUC",
+              "PR-AUC 95% CI", ""]
     rows = [header]
     for _, r in summary.iterrows():
         pct = "head" if r["pct_trainable"] <= 0 else f"{r['pct_trainable']:.3g}"
@@ -104,11 +138,14 @@ def summarize(results_dir: Path | str | list[Path] | list[str]) -> str:
             [
                 r["task"],
                 r["backbone"],
+                weights.get(r["backbone"], ""),
                 r["strategy"],
                 pct,
-                str(r["n"]),
-                f"{r['mcc_mean']:.3f} ± {r['mcc_std']:.3f}".replace("nan", "–"),
-                f"{r['pr_auc_mean']:.3f} ± {r['pr_auc_std']:.3f}".replace("nan", "–"),
+                str(r["n"]) + (f" ({r['n_degenerate']} constant)" if r["n_degenerate"] else ""),
+                mean_std(r["mcc_mean"], r["mcc_std"], int(r["n"])),
+                f"[{r['mcc_ci_low']:.3f}, {r['mcc_ci_high']:.3f}]".replace("nan", "–"),
+                mean_std(r["pr_auc_mean"], r["pr_auc_std"], int(r["n"])),
+                f"[{r['pr_auc_ci_low']:.3f}, {r['pr_auc_ci_high']:.3f}]".replace("nan", "–"),
                 "*" if r["best"] else "",
             ]
         )
@@ -118,6 +155,10 @@ def summarize(results_dir: Path | str | list[Path] | list[str]) -> str:
     if len(rows) == 1:
         lines.append("(no usable results)")
     lines.append("* = best mean MCC for that task and backbone")
+    for task, rows in summary.groupby("task", sort=True):
+        positive = ", ".join(sorted({p for p in rows["positive"] if p})) or "– (multi-class, or not recorded)"
+        lines.append(f"{task}: positive class {positive}")
+    lines.append(f"95% CI: {CI_METHOD}")
     if results.problems:
         lines.append(f"{len(results.problems)} problem(s), e.g.: {results.problems[0]}")
         lines.append("(`medtransfer report` lists them all)")

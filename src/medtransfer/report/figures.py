@@ -58,6 +58,12 @@ def markers(names: list[str]) -> dict[str, str]:
     return {name: MARKERS[i % len(MARKERS)] for i, name in enumerate(sorted(set(names)))}
 
 
+def method_marker(colours: dict[str, str], method: str) -> str:
+    """Each method's marker: with the colour (8 of them) it makes a pair no other method shares up to 24
+    methods (``--head all`` has 12), so methods are told apart without relying on colour alone."""
+    return markers(list(colours))[method]
+
+
 def _to_uri(fig: plt.Figure) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
@@ -75,69 +81,63 @@ def _grid(n: int, width: float = 4.2, height: float = 3.2, max_cols: int = 3) ->
 
 
 def trainable_scatter(summary: pd.DataFrame, task: str, colours: dict[str, str]) -> Figure | None:
-    """MCC vs % trainable parameters: is the extra training worth its parameters?"""
+    """MCC vs % trainable parameters, one panel per backbone: is the extra training worth its parameters?"""
     full = summary[(summary["task"] == task) & (summary["regime"] == "full")]
     if full.empty:
         return None
     positive = full.loc[full["pct_trainable"] > 0, "pct_trainable"]
     floor = float(positive.min() / 10) if not positive.empty else 1e-3
-    shapes = markers(list(full["backbone"]))
     methods = sorted(full["method"].unique())
+    backbones = sorted(full["backbone"].unique())
     # Methods sharing an x (e.g. two head-only probes) are dodged a little in log space so none hides another.
     dodge = {m: 1.18 ** (i - (len(methods) - 1) / 2) for i, m in enumerate(methods)}
+    top = max(float(full["pct_trainable"].max()), floor * 10)
+    decades = [10.0**e for e in range(int(np.ceil(np.log10(floor * 3))), int(np.floor(np.log10(top))) + 1)]
     with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(7.5, 4.2))
-        for _, row in full.iterrows():
-            x = (row["pct_trainable"] if row["pct_trainable"] > 0 else floor) * dodge[row["method"]]
-            err = None
-            if not np.isnan(row["mcc_ci_low"]):
-                err = [[row["mcc_mean"] - row["mcc_ci_low"]], [row["mcc_ci_high"] - row["mcc_mean"]]]
-            ax.errorbar(
-                x,
-                row["mcc_mean"],
-                yerr=err,
-                fmt=shapes[row["backbone"]],
-                color=colours[row["method"]],
-                markersize=8,
-                markeredgecolor="black",
-                markeredgewidth=0.6,
-                capsize=3,
-                alpha=0.9,
-            )
-        ax.set_xscale("log")
-        top = max(float(full["pct_trainable"].max()), floor * 10)
-        decades = [10.0**e for e in range(int(np.ceil(np.log10(floor * 3))), int(np.floor(np.log10(top))) + 1)]
-        ticks, labels = decades, [f"{d:g}%" for d in decades]
-        if (full["pct_trainable"] <= 0).any():
-            ax.axvline(floor * 2.2, color="grey", linestyle=":", linewidth=1)
-            ticks, labels = [floor, *decades], ["head\nonly", *labels]
-        ax.set_xticks(ticks, labels)
-        ax.minorticks_off()
-        ax.set_xlim(floor / 1.8, top * 1.8)
-        ax.set_xlabel("% trainable parameters (log scale)")
-        ax.set_ylabel("MCC (mean, 95% CI)")
-        ax.set_title(f"{task}: MCC vs trainable parameters")
-        method_handles = [
-            Line2D([], [], marker="o", linestyle="", color=c, markersize=8, label=m)
-            for m, c in colours.items()
-            if m in set(full["method"])
-        ]
-        backbone_handles = [
-            Line2D([], [], marker=s, linestyle="", color="grey", markeredgecolor="black", markersize=8, label=b)
-            for b, s in shapes.items()
-        ]
-        first = ax.legend(handles=method_handles, title="method", loc="upper left", bbox_to_anchor=(1.01, 1))
-        ax.add_artist(first)
-        ax.legend(handles=backbone_handles, title="backbone", loc="lower left", bbox_to_anchor=(1.01, 0))
+        fig, axes = _grid(len(backbones), width=4.6, height=3.4)
+        for ax, backbone in zip(axes.flat, backbones, strict=False):
+            part = full[full["backbone"] == backbone]
+            for _, row in part.iterrows():
+                x = (row["pct_trainable"] if row["pct_trainable"] > 0 else floor) * dodge[row["method"]]
+                err = None
+                if not np.isnan(row["mcc_ci_low"]):
+                    # the bootstrap CI need not straddle the mean of the runs: a bar never has negative length
+                    err = [[max(0.0, row["mcc_mean"] - row["mcc_ci_low"])],
+                           [max(0.0, row["mcc_ci_high"] - row["mcc_mean"])]]
+                ax.errorbar(x, row["mcc_mean"], yerr=err, fmt=method_marker(colours, row["method"]),
+                            color=colours[row["method"]], markersize=8, markeredgecolor="black",
+                            markeredgewidth=0.6, capsize=3, alpha=0.9)
+            ax.set_xscale("log")
+            ticks, labels = decades, [f"{d:g}%" for d in decades]
+            if (full["pct_trainable"] <= 0).any():
+                ax.axvline(floor * 2.2, color="grey", linestyle=":", linewidth=1)
+                ticks, labels = [floor, *decades], ["head\nonly", *labels]
+            ax.set_xticks(ticks, labels)
+            ax.minorticks_off()
+            ax.set_xlim(floor / 1.8, top * 1.8)
+            ax.set_title(backbone)
+            ax.set_xlabel("% trainable parameters (log)")
+            ax.set_ylabel("MCC (mean, 95% CI)")
+        _method_legend(fig, colours, methods)
+        fig.suptitle(f"{task}: MCC vs trainable parameters")
+        fig.tight_layout()
         uri = _to_uri(fig)
     return Figure(
         "trainable",
         task,
         f"{task}: MCC vs % trainable parameters",
-        "One point per (backbone, method), full-data regime; bars are 95% CIs over folds/seeds.",
+        "One panel per backbone, one point per method, full-data regime; bars are 95% CIs over folds/seeds.",
         uri,
-        tuple(sorted(full["backbone"].unique())),
+        tuple(backbones),
     )
+
+
+def _method_legend(fig: plt.Figure, colours: dict[str, str], methods: list[str]) -> None:
+    """One legend for the whole figure, outside every panel, so it never hides a point."""
+    handles = [Line2D([], [], marker=method_marker(colours, m), linestyle="", color=colours[m],
+                      markeredgecolor="black", markersize=8, label=m) for m in methods]
+    fig.legend(handles=handles, title="method", loc="upper left", bbox_to_anchor=(1.0, 0.95),
+               ncol=1 if len(methods) <= 16 else 2)
 
 
 def method_boxplots(ok: pd.DataFrame, task: str, colours: dict[str, str]) -> Figure | None:
@@ -199,13 +199,13 @@ def cnn_vs_fm(summary: pd.DataFrame, task: str, colours: dict[str, str]) -> Figu
             for offset, method in zip(offsets, methods, strict=True):
                 rows = part[part["method"] == method].set_index("backbone").reindex(backbones)
                 x = np.arange(len(backbones)) + offset
-                low = (rows["mcc_mean"] - rows["mcc_ci_low"]).fillna(0).to_numpy()
-                high = (rows["mcc_ci_high"] - rows["mcc_mean"]).fillna(0).to_numpy()
+                low = (rows["mcc_mean"] - rows["mcc_ci_low"]).fillna(0).clip(lower=0).to_numpy()
+                high = (rows["mcc_ci_high"] - rows["mcc_mean"]).fillna(0).clip(lower=0).to_numpy()
                 ax.errorbar(
                     x,
                     rows["mcc_mean"],
                     yerr=[low, high],
-                    fmt="o",
+                    fmt=method_marker(colours, method),
                     color=colours[method],
                     capsize=3,
                     markersize=7,
@@ -215,8 +215,7 @@ def cnn_vs_fm(summary: pd.DataFrame, task: str, colours: dict[str, str]) -> Figu
                 )
             ax.set_xticks(range(len(backbones)), backbones, rotation=20, ha="right")
         axes[0].set_ylabel("MCC (mean, 95% CI)")
-        handles = [Line2D([], [], marker="o", linestyle="", color=colours[m], markersize=8, label=m) for m in methods]
-        axes[1].legend(handles=handles, title="method", loc="upper left", bbox_to_anchor=(1.01, 1))
+        _method_legend(fig, colours, methods)
         fig.suptitle(f"{task}: CNN vs foundation models")
         uri = _to_uri(fig)
     unknown = sorted(b for b in full["backbone"].unique() if backbone_family(b) == "unknown")
@@ -253,7 +252,8 @@ def learning_curves(
             part = few[few["backbone"] == backbone]
             for method, rows in part.groupby("method", sort=True):
                 rows = rows.sort_values(x_col)
-                ax.plot(rows[x_col], rows["mcc_mean"], "-o", color=colours[method], label=method, markersize=5)
+                ax.plot(rows[x_col], rows["mcc_mean"], "-", marker=method_marker(colours, method),
+                        color=colours[method], label=method, markersize=5)
                 ax.fill_between(
                     rows[x_col], rows["mcc_ci_low"], rows["mcc_ci_high"], color=colours[method], alpha=0.2, linewidth=0
                 )
@@ -264,9 +264,9 @@ def learning_curves(
             ax.set_title(backbone)
             ax.set_xlabel(x_label)
             ax.set_ylabel("MCC (mean, 95% CI band)")
-            ax.legend(title="method")
         fig.suptitle(f"{task}: {title}")
         fig.tight_layout()
+        _method_legend(fig, colours, sorted(few["method"].unique()))
         uri = _to_uri(fig)
     return Figure(
         kind,
@@ -301,14 +301,18 @@ def cd_diagram(result: FriedmanResult) -> Figure | None:
     cliques = _cliques(ranks, result.cd)
     top = 0.6 + 0.2 * len(cliques)  # label rows start below the clique bars
     with plt.rc_context({**STYLE, "axes.grid": False}):
-        fig, ax = plt.subplots(figsize=(8, 1.6 + 0.32 * (half + top)))
+        # wider with more strategies, rank ticks thinned, so labels never overlap whatever their number
+        label_size = 10 if k <= 16 else 8
+        fig, ax = plt.subplots(figsize=(max(8.0, 4.0 + 0.3 * k), 1.6 + (0.32 if k <= 16 else 0.26) * (half + top)))
         ax.set_xlim(k + 0.5, 0.5)  # best rank (1) on the right, as in Demšar (2006)
         ax.set_ylim(-(half + top + 0.5), 2.0)
         ax.axis("off")
         ax.hlines(0, 1, k, color="black")
+        step = max(1, int(np.ceil(k / 12)))
         for r in range(1, k + 1):
-            ax.vlines(r, 0, 0.15, color="black")
-            ax.text(r, 0.3, str(r), ha="center", va="bottom")
+            ax.vlines(r, 0, 0.15 if (r - 1) % step == 0 else 0.07, color="black")
+            if (r - 1) % step == 0:
+                ax.text(r, 0.3, str(r), ha="center", va="bottom")
         ax.hlines(1.3, 1, 1 + result.cd, color="black", linewidth=2)
         ax.text(1 + result.cd / 2, 1.45, f"CD = {result.cd:.2f}", ha="center", va="bottom")
         for i, (name, rank) in enumerate(zip(names, ranks, strict=True)):
@@ -323,16 +327,17 @@ def cd_diagram(result: FriedmanResult) -> Figure | None:
                 ha="right" if worse_half else "left",
                 va="center",
                 clip_on=False,
+                fontsize=label_size,
             )
         for n, (a, b) in enumerate(cliques):
             y = -0.3 - 0.2 * n
             ax.hlines(y, ranks[a] - 0.05, ranks[b] + 0.05, color="black", linewidth=3)
-        ax.set_title(f"Mean rank of MCC over {result.n_blocks} (task, backbone) blocks (1 = best)")
+        ax.set_title(f"{result.regime}: mean rank of MCC over {result.n_blocks} (task, backbone) blocks (1 = best)")
         uri = _to_uri(fig)
     return Figure(
         "cd",
         "",
-        "Critical-difference diagram (Friedman + Nemenyi)",
+        f"Critical-difference diagram (Friedman + Nemenyi), {result.regime}",
         result.message + "; strategies joined by a thick bar do not differ significantly.",
         uri,
     )

@@ -8,13 +8,14 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from medtransfer.aggregate import CI_METHOD
 from medtransfer.report.load import regime_label
-from medtransfer.report.stats import ALPHA, FriedmanResult
+from medtransfer.report.stats import ALPHA, FriedmanResult, min_wilcoxon_p
 
 if TYPE_CHECKING:
     from medtransfer.report.figures import Figure
@@ -45,6 +46,10 @@ th::after { content: " \\2195"; color: #aaa; font-size: 11px; }
 th[aria-sort=ascending]::after { content: " \\25B2"; color: var(--ink); }
 th[aria-sort=descending]::after { content: " \\25BC"; color: var(--ink); }
 td.num { text-align: right; }
+.warn { color: #a33; font-weight: 600; }
+details.more > summary { cursor: pointer; margin: 6px 0; color: var(--accent); }
+.weights { background: #fff; border-left: 4px solid var(--accent); padding: 6px 10px; margin: 6px 0; }
+.weights.random { border-left-color: #a33; }
 tr.best td { background: var(--best); font-weight: 600; }
 tr.sig td.winner { font-weight: 700; }
 .star { color: #b35900; }
@@ -125,12 +130,13 @@ class PageData:
 
     summary: pd.DataFrame
     pairwise: pd.DataFrame
-    friedman: FriedmanResult
+    friedman: list[FriedmanResult]  # one test per data regime (stats.friedman_by_regime)
     figures: list[Figure]
     problems: list[str]
     sources: list[str]
     n_rows: int
     n_failed: int
+    weights: dict[str, str] = field(default_factory=dict)  # backbone -> the weights its rows used
 
 
 def esc(value: object) -> str:
@@ -165,6 +171,31 @@ def _head(columns: Iterable[tuple[str, str]]) -> str:
     return f"<thead><tr>{cells}</tr></thead>"
 
 
+LARGE_TABLE = 40  # rows; a larger table is collapsed (per backbone, or behind a <details>) so the page stays short
+
+
+def _constant(row: pd.Series) -> str:
+    """A degenerate strategy says so beside its run count (text, not colour alone)."""
+    n = int(row.get("n_degenerate", 0) or 0)
+    return f' <span class="warn" title="runs predicting one class for every test sample">({n} constant)</span>' \
+        if n else ""
+
+
+def summary_html(task_summary: pd.DataFrame) -> str:
+    """The task's summary: one table, or when large one collapsed table per backbone, its best strategy shown."""
+    if len(task_summary) <= LARGE_TABLE:
+        return summary_table_html(task_summary)
+    parts = [f'<p class="muted">{len(task_summary)} strategies: one table per backbone, opened on click.</p>']
+    for backbone, rows in task_summary.groupby("backbone", sort=True):
+        best = rows.sort_values("mcc_mean", ascending=False).iloc[0]
+        parts.append(
+            f'<details class="more" data-backbone="{esc(backbone)}"><summary><strong>{esc(backbone)}</strong>: '
+            f"{len(rows)} strategies; best {esc(best['strategy'])} (MCC {fmt(best['mcc_mean'])})</summary>"
+            f"{summary_table_html(rows)}</details>"
+        )
+    return "".join(parts)
+
+
 def summary_table_html(task_summary: pd.DataFrame) -> str:
     """Per-task table; the best strategy per backbone is highlighted and starred (not colour alone)."""
     cols = [
@@ -188,7 +219,7 @@ def summary_table_html(task_summary: pd.DataFrame) -> str:
             f"<td>{esc(regime_label(r['regime'], r['shots'], r['fraction']))}</td>",
             f'<td class="num" data-v="{r["shots"]}">{r["shots"]}</td>',
             f'<td class="num" data-v="{_num(r["pct_trainable"])}">{fmt_pct(r["pct_trainable"])}</td>',
-            f'<td class="num" data-v="{r["n"]}">{r["n"]}</td>',
+            f'<td class="num" data-v="{r["n"]}">{r["n"]}{_constant(r)}</td>',
         ]
         for metric in ("mcc", "pr_auc"):
             mean, std = r[f"{metric}_mean"], r[f"{metric}_std"]
@@ -215,10 +246,11 @@ def pairwise_table_html(task_pairs: pd.DataFrame) -> str:
         ("p", "num"),
         ("p (Holm)", "num"),
         ("winner", "text"),
+        ("note", "text"),
     ]
     body = []
     for _, r in task_pairs.sort_values(["backbone", "p_holm"]).iterrows():
-        sig = r["winner"] != "tie"
+        sig = r["winner"] not in ("tie", "not paired")
         cells = [
             f"<td>{esc(r['backbone'])}</td>",
             f"<td>{esc(r['a'])}</td>",
@@ -230,6 +262,7 @@ def pairwise_table_html(task_pairs: pd.DataFrame) -> str:
             f'<td class="num" data-v="{_num(r["p"])}">{fmt_p(r["p"])}</td>',
             f'<td class="num" data-v="{_num(r["p_holm"])}">{fmt_p(r["p_holm"])}</td>',
             f'<td class="winner">{esc(r["winner"])}</td>',
+            f'<td>{esc(r.get("note", ""))}</td>',
         ]
         cls = ' class="sig"' if sig else ""
         body.append(f'<tr{cls} data-backbone="{esc(r["backbone"])}">{"".join(cells)}</tr>')
@@ -237,6 +270,33 @@ def pairwise_table_html(task_pairs: pd.DataFrame) -> str:
         f'<div class="table-wrap"><table class="sortable pairwise">{_head(cols)}'
         f"<tbody>{''.join(body)}</tbody></table></div>"
     )
+
+
+def pairwise_html(pairs: pd.DataFrame) -> str:
+    """The paired tests; a large family shows its significant pairs (up to LARGE_TABLE) and keeps every pair
+    behind one click."""
+    if not len(pairs):
+        return '<p class="muted">Only one strategy: no pairs.</p>'
+    if len(pairs) <= LARGE_TABLE:
+        return pairwise_table_html(pairs)
+    significant = pairs[pairs["winner"] != "tie"].sort_values("p_holm").head(LARGE_TABLE)
+    shown = (f'<p class="muted">{len(pairs)} pairs: the {len(significant)} most significant shown.</p>'
+             + pairwise_table_html(significant)) if len(significant) else \
+        f'<p class="muted">{len(pairs)} pairs, none significant.</p>'
+    return (f'{shown}<details class="more"><summary>All {len(pairs)} pairs</summary>'
+            f"{pairwise_table_html(pairs)}</details>")
+
+
+def weights_html(weights: dict[str, str]) -> str:
+    """Which weights each backbone's features came from, on the page: random weights learn nothing pretrained."""
+    if not weights:
+        return ""
+    random = sorted(b for b, w in weights.items() if "random" in w.split(", "))
+    items = " · ".join(f"{esc(b)}: <strong>{esc(w)}</strong>" for b, w in weights.items())
+    note = (f" <span class=\"warn\">Random (untrained) weights for {esc(', '.join(random))}: these results say "
+            "nothing about pretrained transfer.</span>") if random else ""
+    cls = "weights random" if random else "weights"
+    return f'<div class="{cls}" id="weights">Weights: {items}.{note}</div>'
 
 
 def figure_html(fig: Figure) -> str:
@@ -260,8 +320,21 @@ def problems_html(problems: list[str], n_failed: int) -> str:
     )
 
 
-def friedman_html(result: FriedmanResult, figures: list[Figure]) -> str:
-    parts = ['<section id="across"><h2>Across backbones × tasks</h2>']
+def friedman_html(results: list[FriedmanResult], figures: list[Figure]) -> str:
+    parts = ['<section id="across"><h2>Across backbones × tasks</h2>',
+             '<p class="muted">One Friedman test per data regime and training rows: methods compete only with '
+             "methods given the same data.</p>"]
+    if not results:
+        parts.append('<div class="card">Friedman test not run: no results.</div>')
+    for result in results:
+        parts.append(_friedman_card(result))
+    parts.extend(figure_html(f) for f in figures if f.kind == "cd")
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _friedman_card(result: FriedmanResult) -> str:
+    parts = []
     if not result.ok:
         parts.append(f'<div class="card">Friedman test not run: {esc(result.message)}.</div>')
     else:
@@ -276,13 +349,15 @@ def friedman_html(result: FriedmanResult, figures: list[Figure]) -> str:
             f'<tr><td>{esc(name)}</td><td class="num" data-v="{rank!r}">{rank:.2f}</td></tr>'
             for name, rank in result.mean_ranks.items()
         )
-        parts.append(
+        table = (
             f'<div class="table-wrap"><table class="sortable friedman">'
             f"{_head([('strategy', 'text'), ('mean rank (1 = best)', 'num')])}<tbody>{rows}</tbody>"
             "</table></div>"
         )
-    parts.extend(figure_html(f) for f in figures if f.kind == "cd")
-    parts.append("</section>")
+        if len(result.mean_ranks) > LARGE_TABLE:  # the diagram below shows them all; the table on a click
+            table = f'<details class="more"><summary>Mean ranks of all {len(result.mean_ranks)} strategies' \
+                    f"</summary>{table}</details>"
+        parts.append(table)
     return "".join(parts)
 
 
@@ -295,27 +370,33 @@ def task_section(task: str, data: PageData) -> str:
     summary = data.summary[data.summary["task"] == task]
     pairs = data.pairwise[data.pairwise["task"] == task]
     figs = [f for f in data.figures if f.task == task]
-    n_sig = int((pairs["winner"] != "tie").sum())
+    n_sig = int((~pairs["winner"].isin(["tie", "not paired"])).sum())
+    positive = ", ".join(sorted({p for p in summary.get("positive", []) if p})) or "– (multi-class, or not recorded)"
     parts = [
         f'<section class="task" data-task="{esc(task)}"><h2>Task: {esc(task)}</h2>',
         "<h3>Results per backbone and strategy</h3>",
-        '<p class="muted">Mean ± std over folds and seeds, t-based 95% CI of the mean. '
+        f"<p>Positive class: <strong>{esc(positive)}</strong></p>",
+        f'<p class="muted">Mean ± std over folds and seeds; 95% CI: {esc(CI_METHOD)}. '
         '<span class="star">★</span> and highlight = best mean MCC for that backbone.</p>',
-        summary_table_html(summary),
+        summary_html(summary),
         "<h3>Figures</h3>",
         f'<div class="figs">{"".join(figure_html(f) for f in figs)}</div>',
         f"<h3>Paired tests ({n_sig} of {len(pairs)} significant)</h3>",
-        '<p class="muted">Wilcoxon signed-rank on MCC, paired on identical (seed, fold), between methods '
-        "of the same data regime (and shots); Holm-corrected within each backbone; "
-        f"winner only when p (Holm) &lt; {ALPHA}.</p>",
+        '<p class="muted">Paired on fold means (each strategy\'s seeds averaged within a fold, as they share its '
+        "test set): Wilcoxon signed-rank for one k-fold split, the corrected resampled t-test (Nadeau &amp; Bengio "
+        "2003) for repeated CV; only methods of the same data regime trained on the same rows are paired (a "
+        "probe's train+val refit is not paired with a method trained on train); Holm-corrected within each "
+        f"backbone; winner only when p (Holm) &lt; {ALPHA}.</p>",
     ]
-    if len(pairs) and pairs["n_pairs"].max() < 6:
-        most = int(pairs["n_pairs"].max())
+    wilcoxon = pairs[pairs["test"] == "wilcoxon"] if "test" in pairs else pairs
+    if len(wilcoxon) and min_wilcoxon_p(int(wilcoxon["n_pairs"].max())) >= ALPHA:
+        most = int(wilcoxon["n_pairs"].max())
         parts.append(
-            f'<div class="card">Only {most} paired (seed, fold) runs: the smallest possible p is '
-            f"{2 / 2**most:.3f}, so no difference can be significant. Run more seeds or folds.</div>"
+            f'<div class="card">Only {most} folds to pair: the smallest possible p is '
+            f"{min_wilcoxon_p(most):.3f}, so no difference can be significant. Make splits with --repeats N "
+            "(repeated cross-validation).</div>"
         )
-    parts.append(pairwise_table_html(pairs) if len(pairs) else '<p class="muted">Only one strategy: no pairs.</p>')
+    parts.append(pairwise_html(pairs))
     parts.append("</section>")
     return "".join(parts)
 
@@ -333,7 +414,7 @@ def render_page(data: PageData, generated: str) -> str:
         '</ul></details><p class="muted">Tables: <a href="tables/summary.csv">summary.csv</a> · '
         '<a href="tables/summary.tex">summary.tex</a> · <a href="tables/pairwise.csv">pairwise.csv</a> · '
         '<a href="tables/pairwise.tex">pairwise.tex</a> · <a href="tables/friedman.csv">friedman.csv</a></p>'
-        "</header>",
+        f"{weights_html(data.weights)}</header>",
         '<nav class="controls" aria-label="filters">'
         f'<label for="filter-task">Task</label><select id="filter-task">{_options(tasks, "tasks")}</select>'
         f'<label for="filter-backbone">Backbone</label><select id="filter-backbone">'

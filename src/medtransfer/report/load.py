@@ -56,6 +56,8 @@ class Results:
     failed: pd.DataFrame
     problems: list[str] = field(default_factory=list)
     sources: list[Path] = field(default_factory=list)
+    # test predictions of the ok rows (with their task), for the CIs; None when no folder has predictions.parquet
+    predictions: pd.DataFrame | None = None
 
 
 def find_tables(results_dir: Path) -> list[Path]:
@@ -130,8 +132,36 @@ def _normalise(df: pd.DataFrame, run_dir: Path, problems: list[str]) -> pd.DataF
     if "error" not in df.columns:
         df["error"] = ""
     df["error"] = _text(df["error"], "")
+    for col in ("weights", "embedding", "preprocessing", "peft_targets"):
+        df[col] = _text(df[col], "") if col in df.columns else ""
+    df["degenerate"] = df["degenerate"].fillna(False).astype(bool) if "degenerate" in df.columns else False
     df["source"] = str(run_dir)
     return df
+
+
+def label_variants(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows that differ only in weights (or preprocessing / PEFT targets) are other experiments, not repeats:
+    where a task holds several for one backbone (method), the backbone (method) name says which, e.g.
+    ``resnet18 [random]``, so no statistic pools them and no row replaces another."""
+    if df.empty:
+        return df
+    df = df.assign(backbone_raw=df["backbone"], method_raw=df["method"])  # as written: predictions' keys
+    several = df.groupby(["task", "backbone"])["weights"].transform("nunique") > 1
+    df.loc[several, "backbone"] = df.loc[several, "backbone"] + " [" + df.loc[several, "weights"] + "]"
+    variant = df["preprocessing"] + df["peft_targets"].map(lambda t: f", targets {t}" if t else "")
+    several = df.assign(variant=variant).groupby(["task", "backbone", "method"])["variant"].transform("nunique") > 1
+    df.loc[several, "method"] = df.loc[several, "method"] + " [" + variant[several] + "]"
+    return df
+
+
+def _degenerate(ok: pd.DataFrame) -> list[str]:
+    """One line per strategy whose fits predicted a single class (or constant probabilities) on test."""
+    flat = ok[ok["degenerate"].astype(bool)]
+    return [
+        f"{_where(key)}: {len(rows)} of {int(((ok[WHERE] == pd.Series(key, index=WHERE)).all(axis=1)).sum())} "
+        f"run(s) degenerate: one class predicted for every test sample ({_runs(rows)})"
+        for key, rows in flat.groupby(WHERE, sort=True)
+    ]
 
 
 def regime_label(regime: str, shots: int, fraction: float) -> str:
@@ -217,6 +247,7 @@ def load_results(results_dirs: list[Path] | list[str]) -> Results:
     """Concatenate every results table under `results_dirs`; raise only if there is nothing to read."""
     problems: list[str] = []
     frames: list[pd.DataFrame] = []
+    predictions: list[pd.DataFrame] = []
     sources: list[Path] = []
     for raw in results_dirs:
         results_dir = Path(raw)
@@ -238,8 +269,11 @@ def load_results(results_dirs: list[Path] | list[str]) -> Results:
             norm = _normalise(table, run_dir, problems)
             if norm is not None:
                 frames.append(norm)
-    columns = [*KEYS, *METRICS, "pct_trainable", "status", "error", "source"]
-    data = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+                found = _read_predictions(run_dir, problems)
+                if found is not None:
+                    predictions.append(found)
+    columns = [*KEYS, *METRICS, "pct_trainable", "status", "error", "weights", "degenerate", "source"]
+    data = label_variants(pd.concat(frames, ignore_index=True)) if frames else pd.DataFrame(columns=columns)
     failed_mask = data["status"].str.lower() != "ok"
     failed = data[failed_mask]
     problems.extend(_failures(failed))
@@ -247,4 +281,47 @@ def load_results(results_dirs: list[Path] | list[str]) -> Results:
     problems.extend(_absent_metrics(ok, problems))
     problems.extend(_missing_folds(ok, failed))
     ok = ok[ok["mcc"].notna()].drop_duplicates(subset=KEYS, keep="last").reset_index(drop=True)
-    return Results(ok=ok, failed=failed.reset_index(drop=True), problems=problems, sources=sources)
+    problems.extend(_degenerate(ok))
+    return Results(ok=ok, failed=failed.reset_index(drop=True), problems=problems, sources=sources,
+                   predictions=_predictions_of(ok, predictions))
+
+
+PREDICTION_KEY = ["source", "backbone", "method", "regime", "shots", "seed", "fold", "fraction"]
+
+
+def _read_predictions(run_dir: Path, problems: list[str]) -> pd.DataFrame | None:
+    """``predictions.parquet`` beside a results table (what the CIs resample), typed like the results' keys."""
+    path = run_dir / "predictions.parquet"
+    if not path.exists():
+        problems.append(f"{run_dir}: no predictions.parquet, so its rows have no 95% CI")
+        return None
+    try:
+        table = pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - an unreadable file is a problem to list, not a crash
+        problems.append(f"{path}: unreadable ({type(exc).__name__}: {first_line(exc, 120, default='no message')})")
+        return None
+    if "predicted" not in table and "probability" in table and "probability_0" not in table:
+        table = table.assign(predicted=(table["probability"] >= 0.5).astype(int))  # binary, adapt's 0.5 rule
+    table = table.assign(source=str(run_dir), fraction=table.get("fraction", 0.0))
+    for col in ("backbone", "method", "regime"):
+        table[col] = table[col].astype(str)
+    for col in ("shots", "seed", "fold"):
+        table[col] = pd.to_numeric(table[col], errors="coerce").fillna(0).astype(int)
+    table["fraction"] = pd.to_numeric(table["fraction"], errors="coerce").fillna(0.0).astype(float)
+    return table
+
+
+def _predictions_of(ok: pd.DataFrame, found: list[pd.DataFrame]) -> pd.DataFrame | None:
+    """The predictions of the usable rows, with each row's task."""
+    if not found or ok.empty:
+        return None
+    table = pd.concat(found, ignore_index=True)
+    # predictions carry the names as written; ok rows may carry variant labels (``label_variants``)
+    variant = [c for c in ("weights", "preprocessing", "peft_targets") if c in table.columns and c in ok.columns]
+    for column in variant:
+        table[column] = table[column].fillna("").astype(str)
+    keys = ok[["backbone_raw", "method_raw", *PREDICTION_KEY[3:], "source", *variant, "task", "backbone", "method"]]
+    keys = keys.rename(columns={"backbone": "backbone_label", "method": "method_label"})
+    keys = keys.rename(columns={"backbone_raw": "backbone", "method_raw": "method"}).drop_duplicates()
+    merged = table.merge(keys, on=[*PREDICTION_KEY, *variant], how="inner")
+    return merged.assign(backbone=merged.pop("backbone_label"), method=merged.pop("method_label"))

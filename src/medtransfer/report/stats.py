@@ -1,9 +1,14 @@
 """Summary statistics and paired tests for the report.
 
-Folds/seeds are the unit of replication: means and t-based 95 % CIs are over them, Wilcoxon tests pair
-strategies on identical (seed, fold) so that split difficulty cancels out, and Holm controls the family-wise
-error within each (task, backbone). The Friedman test and Nemenyi critical difference follow Demšar (2006):
-blocks are (task, backbone) pairs, treatments are strategies, scores are mean MCC per block.
+Folds are the unit of replication. Seeds of one fold share its test set, so paired tests first average a
+strategy's seeds within each (repeat, fold) and pair strategies on those fold means: a Wilcoxon signed-rank test
+for one k-fold split, and for repeated CV (``splits --repeats``), whose folds reuse the same patients, the
+corrected resampled t-test (Nadeau & Bengio 2003, "Inference for the generalization error", Machine Learning
+52:239-281; Bouckaert & Frank 2004). Only strategies of one data regime trained on the same rows (``trained_on``:
+a probe's train+val refit is not paired with a method trained on train) are compared; Holm controls the
+family-wise error within each (task, backbone). CIs are ``aggregate.CI_METHOD``. The Friedman test and Nemenyi
+critical difference follow Demšar (2006), one test per data regime: blocks are (task, backbone) pairs,
+treatments the methods of that regime, scores mean MCC per block.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from medtransfer.aggregate import metric_columns, summarize_groups
+from medtransfer.aggregate import cluster_bootstrap_ci, metric_columns, summarize_groups
 from medtransfer.report.load import STRATEGY, regime_label
 
 ALPHA = 0.05
@@ -32,32 +37,31 @@ def _keyed(ok: pd.DataFrame) -> pd.DataFrame:
     return ok if "fraction" in ok.columns else ok.assign(fraction=0.0)
 
 
-def t_interval(values: np.ndarray) -> tuple[float, float]:
-    """95 % t-interval of the mean; NaN with fewer than two values (no spread to estimate)."""
-    values = np.asarray(values, dtype=float)
-    values = values[~np.isnan(values)]
-    if values.size < 2:
-        return (np.nan, np.nan)
-    mean = values.mean()
-    half = stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size)
-    return (float(mean - half), float(mean + half))
-
-
-def summary_table(ok: pd.DataFrame, metrics: tuple[str, ...] = ("mcc", "pr_auc")) -> pd.DataFrame:
-    """Mean, std and CI per (task, backbone, strategy), flagging the best strategy per task/backbone."""
+def summary_table(ok: pd.DataFrame, predictions: pd.DataFrame | None = None,
+                  metrics: tuple[str, ...] = ("mcc", "pr_auc"), *, n_boot: int = 1000) -> pd.DataFrame:
+    """Mean, std and the one CI (``aggregate.CI_METHOD``, from the test ``predictions`` keyed like ``ok`` with
+    ``task``; NaN without them) per (task, backbone, strategy), flagging the best strategy per task/backbone."""
     ok = _keyed(ok)
+    preds = _keyed(predictions) if predictions is not None and not predictions.empty else None
+    by_strategy = dict(iter(preds.groupby(GROUP, sort=False))) if preds is not None else {}
 
     def describe(group: pd.DataFrame) -> dict:
         first = group.iloc[0]
         row = {"strategy": strategy_label(first["method"], first["regime"], first["shots"], first["fraction"]),
-               "n": int(group["mcc"].notna().sum()), "pct_trainable": float(group["pct_trainable"].median())}
+               "n": int(group["mcc"].notna().sum()), "pct_trainable": float(group["pct_trainable"].median()),
+               "positive": _one(group, "positive"), "trained_on": _one(group, "trained_on")}
+        mine = by_strategy.get(tuple(first[GROUP]), pd.DataFrame())
+        if not mine.empty:
+            mine = mine.merge(group[["seed", "fold"]].drop_duplicates(), on=["seed", "fold"], how="inner")
+        n_classes = max(2, int(mine[["label", "predicted"]].to_numpy().max()) + 1) if not mine.empty else 2
         for metric in metrics:
             row.update(metric_columns(group, metric))
-            row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = t_interval(group[metric].to_numpy(dtype=float))
+            row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = cluster_bootstrap_ci(mine, metric, n_classes,
+                                                                                     n_boot=n_boot)
         return row
 
     rows = summarize_groups(ok, GROUP, describe)
-    columns = [*GROUP, "strategy", "n", "pct_trainable"] + [
+    columns = [*GROUP, "strategy", "n", "pct_trainable", "positive", "trained_on"] + [
         f"{m}_{s}" for m in metrics for s in ("mean", "std", "ci_low", "ci_high")
     ]
     table = pd.DataFrame(rows, columns=columns)
@@ -66,6 +70,13 @@ def summary_table(ok: pd.DataFrame, metrics: tuple[str, ...] = ("mcc", "pr_auc")
         best = table.groupby(["task", "backbone"])["mcc_mean"].transform("max")
         table["best"] = np.isclose(table["mcc_mean"], best) & table["mcc_mean"].notna()
     return table
+
+
+def _one(group: pd.DataFrame, column: str) -> str:
+    """The group's value of a recorded setting ("" where older tables lack it, joined where rows differ)."""
+    if column not in group:
+        return ""
+    return ", ".join(sorted({str(v) for v in group[column].dropna()} - {"", "nan"}))
 
 
 def holm(pvalues: np.ndarray) -> np.ndarray:
@@ -84,66 +95,91 @@ def holm(pvalues: np.ndarray) -> np.ndarray:
     return adjusted
 
 
-def _wilcoxon(diff: np.ndarray) -> float:
-    """Two-sided Wilcoxon p; all-zero differences are a tie (p = 1) rather than a scipy error."""
-    if diff.size == 0:
-        return np.nan
-    if np.allclose(diff, 0.0):
-        return 1.0
-    return float(stats.wilcoxon(diff, zero_method="wilcox").pvalue)
+def min_wilcoxon_p(n_pairs: int) -> float:
+    """The smallest two-sided p an exact Wilcoxon signed-rank test can give on ``n_pairs`` pairs: 2 / 2^n (every
+    difference of one sign). With 5 folds it is 0.0625, so no 5-fold comparison can be significant at 0.05."""
+    return min(1.0, 2.0 / 2.0 ** n_pairs) if n_pairs else float("nan")
+
+
+def paired_pvalues(diff: np.ndarray, *, n_repeats: int = 1) -> np.ndarray:
+    """Two-sided p per row of ``diff`` [studies, folds] (fold-level differences, seeds already averaged).
+
+    One split (``n_repeats`` 1): Wilcoxon signed-rank (exact where scipy can). Repeated CV: the corrected
+    resampled t-test, variance inflated by (1 / (k r) + n_test / n_train) with n_test / n_train = 1 / (k - 1) for k
+    folds per repeat (Nadeau & Bengio 2003; Bouckaert & Frank 2004), because repeats reuse the same patients.
+    """
+    diff = np.atleast_2d(np.asarray(diff, dtype=float))
+    n = diff.shape[1]
+    p = np.full(diff.shape[0], np.nan)
+    if n == 0:
+        return p
+    tied = np.all(np.isclose(diff, 0.0), axis=1)
+    p[tied] = 1.0
+    rest = ~tied
+    if not rest.any():
+        return p
+    if n_repeats <= 1:
+        p[rest] = np.atleast_1d(stats.wilcoxon(diff[rest], zero_method="wilcox", axis=1).pvalue)
+        return p
+    k = max(2, round(n / n_repeats))
+    d = diff[rest]
+    variance = d.var(axis=1, ddof=1) * (1.0 / n + 1.0 / (k - 1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = d.mean(axis=1) / np.sqrt(variance)
+    p[rest] = np.where(variance > 0, 2 * stats.t.sf(np.abs(t), n - 1), 1.0)
+    return p
+
+
+def fold_means(group: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Per (repeat, fold) x strategy: the mean of the strategy's seeds in that fold (they share a test set)."""
+    group = group if "repeat" in group else group.assign(repeat=0)
+    return group.pivot_table(index=["repeat", "fold"], columns="strategy", values=metric, aggfunc="mean")
 
 
 def pairwise_tests(ok: pd.DataFrame, metric: str = "mcc", alpha: float = ALPHA) -> pd.DataFrame:
-    """Wilcoxon signed-rank for method pairs of one (task, backbone, data regime); Holm per (task, backbone).
+    """Paired tests on fold means for method pairs of one (task, backbone, data regime); Holm per (task, backbone).
 
-    `winner` names a strategy only when the Holm-adjusted p is below `alpha`; otherwise it is "tie".
-    """
+    `winner` names a strategy only when the Holm-adjusted p is below `alpha`; otherwise it is "tie". `note` says
+    when a pair is not tested (trained on different rows) or cannot reach `alpha` (too few folds)."""
     ok = _keyed(ok)
     rows = []
     for (task, backbone), group in ok.groupby(["task", "backbone"], sort=True):
         group = group.assign(strategy=[strategy_label(*k) for k in group[STRATEGY].itertuples(index=False)])
-        wide = group.pivot_table(index=["seed", "fold"], columns="strategy", values=metric, aggfunc="mean")
+        wide = fold_means(group, metric)
+        n_repeats = int(group["repeat"].nunique()) if "repeat" in group else 1
         regime_of = dict(
             zip(group["strategy"], zip(group["regime"], group["shots"], group["fraction"], strict=True), strict=True)
         )
+        rows_of = dict(zip(group["strategy"], group.get("trained_on", pd.Series("train", index=group.index)),
+                           strict=True))
         family = []
         for a, b in combinations(sorted(wide.columns), 2):
             if regime_of[a] != regime_of[b]:
                 continue  # full data vs 4-shot is no contest; compare methods within one data regime
             paired = wide[[a, b]].dropna()
             diff = (paired[a] - paired[b]).to_numpy(dtype=float)
-            family.append(
-                {
-                    "task": task,
-                    "backbone": backbone,
-                    "a": a,
-                    "b": b,
-                    "n_pairs": int(diff.size),
-                    "mean_diff": float(diff.mean()) if diff.size else np.nan,
-                    "a_better": int((diff > 0).sum()),
-                    "b_better": int((diff < 0).sum()),
-                    "p": _wilcoxon(diff),
-                }
-            )
+            row = {"task": task, "backbone": backbone, "a": a, "b": b, "n_pairs": int(diff.size),
+                   "mean_diff": float(diff.mean()) if diff.size else np.nan,
+                   "a_better": int((diff > 0).sum()), "b_better": int((diff < 0).sum()),
+                   "test": "wilcoxon" if n_repeats <= 1 else "corrected t", "p": np.nan, "note": ""}
+            if str(rows_of[a]) != str(rows_of[b]):
+                row["note"] = (f"not paired: {a} trained on {rows_of[a]}, {b} on {rows_of[b]} (re-run adapt with "
+                               "--refit, or compare few-shot)")
+            else:
+                row["p"] = float(paired_pvalues(diff, n_repeats=n_repeats)[0]) if diff.size else np.nan
+                if n_repeats <= 1 and diff.size and min_wilcoxon_p(diff.size) >= alpha:
+                    row["note"] = (f"{diff.size} folds: the smallest possible p is {min_wilcoxon_p(diff.size):.3g}; "
+                                   "make splits with --repeats N to be able to reach p < 0.05")
+            family.append(row)
         adjusted = holm(np.array([r["p"] for r in family], dtype=float))
         for row, p_holm in zip(family, adjusted, strict=True):
             row["p_holm"] = float(p_holm)
             significant = bool(p_holm < alpha) and row["mean_diff"] != 0
-            row["winner"] = (row["a"] if row["mean_diff"] > 0 else row["b"]) if significant else "tie"
+            row["winner"] = (row["a"] if row["mean_diff"] > 0 else row["b"]) if significant else (
+                "not paired" if row["note"].startswith("not paired") else "tie")
             rows.append(row)
-    columns = [
-        "task",
-        "backbone",
-        "a",
-        "b",
-        "n_pairs",
-        "mean_diff",
-        "a_better",
-        "b_better",
-        "p",
-        "p_holm",
-        "winner",
-    ]
+    columns = ["task", "backbone", "a", "b", "n_pairs", "mean_diff", "a_better", "b_better", "test", "p", "p_holm",
+               "winner", "note"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -159,6 +195,23 @@ class FriedmanResult:
     n_blocks: int = 0
     mean_ranks: pd.Series = field(default_factory=lambda: pd.Series(dtype=float))
     dropped: list[str] = field(default_factory=list)
+    regime: str = ""  # the data regime the test is over ("full", "4-shot", "10% data"), and its training rows
+
+
+def friedman_by_regime(ok: pd.DataFrame, metric: str = "mcc") -> list[FriedmanResult]:
+    """One Friedman test per data regime (and training rows): `logreg` and `logreg 4-shot` are never competitors."""
+    ok = _keyed(ok)
+    if ok.empty:
+        return []
+    trained = ok["trained_on"].astype(str) if "trained_on" in ok else pd.Series("train", index=ok.index)
+    results = []
+    for (regime, shots, fraction, rows), group in ok.assign(trained_on=trained).groupby(
+            ["regime", "shots", "fraction", "trained_on"], sort=True):
+        result = friedman(group, metric)
+        result.regime = f"{regime_label(regime, shots, fraction)} (trained on {rows})"
+        result.message = f"{result.regime}: {result.message}"
+        results.append(result)
+    return results
 
 
 def nemenyi_cd(k: int, n_blocks: int, alpha: float = ALPHA) -> float:
@@ -168,10 +221,13 @@ def nemenyi_cd(k: int, n_blocks: int, alpha: float = ALPHA) -> float:
 
 
 def friedman(ok: pd.DataFrame, metric: str = "mcc") -> FriedmanResult:
-    """Friedman test on complete blocks; strategies run on too few blocks are dropped (and listed)."""
+    """Friedman test on complete blocks of one data regime (``friedman_by_regime`` splits a table); strategies run
+    on too few blocks are dropped (and listed)."""
     ok = _keyed(ok)
     if ok.empty:
         return FriedmanResult(False, "no results")
+    if ok[["regime", "shots", "fraction"]].drop_duplicates().shape[0] > 1:
+        raise ValueError("friedman() takes one data regime; use friedman_by_regime() for a whole table")
     scored = ok.assign(strategy=[strategy_label(*k) for k in ok[STRATEGY].itertuples(index=False)])
     wide = scored.pivot_table(index=["task", "backbone"], columns="strategy", values=metric, aggfunc="mean")
     # Friedman needs complete blocks. Drop the least-covered strategies one at a time and keep the step with the

@@ -95,13 +95,15 @@ def pairwise_latex(pairs: pd.DataFrame) -> str:
 
 
 def write_tables(
-    out_dir: Path, summary: pd.DataFrame, pairs: pd.DataFrame, friedman: FriedmanResult, problems: list[str]
+    out_dir: Path, summary: pd.DataFrame, pairs: pd.DataFrame, friedman: list[FriedmanResult], problems: list[str]
 ) -> list[Path]:
-    """Write every table next to the page; returns the written paths."""
+    """Write every table next to the page (friedman.csv: one block of rows per data regime); returns the paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    ranks = pd.DataFrame({"strategy": friedman.mean_ranks.index, "mean_rank": friedman.mean_ranks.to_numpy()})
-    ranks["cd"] = friedman.cd
-    ranks["friedman_p"] = friedman.pvalue
+    ranks = pd.DataFrame([
+        {"regime": result.regime, "strategy": name, "mean_rank": float(rank), "cd": result.cd,
+         "friedman_p": result.pvalue}
+        for result in friedman for name, rank in result.mean_ranks.items()
+    ], columns=["regime", "strategy", "mean_rank", "cd", "friedman_p"])
     files = {
         "summary.csv": summary.to_csv(index=False),
         "summary.tex": summary_latex(summary),

@@ -16,7 +16,7 @@ import pandas as pd
 
 from medtransfer.data.manifest import Manifest
 from medtransfer.errors import MedtransferError
-from medtransfer.splits.make import SplitSpec, _carve_val, _fewshot, _fractions, assemble
+from medtransfer.splits.make import SplitSpec, _carve_val, _fewshot, _fractions, assemble, with_positive
 from medtransfer.splits.schema import Fold, SplitsFile
 
 
@@ -42,6 +42,7 @@ def import_splits(manifest: Manifest, spec: ImportSpec, sampling: SplitSpec,
     if (spec.fold_column is None) == (spec.split_column is None):
         raise MedtransferError("give exactly one of --column (a fold per value) and --train-val-test (one fold)")
     column = spec.fold_column or spec.split_column
+    manifest = with_positive(manifest, sampling.positive)
     values = _column_values(manifest, column, table, id_column)
     ids = manifest.table["id"].to_numpy()
     labels = manifest.table["label_index"].to_numpy()

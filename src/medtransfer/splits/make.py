@@ -7,7 +7,7 @@ samples per class from the fold's ``train`` and are nested across shot counts fo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
@@ -17,6 +17,7 @@ from medtransfer.errors import MedtransferError
 from medtransfer.splits.schema import Fold, SplitsFile
 
 STRATEGIES = ("kfold", "loco", "holdout")
+SHOTS_UNITS = ("image", "patient")  # what a few-shot k counts per class
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,9 @@ class SplitSpec:
     seed: int = 0
     fractions: tuple[float, ...] = ()  # label fractions of each fold's train, drawn per few-shot seed
     fewshot_per_center: bool = False  # few-shot: n_shots per class *per center* (center-aware)
+    positive: str | None = None  # binary tasks: the positive class (None: the class that sorts second)
+    repeats: int = 1  # repeated CV: the outer split redrawn with seeds seed, seed+1, ... (folds numbered on)
+    shots_unit: str = "image"  # few-shot k counts images, or patients (all of a drawn patient's images)
 
     def params(self) -> dict:
         params = {"val_fraction": self.val_fraction, "seed": self.seed}
@@ -45,7 +49,41 @@ class SplitSpec:
             params["fractions"] = [float(f) for f in self.fractions]
         if self.fewshot_per_center:
             params["fewshot_per_center"] = True
+        if self.positive is not None:
+            params["positive"] = self.positive
+        if self.repeats != 1:
+            params["repeats"] = self.repeats
+        if self.shots_unit != "image":
+            params["shots_unit"] = self.shots_unit
         return params
+
+
+def with_positive(manifest: Manifest, positive: str | None) -> Manifest:
+    """The manifest with ``positive`` as class index 1 (the positive class of a binary task's metrics)."""
+    if positive is None:
+        return manifest
+    classes = list(manifest.classes)
+    if str(positive) not in classes:
+        raise MedtransferError(f"--positive {positive!r} is not a class of the manifest; its classes: {classes}")
+    if len(classes) != 2:
+        raise MedtransferError(f"--positive needs a binary task; the manifest has {len(classes)} classes")
+    order = [c for c in classes if c != str(positive)] + [str(positive)]
+    table = manifest.table.assign(label_index=manifest.table["label"].map({c: i for i, c in enumerate(order)}))
+    return replace(manifest, table=table.assign(label_index=table["label_index"].astype(int)), classes=tuple(order))
+
+
+def positive_warning(splits: SplitsFile) -> str:
+    """A warning when a binary task's positive class is the majority ('' otherwise): PR-AUC, F1 and sensitivity
+    then describe the common class, which is rarely what a clinical question asks."""
+    positive = splits.positive
+    if positive is None:
+        return ""
+    counts = np.bincount(np.fromiter(splits.labels.values(), dtype=int), minlength=2)
+    if counts[1] <= counts[0]:
+        return ""
+    return (f"the positive class {positive!r} is the majority ({counts[1]} of {counts.sum()} samples): PR-AUC, F1 "
+            f"and sensitivity describe it; pass --positive {splits.classes[0]!r} if the rarer class is the one "
+            "of interest")
 
 
 def make_splits(manifest: Manifest, spec: SplitSpec) -> SplitsFile:
@@ -65,13 +103,23 @@ def make_splits(manifest: Manifest, spec: SplitSpec) -> SplitsFile:
         raise MedtransferError(f"label fractions must be between 0 and 1 (exclusive), got {list(spec.fractions)}")
     if spec.fewshot_per_center and "center" not in manifest.table.columns:
         raise MedtransferError("center-aware few-shot needs a 'center' column in the manifest")
+    if spec.repeats < 1 or (spec.repeats > 1 and spec.strategy == "loco"):
+        raise MedtransferError(f"--repeats must be at least 1 (and 1 for loco, whose folds are fixed); got "
+                               f"{spec.repeats}")
+    if spec.shots_unit not in SHOTS_UNITS:
+        raise MedtransferError(f"--shots-unit must be {' or '.join(SHOTS_UNITS)}, got {spec.shots_unit!r}")
+    if spec.shots_unit == "patient" and spec.fewshot_per_center:
+        raise MedtransferError("--shots-unit patient and --fewshot-per-center cannot be combined")
+    manifest = with_positive(manifest, spec.positive)
     table = manifest.table
     ids = table["id"].to_numpy()
     labels = table["label_index"].to_numpy()
     patients = table["patient"].to_numpy()
 
     folds: list[Fold] = []
-    for fold_index, (train_val, test, held_out) in enumerate(_outer(table, spec)):
+    outer = [(repeat, part) for repeat in range(spec.repeats)
+             for part in _outer(table, replace(spec, seed=spec.seed + repeat))]
+    for fold_index, (repeat, (train_val, test, held_out)) in enumerate(outer):
         train, val = _carve_val(train_val, labels, patients, spec.val_fraction, spec.seed + fold_index)
         fold = Fold(
             fold=fold_index,
@@ -79,6 +127,7 @@ def make_splits(manifest: Manifest, spec: SplitSpec) -> SplitsFile:
             val=sorted(ids[val].tolist()),
             test=sorted(ids[test].tolist()),
             held_out_center=held_out,
+            repeat=repeat,
         )
         fold.fewshot = _fewshot(fold, manifest, spec, fold_index)
         fold.fractions = _fractions(fold, manifest, spec, fold_index)
@@ -193,6 +242,8 @@ def _fewshot(fold: Fold, manifest: Manifest, spec: SplitSpec, fold_index: int) -
         return {}
     if spec.fewshot_per_center:
         return _fewshot_per_center(fold, manifest, spec, fold_index)
+    if spec.shots_unit == "patient":
+        return _fewshot_patients(fold, manifest, spec, fold_index)
     label_of = dict(zip(manifest.table["id"], manifest.table["label_index"], strict=True))
     by_class: dict[int, list[str]] = {}
     for sample_id in fold.train:  # fold.train is sorted: the draw does not depend on manifest row order
@@ -233,4 +284,35 @@ def _fewshot_per_center(fold: Fold, manifest: Manifest, spec: SplitSpec, fold_in
         orders = {cell: [ids[i] for i in rng.permutation(len(ids))] for cell, ids in sorted(by_cell.items())}
         for n_shots in sorted(spec.shots):
             subsets[n_shots][seed] = sorted(s for ids in orders.values() for s in ids[:n_shots])
+    return subsets
+
+
+def _fewshot_patients(fold: Fold, manifest: Manifest, spec: SplitSpec, fold_index: int):
+    """Few-shot k counted in patients: per seed, one random order of each class's training patients; k takes a
+    prefix (nested) and every image of the drawn patients. A patient whose images carry two labels is refused."""
+    table = manifest.table.set_index("id").loc[fold.train]
+    labels_per_patient = table.groupby("patient")["label_index"].nunique()
+    mixed = sorted(labels_per_patient[labels_per_patient > 1].index.astype(str))
+    if mixed:
+        raise MedtransferError(f"--shots-unit patient needs one label per patient; {len(mixed)} patient(s) have "
+                               f"images of several classes (e.g. {mixed[:3]})")
+    images_of = {str(p): sorted(rows.index.tolist()) for p, rows in table.groupby("patient")}
+    label_of = {str(p): int(rows["label_index"].iloc[0]) for p, rows in table.groupby("patient")}
+    by_class: dict[int, list[str]] = {}
+    for patient in sorted(images_of):
+        by_class.setdefault(label_of[patient], []).append(patient)
+    max_shots = max(spec.shots)
+    for class_index in range(len(manifest.classes)):
+        available = len(by_class.get(class_index, []))
+        if available < max_shots:
+            raise MedtransferError(
+                f"fold {fold_index}: class {manifest.classes[class_index]!r} has {available} training patients, "
+                f"fewer than the {max_shots} shots (patients) asked for; lower --shots"
+            )
+    subsets: dict[int, dict[int, list[str]]] = {n: {} for n in sorted(spec.shots)}
+    for seed in range(spec.fewshot_seeds):
+        rng = np.random.default_rng([spec.seed, fold_index, seed])
+        orders = {c: [ps[i] for i in rng.permutation(len(ps))] for c, ps in sorted(by_class.items())}
+        for n_shots in sorted(spec.shots):
+            subsets[n_shots][seed] = sorted(i for ps in orders.values() for p in ps[:n_shots] for i in images_of[p])
     return subsets

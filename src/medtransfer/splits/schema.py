@@ -30,6 +30,7 @@ class Fold:
     fewshot: dict[int, dict[int, list[str]]] = field(default_factory=dict)
     # optional: fractions[fraction][seed] -> a class-stratified share of ``train`` (nested across fractions)
     fractions: dict[float, dict[int, list[str]]] = field(default_factory=dict)
+    repeat: int = 0  # repeated CV (``splits --repeats``): which redraw of the outer split this fold belongs to
 
 
 @dataclass
@@ -48,6 +49,16 @@ class SplitsFile:
     @property
     def shots(self) -> list[int]:
         return sorted({n for fold in self.folds for n in fold.fewshot})
+
+    @property
+    def positive(self) -> str | None:
+        """The positive class of a binary task (index 1: ``--positive`` or the class that sorts second; older
+        files follow the latter rule); None for a multi-class task."""
+        return self.classes[1] if len(self.classes) == 2 else None
+
+    @property
+    def repeats(self) -> int:
+        return int(self.params.get("repeats", 1))
 
     @property
     def fractions(self) -> list[float]:
@@ -90,6 +101,7 @@ class SplitsFile:
                         _fraction_key(fr): {str(seed): ids for seed, ids in sorted(by_seed.items())}
                         for fr, by_seed in sorted(f.fractions.items())
                     }} if f.fractions else {}),
+                    **({"repeat": f.repeat} if f.repeat else {}),
                 }
                 for f in self.folds
             ],
@@ -144,6 +156,7 @@ def load_splits(path: str | Path) -> SplitsFile:
                     val=f["val"],
                     test=f["test"],
                     held_out_center=f.get("held_out_center"),
+                    repeat=int(f.get("repeat", 0)),
                     fewshot={
                         int(n): {int(seed): ids for seed, ids in by_seed.items()}
                         for n, by_seed in f.get("fewshot", {}).items()
@@ -182,7 +195,7 @@ def rule_violation(splits: SplitsFile) -> str | None:
         return (f"{len(bad_labels)} label(s) index past the {n_classes} classes "
                 f"({_some(f'{i}={splits.labels[i]}' for i in bad_labels)})")
     covered: set[str] | None = None
-    seen_test: dict[str, int] = {}
+    seen_test: dict[int, dict[str, int]] = {}  # repeat -> test id -> fold
     for fold in splits.folds:
         where = f"fold {fold.fold}"
         roles = {"train": fold.train, "val": fold.val, "test": fold.test}
@@ -209,11 +222,13 @@ def rule_violation(splits: SplitsFile) -> str | None:
             return f"{where}: covers other ids than fold {splits.folds[0].fold} ({_some(differ)})"
         covered = every
         if splits.strategy in ("kfold", "loco"):
-            again = sorted(i for i in sets["test"] if i in seen_test)
+            # within one repeat of the outer split (``splits --repeats``) every id is tested once
+            tested = seen_test.setdefault(fold.repeat, {})
+            again = sorted(i for i in sets["test"] if i in tested)
             if again:
                 return (f"{where}: {len(again)} test id(s) are also in the test part of fold "
-                        f"{seen_test[again[0]]} ({_some(again)})")
-            seen_test.update(dict.fromkeys(sets["test"], fold.fold))
+                        f"{tested[again[0]]} ({_some(again)})")
+            tested.update(dict.fromkeys(sets["test"], fold.fold))
         subsets = [(f"{n}-shot seed {seed}", ids) for n, by_seed in fold.fewshot.items()
                    for seed, ids in by_seed.items()]
         subsets += [(f"fraction {fr} seed {seed}", ids) for fr, by_seed in fold.fractions.items()

@@ -13,10 +13,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
-
 from medtransfer.errors import MedtransferError
-from medtransfer.results import KEY, RESULTS_FILE
+from medtransfer.results import BASE_KEY, RESULTS_FILE, read_table
 from medtransfer.splits import SplitsFile, SplitSpec, Task, load_splits, make_splits, tasks_for
 from medtransfer.study.spec import AdaptConfigSpec, StudySpec, TaskSpec
 
@@ -66,16 +64,13 @@ def table_keys(results: Path, *, redo_failed: bool = False) -> set[tuple]:
     path = results / RESULTS_FILE
     if not path.is_file():
         return set()
-    try:
-        table = pd.read_parquet(path)
-    except Exception as exc:  # noqa: BLE001 - any unreadable table is the user's to fix, named
-        raise MedtransferError(f"results table {path} is unreadable ({type(exc).__name__}); move it away") from None
+    table = read_table(path)
     if "fraction" not in table.columns:
         table = table.assign(fraction=0.0)
     if redo_failed and "status" in table.columns:
         table = table[table["status"] == "ok"]
     return {(str(b), str(m), str(r), int(s), int(sd), int(f), round(float(fr), 9))
-            for b, m, r, s, sd, f, fr in table[KEY].itertuples(index=False)}
+            for b, m, r, s, sd, f, fr in table[BASE_KEY].itertuples(index=False)}
 
 
 def split_spec(task: TaskSpec) -> SplitSpec:
@@ -106,7 +101,7 @@ def check_results_folder(study: StudySpec, task: TaskSpec, splits: SplitsFile) -
     path = study.results_path(task.name) / RESULTS_FILE
     if not path.is_file():
         return
-    held = set(pd.read_parquet(path, columns=["splits"])["splits"].dropna()) - {""}
+    held = set(read_table(path, columns=["splits"])["splits"].dropna()) - {""}
     if held and held != {splits.fingerprint}:
         raise MedtransferError(
             f"tasks.{task.name}: results folder {path.parent} holds rows of splits {', '.join(sorted(held))}, "
