@@ -25,7 +25,7 @@ from medtransfer.adapt.config import AdaptConfig
 from medtransfer.adapt.data import PixelStore
 from medtransfer.adapt.methods import AdaptMethod
 from medtransfer.adapt.model import Classifier, parameter_counts, set_train_mode, trained_state
-from medtransfer.adapt.options import MethodOptions
+from medtransfer.adapt.options import MethodOptions, PeftOptions
 from medtransfer.adapt.train import (
     STATE_FILE,
     Checkpoint,
@@ -115,6 +115,8 @@ def run_task(job: AdaptJob, task: Task, run: TaskRun) -> tuple[ResultRow, pd.Dat
         # training-row statistics, the loss is class-weighted or not, and the threshold is 0.5
         "preprocessing": "standardize", "threshold_rule": "0.5",
         "class_weight": "balanced" if job.config.balance == "weighted-loss" else "none",
+        # the peft method's --targets preset (part of the results key); "" for methods that wrap no modules
+        "peft_targets": job.options.targets if isinstance(job.options, PeftOptions) else "",
     }
     labels = [_labels(job.splits, ids) for ids in (task.train, task.val, task.test)]
     if len(np.unique(labels[0])) < 2:
@@ -263,8 +265,7 @@ class _TaskRunner:
                 "best_val_mcc": best.get("val_mcc", float("nan")),
                 "best_val_loss": best.get("val_loss", float("nan")),
                 "device": str(job.device), "refit_epochs": refit_epochs, "weights_source": job.weights_source,
-                # which modules a peft method wrapped: its --targets preset and how many modules that resolved to
-                "peft_targets": getattr(job.options, "targets", "") if method.is_peft else "",
+                # how many modules the peft method's --targets preset (the peft_targets column) resolved to
                 "n_wrapped_modules": wrapped_modules(model) if method.is_peft else 0,
             },
         )
