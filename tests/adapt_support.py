@@ -87,7 +87,8 @@ def tiny_specs() -> list[BackboneSpec]:
                                 norm=("layernorm_before", "layernorm_after", "vit.layernorm")),
         ),
         BackboneSpec(
-            name=TINY_OPEN_CLIP, architecture="tiny open_clip ViT (test)", source="none (test only)", embed_dim=16,
+            # the pre-projection class token (issue 12: the default embedding), the width, not output_dim 16
+            name=TINY_OPEN_CLIP, architecture="tiny open_clip ViT (test)", source="none (test only)", embed_dim=32,
             n_params_m=0.03, embedding_kind="cls-token", build=lambda pretrained: tiny_open_clip(),
             preprocessing=Preprocessing(input_size=SIZE), family="vit", targets=OPEN_CLIP_VIT_TARGETS,
         ),

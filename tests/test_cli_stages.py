@@ -61,7 +61,17 @@ def test_adapt_writes_into_the_same_table(study, small_manifest, cli):
     table = pd.read_parquet(study / "results" / "results.parquet")
     adapted = table[table["method"].str.startswith("lora")]
     assert len(adapted) == 1 and adapted["pct_trainable"].iloc[0] > 0
+    # the default --targets preset, and the modules it wrapped (the tiny CNN's conv1 and conv2)
+    assert adapted["peft_targets"].iloc[0] == "attn-mlp" and adapted["n_wrapped_modules"].iloc[0] == 2
     assert {"logreg", "centroid"} <= set(table["method"]), "probe rows are kept"
+
+
+def test_adapt_targets_is_a_peft_option(study, small_manifest, tmp_path, cli):
+    for method, targets, says in (("fft", "attn", "no option(s) targets"),
+                                  ("lora", "everything", "--targets must be one of")):
+        result = cli("adapt", small_manifest, "--splits", study / "splits.json", "--backbone", TINY_CNN,
+                     "--method", method, "--targets", targets, "--weights", "random", "--out", tmp_path / "r")
+        assert result.exit_code == 2 and result.stderr.startswith("error: ") and says in result.stderr, result.output
 
 
 def test_adapt_refuses_a_splits_file_from_another_manifest(study, small_manifest, tmp_path, cli):

@@ -6,6 +6,7 @@ Errors the user can fix (MedtransferError) print as one line on stderr and exit 
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -381,11 +382,18 @@ def extract(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), fp32, bf16 or fp16.")] = "auto",
     embedding: Annotated[
-        list[str], typer.Option(help="Extra embeddings stored beside the default: cls, mean, cls_mean (ViTs).")
+        list[str], typer.Option(help="Extra embeddings stored beside the default (ViTs; DINOv2's linear-eval "
+                                     "grid): cls, cls_mean, cls4 (last 4 class tokens), last4 (cls4 + pooled "
+                                     "patches), mean; proj (CLIP-style models: the projected class token).")
     ] = [],  # noqa: B006
     layers: Annotated[
         bool, typer.Option("--layers", help="Also store last4: DINOv2 linear-eval features (last 4 class tokens).")
     ] = False,
+    resize: Annotated[
+        str, typer.Option(help="upstream (each backbone's published eval transform, e.g. short side 256 + "
+                               "center-crop 224), squash (whole image to a square, as the benchmark fed) or pad "
+                               "(pad to square, MedCLIP); another choice is another store group.")
+    ] = "upstream",
     pixel_cache: Annotated[
         Path | None,
         typer.Option(help="Decode + resize each image once into this Zarr pixel cache; later backbones read it."),
@@ -418,7 +426,7 @@ def extract(
         weights=weights, label_column=label_column, batch_size=batch_size, device=device, precision=precision,
         num_workers=None if workers < 0 else workers, embeddings=(*embedding, *(["last4"] if layers else [])),
         fmt=format, pixel_cache=pixel_cache, pixel_size=pixel_size or None, frames=frames, repair=repair,
-        commit_seconds=commit_seconds,
+        commit_seconds=commit_seconds, resize=resize,
     )
     extract_many(manifest, backbone, store, options, on_result=report)
 
@@ -581,6 +589,10 @@ def adapt(
     weights: Annotated[str, typer.Option(help="'default' (published), 'random', or a local checkpoint.")] = "default",
     out: Annotated[Path, typer.Option(help="Results folder, shared with probe.")] = Path("results"),
     rank: Annotated[int | None, typer.Option(help="Method option rank (LoRA/DoRA/VeRA/LoHa/LoKr; default 8).")] = None,
+    targets: Annotated[str | None, typer.Option(
+        help="Method option targets of the peft methods: which modules to wrap, a preset resolved per backbone "
+             "family: seed (the published benchmark's own), qv (MED-PEFT), attn, attn-mlp (default) or "
+             "all-linear; `medtransfer backbones --json` lists each backbone's.")] = None,
     alpha: Annotated[float | None, typer.Option(help="Method option alpha (default 2 x rank).")] = None,
     dropout: Annotated[float | None, typer.Option(help="Method option dropout (default 0).")] = None,
     option: Annotated[list[str] | None, typer.Option(
@@ -627,7 +639,7 @@ def adapt(
 
     table = run_adapt(
         manifest, splits, backbone=backbone, method=method, out=out, weights=weights,
-        options={**_name_values(option or []), "rank": rank, "alpha": alpha, "dropout": dropout},
+        options={**_name_values(option or []), "rank": rank, "targets": targets, "alpha": alpha, "dropout": dropout},
         regimes=tuple(regime), shots=_int_list(shots) if shots else None,
         folds=_int_list(folds) if folds else None, seeds=_int_list(seeds) if seeds else None, device=device,
         resume=resume, pixel_cache=pixel_cache,
@@ -688,11 +700,22 @@ def methods(
 
 
 @app.command()
-def backbones() -> None:
+def backbones(
+    json_output: Annotated[bool, typer.Option("--json", help="Print every entry's weights, preprocessing, "
+                                              "embedding, feature variants and PEFT presets as JSON.")] = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print the README's backbone table.")] = False,
+) -> None:
     """List the registered backbones (also: timm:<model>, open_clip:<arch>/<tag>, hf:<repo-id>)."""
     from rich.table import Table
 
-    from medtransfer.backbones import backbone_table
+    from medtransfer.backbones import backbone_markdown, backbone_table
+
+    if json_output:
+        typer.echo(json.dumps(backbone_table(), indent=2))
+        return
+    if markdown:
+        typer.echo(backbone_markdown())
+        return
 
     table = Table(
         title="Backbones (also timm:<model>, open_clip:<arch>/<tag>, hf:<repo-id>; --weights default|random|PATH)"

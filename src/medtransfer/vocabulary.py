@@ -6,7 +6,11 @@ from __future__ import annotations
 import numpy as np
 
 # Feature variants a store group can hold (``features_<kind>``); "default" is the backbone's own embedding.
-EMBEDDING_KINDS: tuple[str, ...] = ("cls", "mean", "cls_mean", "last4")
+# DINOv2's linear-evaluation grid (facebookresearch/dinov2 dinov2/eval/linear.py create_linear_input):
+# cls = last block's class token, cls_mean = + average-pooled patch tokens, cls4 = class tokens of the last 4
+# blocks, last4 = cls4 + average-pooled patch tokens; mean = patch tokens alone; proj = a CLIP-style model's
+# class token projected into its image-text space (what CLIP's encode_image returns).
+EMBEDDING_KINDS: tuple[str, ...] = ("cls", "mean", "cls_mean", "cls4", "last4", "proj")
 
 # Mixed precision for extract and adapt: "auto" is bf16 autocast on CUDA, fp32 on the CPU.
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")

@@ -16,6 +16,7 @@ from medtransfer.adapt.config import AdaptConfig
 from medtransfer.adapt.methods import METHODS, AdaptMethod
 from medtransfer.adapt.model import Classifier, parameter_counts
 from medtransfer.backbones.registry import get_spec
+from medtransfer.backbones.vit import without_unused_projection
 from medtransfer.errors import MedtransferError
 
 REFERENCES = ("timm:vit_base_patch16_224", "resnet50")
@@ -49,7 +50,7 @@ def trainable_share(method: AdaptMethod, reference: str, backbone: nn.Module | N
 def _share(method: AdaptMethod, reference: str, device: torch.device, backbone: nn.Module | None) -> float:
     spec = get_spec(reference)
     with device:
-        backbone = copy.deepcopy(backbone) if backbone is not None else spec.build(False)
+        backbone = without_unused_projection(copy.deepcopy(backbone) if backbone is not None else spec.build(False))
         adapted = method.apply(backbone, spec, method.make_options(), AdaptConfig(**method.config_defaults))
         trainable, total = parameter_counts(Classifier(adapted, spec.embed_dim, 2))
     return 100.0 * trainable / total

@@ -8,9 +8,10 @@ alone (not from ``requires_grad``), so a test can check that exactly those recei
 Each method declares its own typed options (``adapt.options``: rank, alpha, block size, ...), validated
 when built; ``AdaptConfig`` holds what every method shares (schedule, batch size, precision).
 
-Targets come from the backbone registry (``BackboneSpec.targets``): attention + MLP linears for ViTs,
-convolutions for CNNs. Before wrapping, every pattern must match at least one module (peft's rule:
-``name == t or name.endswith("." + t)``) and every matched module must be a type the method supports.
+Targets come from the backbone registry (``BackboneSpec.targets``) through a peft method's ``targets``
+preset (``PeftOptions``; default attention + MLP linears for ViTs, convolutions for CNNs). Before wrapping,
+every pattern must match at least one module (peft's rule: ``name == t or name.endswith("." + t)``) and every
+matched module must be a type the method supports.
 """
 
 from __future__ import annotations
@@ -25,8 +26,21 @@ from typing import Any
 from torch import nn
 
 from medtransfer.adapt.config import AdaptConfig
-from medtransfer.adapt.options import BoftOptions, LowRankOptions, MethodOptions, OftOptions, VeraOptions
-from medtransfer.backbones.registry import BackboneSpec, matches_target, resolve_targets
+from medtransfer.adapt.options import (
+    BoftOptions,
+    LowRankOptions,
+    MethodOptions,
+    OftOptions,
+    PeftOptions,
+    VeraOptions,
+)
+from medtransfer.backbones.registry import (
+    DEFAULT_TARGET_PRESET,
+    BackboneSpec,
+    matches_target,
+    preset_patterns,
+    resolve_targets,
+)
 from medtransfer.errors import MedtransferError, first_line
 from medtransfer.registry import Registry
 
@@ -101,9 +115,13 @@ class AdaptMethod:
         return self.options.build(self.name, values or {})
 
     def label(self, options: MethodOptions) -> str:
-        """The results table's ``method`` value: ranks are part of it so that r4/r8/r16 rows coexist."""
+        """The results table's ``method`` value: ranks (and a non-default ``--targets`` preset) are part of it so
+        that r4/r8/r16 rows, and lora-r8 beside lora-r8-qv, coexist."""
         base = self.label_base or self.name
-        return f"{base}-r{options.rank}" if self.uses_rank else base
+        label = f"{base}-r{options.rank}" if self.uses_rank else base
+        if isinstance(options, PeftOptions) and options.targets != DEFAULT_TARGET_PRESET:
+            label = f"{label}-{options.targets}"
+        return label
 
 
 METHODS: Registry[AdaptMethod] = Registry("adapt method")
@@ -130,17 +148,21 @@ def method_table() -> list[dict]:
 # --- helpers -----------------------------------------------------------------------------------------------
 
 
-def target_patterns(spec: BackboneSpec, method: str, supported: tuple[type, ...] = ()) -> tuple[str, ...]:
-    """attention + MLP patterns for ViTs, convolution patterns for CNNs; an error when the family has none.
+def target_patterns(spec: BackboneSpec, method: str, supported: tuple[type, ...] = (), *,
+                    preset: str = DEFAULT_TARGET_PRESET, model: nn.Module | None = None) -> tuple[str, ...]:
+    """The ``--targets`` preset's patterns for this backbone (``backbones.preset_patterns``); an error when the
+    family has none.
 
     A method that cannot wrap a fused attention module (only LoRA wraps ``nn.MultiheadAttention``) gets the
-    backbone's Linear-only attention patterns (``targets.attention_linear``) instead.
+    backbone's Linear-only attention patterns (``targets.attention_linear``) in its place.
     """
     targets = spec.targets
-    attention = targets.attention
+    patterns = preset_patterns(spec, preset, model)
     if targets.attention_linear and nn.MultiheadAttention not in supported:
-        attention = targets.attention_linear
-    patterns = attention + targets.mlp if spec.family == "vit" else targets.conv
+        fused = set(targets.attention)
+        swapped = [p for p in patterns if p not in fused]
+        if len(swapped) != len(patterns):
+            patterns = tuple(targets.attention_linear) + tuple(swapped)
     if not patterns:
         kind = "attention/mlp" if spec.family == "vit" else "conv"
         raise MedtransferError(
@@ -315,7 +337,8 @@ def peft_apply(make_config: Callable[[Any, PeftCall], Any], method: str, support
     def apply(model: nn.Module, spec: BackboneSpec, options: MethodOptions, config: AdaptConfig) -> nn.Module:
         import peft
 
-        patterns = callable_patterns(model, spec, method, target_patterns(spec, method, supported))
+        patterns = callable_patterns(model, spec, method, target_patterns(spec, method, supported,
+                                                                          preset=options.targets, model=model))
         matched = check_targets(model, spec, method, patterns, supported)
         peft_config = make_config(peft, PeftCall(list(patterns), matched, spec, options, config))
         try:
@@ -407,10 +430,13 @@ def declares_prefixes(prefixes: tuple[str, ...]):
 
 def register_peft_method(*, name: str, description: str, trains: str, make_config: Callable[[Any, PeftCall], Any],
                          supported: tuple[type, ...], adapter_prefixes: tuple[str, ...],
-                         options: type[MethodOptions] = MethodOptions, **traits: Any) -> AdaptMethod:
+                         options: type[PeftOptions] = PeftOptions, **traits: Any) -> AdaptMethod:
     """A peft method in one call: ``make_config(peft, call)`` returns its peft config; the targets it may wrap
-    are ``supported``; its trained parameters are named by ``adapter_prefixes``; ``traits`` as in
-    :func:`register_method` (``paper=``, ``step_hook=`` ...)."""
+    are ``supported``; its trained parameters are named by ``adapter_prefixes``; its options extend
+    ``PeftOptions`` (the ``targets`` preset); ``traits`` as in :func:`register_method` (``paper=``,
+    ``step_hook=`` ...)."""
+    if not (isinstance(options, type) and issubclass(options, PeftOptions)):
+        raise MedtransferError(f"peft method {name!r}: options must extend PeftOptions (the targets preset)")
     return register_method(
         name=name, description=description, trains=f"{trains} + head", default_lr=PEFT_LR,
         apply=peft_apply(make_config, name, supported), declares=declares_prefixes(adapter_prefixes),

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
+from medtransfer.backbones.registry import DEFAULT_TARGET_PRESET, TARGET_PRESETS
 from medtransfer.errors import MedtransferError
 
 Rule = tuple[Callable[[Any], bool], str]  # (the test a value must pass, what it says: "must be at least 1")
@@ -88,7 +89,19 @@ def _boolean(text: str) -> bool:
 
 
 @dataclass(frozen=True)
-class LowRankOptions(MethodOptions):
+class PeftOptions(MethodOptions):
+    """Base of every peft method's options: which modules it wraps, as a ``--targets`` preset resolved per
+    backbone family from the registry (``backbones.preset_patterns``)."""
+
+    targets: str = option(
+        DEFAULT_TARGET_PRESET, "modules to wrap: seed (the published benchmark's own targets), qv (MED-PEFT's q "
+        "and v), attn (q, k, v, output projection), attn-mlp (attn + MLP linears; convolutions for CNNs) or "
+        "all-linear; a non-default preset is part of the method label (e.g. lora-r8-qv)",
+        rule=(lambda v: v in TARGET_PRESETS, f"must be one of {', '.join(TARGET_PRESETS)}"))
+
+
+@dataclass(frozen=True)
+class LowRankOptions(PeftOptions):
     """LoRA, DoRA, LoHa, LoKr: rank, scaling and dropout of the low-rank update."""
 
     rank: int = option(8, "rank r of the update (part of the method label, e.g. lora-r8, loha-r8)", rule=AT_LEAST_ONE)
@@ -103,11 +116,11 @@ class LowRankOptions(MethodOptions):
         return float(self.alpha) if self.alpha is not None else 2.0 * self.rank
 
     def record(self) -> dict:
-        return {"rank": self.rank, "alpha": self.resolved_alpha, "dropout": self.dropout}
+        return {"targets": self.targets, "rank": self.rank, "alpha": self.resolved_alpha, "dropout": self.dropout}
 
 
 @dataclass(frozen=True)
-class VeraOptions(MethodOptions):
+class VeraOptions(PeftOptions):
     """VeRA: the rank of the shared frozen random projections; no alpha (peft's VeraConfig has none)."""
 
     rank: int = option(8, "rank of the shared random projections (also part of the label, e.g. vera-r8)",
@@ -116,7 +129,7 @@ class VeraOptions(MethodOptions):
 
 
 @dataclass(frozen=True)
-class OftOptions(MethodOptions):
+class OftOptions(PeftOptions):
     """OFT: block-diagonal orthogonal rotations of each target's input."""
 
     block_size: int = option(32, "size of each orthogonal block; targets whose input size it does not divide "
@@ -125,7 +138,7 @@ class OftOptions(MethodOptions):
 
 
 @dataclass(frozen=True)
-class BoftOptions(MethodOptions):
+class BoftOptions(PeftOptions):
     """BOFT: butterfly-factorised orthogonal rotations."""
 
     block_size: int = option(4, "size of each butterfly block; targets whose input size it does not divide are "

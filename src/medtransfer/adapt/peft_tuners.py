@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from medtransfer.adapt.methods import LOG, PeftCall, register_peft_method
-from medtransfer.adapt.options import AT_LEAST_ONE, PROBABILITY, MethodOptions, option
+from medtransfer.adapt.options import AT_LEAST_ONE, PROBABILITY, PeftOptions, option
 from medtransfer.errors import MedtransferError
 
 POSITIVE = (lambda v: v > 0, "must be positive")
@@ -25,7 +25,7 @@ def _rank(default: int, source: str) -> int:
 
 
 @dataclass(frozen=True)
-class AdaLoraOptions(MethodOptions):
+class AdaLoraOptions(PeftOptions):
     """AdaLoRA: SVD-form LoRA whose rank budget shrinks from ``init_rank`` to ``rank`` over training."""
 
     rank: int = _rank(8, "target rank after pruning; peft AdaLoraConfig.target_r 8")
@@ -64,7 +64,7 @@ def adalora_step(backbone: nn.Module, step: int, total_steps: int) -> None:
 
 
 @dataclass(frozen=True)
-class FourierFTOptions(MethodOptions):
+class FourierFTOptions(PeftOptions):
     """FourierFT: ``n_frequency`` trained spectral coefficients per target weight, scaled."""
 
     # peft FourierFTConfig help: "For image classification tasks with Vit-large models, adopting 'n_frequency': 3000
@@ -85,7 +85,7 @@ def _fourierft(peft, call: PeftCall):
 
 
 @dataclass(frozen=True)
-class HraOptions(MethodOptions):
+class HraOptions(PeftOptions):
     rank: int = _rank(8, "Householder reflections per target; peft HRAConfig.r 8, best even")
 
 
@@ -107,7 +107,7 @@ def _divisor(matched: dict[str, nn.Module], cap: int, method: str, what: str) ->
 
 
 @dataclass(frozen=True)
-class VBLoraOptions(MethodOptions):
+class VBLoraOptions(PeftOptions):
     """VB-LoRA: every LoRA factor is a top-k mix of vectors from one shared bank."""
 
     rank: int = _rank(4, "peft VBLoRAConfig.r 4")
@@ -125,13 +125,14 @@ def _vblora(peft, call: PeftCall):
 
 
 @dataclass(frozen=True)
-class RandLoraOptions(MethodOptions):
+class RandLoraOptions(PeftOptions):
     rank: int = _rank(32, "rank of each shared random basis; peft RandLoraConfig.r 32")
     alpha: float | None = option(None, "scaling; default 20 x rank (peft: 'typically 20 times the rank', 640 for r "
                                  "32)", rule=(lambda v: v is None or v > 0, "must be positive"))
 
     def record(self) -> dict:
-        return {"rank": self.rank, "alpha": self.alpha if self.alpha is not None else 20.0 * self.rank}
+        return {"targets": self.targets, "rank": self.rank,
+                "alpha": self.alpha if self.alpha is not None else 20.0 * self.rank}
 
 
 def _randlora(peft, call: PeftCall):
@@ -141,7 +142,7 @@ def _randlora(peft, call: PeftCall):
 
 
 @dataclass(frozen=True)
-class ShiraOptions(MethodOptions):
+class ShiraOptions(PeftOptions):
     rank: int = _rank(32, "a target gets r x (in + out) sparse entries, as many as LoRA r; peft ShiraConfig.r 32")
 
 
@@ -150,7 +151,7 @@ def _shira(peft, call: PeftCall):
 
 
 @dataclass(frozen=True)
-class C3aOptions(MethodOptions):
+class C3aOptions(PeftOptions):
     block_size: int = option(256, "circulant block size (peft C3AConfig default 256; the largest divisor of every "
                              "target's sizes up to it is used)", rule=AT_LEAST_ONE)
 
@@ -161,7 +162,7 @@ def _c3a(peft, call: PeftCall):
 
 
 @dataclass(frozen=True)
-class MissOptions(MethodOptions):
+class MissOptions(PeftOptions):
     rank: int = _rank(64, "shard size along the input; peft MissConfig.r 64, best even")
     dropout: float = option(0.0, "dropout on the adapter (peft default 0)", rule=PROBABILITY)
 
@@ -171,7 +172,7 @@ def _miss(peft, call: PeftCall):
 
 
 @dataclass(frozen=True)
-class HiraOptions(MethodOptions):
+class HiraOptions(PeftOptions):
     rank: int = _rank(32, "rank of the Hadamard factors; peft HiraConfig.r 32")
     dropout: float = option(0.0, "dropout on the adapter's input (peft default 0)", rule=PROBABILITY)
 
@@ -181,7 +182,7 @@ def _hira(peft, call: PeftCall):
 
 
 @dataclass(frozen=True)
-class DeloraOptions(MethodOptions):
+class DeloraOptions(PeftOptions):
     rank: int = _rank(8, "peft DeloraConfig.r 8")
     bound: float = option(15.0, "initial bound lambda on the update's Frobenius norm (peft delora_lambda 15)",
                           rule=POSITIVE)
@@ -194,7 +195,7 @@ def _delora(peft, call: PeftCall):
 
 
 @dataclass(frozen=True)
-class GraloraOptions(MethodOptions):
+class GraloraOptions(PeftOptions):
     rank: int = _rank(32, "total rank, split into k x k blocks; peft GraloraConfig.r 32")
     alpha: float = option(64.0, "scaling alpha, scale alpha / r (peft default 64)", rule=POSITIVE)
     k: int = option(2, "sub-blocks per side (peft default 2, recommended for rank <= 32); must divide rank",

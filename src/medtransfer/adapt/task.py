@@ -25,7 +25,7 @@ from medtransfer.adapt.config import AdaptConfig
 from medtransfer.adapt.data import PixelStore
 from medtransfer.adapt.methods import AdaptMethod
 from medtransfer.adapt.model import Classifier, parameter_counts, set_train_mode, trained_state
-from medtransfer.adapt.options import MethodOptions
+from medtransfer.adapt.options import MethodOptions, PeftOptions
 from medtransfer.adapt.train import (
     STATE_FILE,
     Checkpoint,
@@ -39,6 +39,7 @@ from medtransfer.adapt.train import (
     predict,
 )
 from medtransfer.backbones.registry import BackboneSpec
+from medtransfer.backbones.vit import without_unused_projection
 from medtransfer.errors import MedtransferError, first_line
 from medtransfer.metrics import compute_metrics, is_degenerate, predict_labels
 from medtransfer.results import ResultRow
@@ -90,7 +91,9 @@ def build_model(pristine: nn.Module, spec: BackboneSpec, method: AdaptMethod, *,
     """A fresh copy of the pretrained backbone, wrapped by ``method``, with a new head (seeded)."""
     torch.manual_seed(seed)
     options = options if options is not None else method.make_options()
-    backbone = method.apply(copy.deepcopy(pristine), spec, options, config or AdaptConfig())
+    # the pre-projection feature is the embedding: a CLIP projection head would be dead weight
+    backbone = method.apply(without_unused_projection(copy.deepcopy(pristine)), spec, options,
+                            config or AdaptConfig())
     return Classifier(backbone, spec.embed_dim, n_classes)
 
 
@@ -112,6 +115,8 @@ def run_task(job: AdaptJob, task: Task, run: TaskRun) -> tuple[ResultRow, pd.Dat
         # training-row statistics, the loss is class-weighted or not, and the threshold is 0.5
         "preprocessing": "standardize", "threshold_rule": "0.5",
         "class_weight": "balanced" if job.config.balance == "weighted-loss" else "none",
+        # the peft method's --targets preset (part of the results key); "" for methods that wrap no modules
+        "peft_targets": job.options.targets if isinstance(job.options, PeftOptions) else "",
     }
     labels = [_labels(job.splits, ids) for ids in (task.train, task.val, task.test)]
     if len(np.unique(labels[0])) < 2:
@@ -260,6 +265,8 @@ class _TaskRunner:
                 "best_val_mcc": best.get("val_mcc", float("nan")),
                 "best_val_loss": best.get("val_loss", float("nan")),
                 "device": str(job.device), "refit_epochs": refit_epochs, "weights_source": job.weights_source,
+                # how many modules the peft method's --targets preset (the peft_targets column) resolved to
+                "n_wrapped_modules": wrapped_modules(model) if method.is_peft else 0,
             },
         )
         return row, self._predictions(probabilities)
@@ -287,6 +294,13 @@ class _TaskRunner:
             for class_index in range(job.n_classes):
                 prediction[f"probability_{class_index}"] = probabilities[:, class_index]
         return prediction
+
+
+def wrapped_modules(model: nn.Module) -> int:
+    """Modules a peft method replaced with its adapter layers (``peft``'s ``BaseTunerLayer``)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return sum(isinstance(module, BaseTunerLayer) for module in model.modules())
 
 
 def _smoke_forward(model: Classifier, images: ImageInputs, rows: torch.Tensor, job: AdaptJob) -> None:

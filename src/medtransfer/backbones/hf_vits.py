@@ -1,4 +1,4 @@
-"""Hugging Face ViTs: DINOv2 (S/B/L), RAD-DINO and PubMedCLIP, through ``transformers``.
+"""Hugging Face ViTs: DINOv2 (S/B/L), RAD-DINO, CLIP ViT-L/14 (OpenAI) and PubMedCLIP, through ``transformers``.
 
 Random weights build from configs written here with the published hyperparameters (no hub access);
 published weights come from ``from_pretrained(repo_id)`` (honours ``HF_HUB_OFFLINE`` and the local cache);
@@ -12,8 +12,11 @@ Module names are those of the installed transformers 5: its DINOv2 and Swin use 
 
 from __future__ import annotations
 
+import math
 import tempfile
+import types
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -29,18 +32,38 @@ from medtransfer.backbones.registry import (
 from medtransfer.backbones.vit import ViTEmbedder
 from medtransfer.errors import MedtransferError
 
+# OpenAI CLIP's statistics: openai/CLIP clip/clip.py ``_transform``; the same values in
+# https://huggingface.co/openai/clip-vit-large-patch14/blob/main/preprocessor_config.json (image_mean / image_std)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# the DINOv2 linear-evaluation grid: class tokens of the last 1 or 4 blocks, with or without the average-pooled
+# patch tokens (facebookresearch/dinov2 dinov2/eval/linear.py; the benchmark's n_last_blocks [1, 4] x
+# avgpools [True, False], cosbidev/Deep-Sick src/configs/PEFT_runs/experiment/models/*.yaml), plus the
+# mean of the patch tokens alone
+VIT_GRID = ("cls", "mean", "cls_mean", "cls4", "last4")
 
 HF_DINOV2_TARGETS = PeftTargets(
     attention=("attention.q_proj", "attention.k_proj", "attention.v_proj", "attention.o_proj"),
     mlp=("mlp.fc1", "mlp.fc2"),
     norm=("norm1", "norm2", "layernorm"),
 )
+HF_DINOV2_TARGETS = PeftTargets(
+    attention=HF_DINOV2_TARGETS.attention,
+    mlp=HF_DINOV2_TARGETS.mlp,
+    norm=HF_DINOV2_TARGETS.norm,
+    qv=("attention.q_proj", "attention.v_proj"),
+    qkv=("attention.q_proj", "attention.k_proj", "attention.v_proj"),
+    # vitX14_pretrain.yaml: modules_target [qkv, fc1, fc2] on DINOv2's fused qkv; transformers splits it in three
+    seed=("attention.q_proj", "attention.k_proj", "attention.v_proj", "mlp.fc1", "mlp.fc2"),
+)
 HF_CLIP_TARGETS = PeftTargets(
     attention=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj"),
     mlp=("mlp.fc1", "mlp.fc2"),
     norm=("layer_norm1", "layer_norm2", "pre_layrnorm", "post_layernorm"),
+    qv=("self_attn.q_proj", "self_attn.v_proj"),
+    qkv=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+    # clip_large.yaml / pubmedclip.yaml: modules_target [k_proj, q_proj, v_proj]
+    seed=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
 )
 
 
@@ -104,8 +127,45 @@ def _dinov2_tokens(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model(pixel_values=x).last_hidden_state  # after the final layernorm; CLS first
 
 
+DINOV2_INTERPOLATE_OFFSET = 0.1  # facebookresearch/dinov2 dinov2/models/vision_transformer.py (interpolate_offset)
+
+
+def upstream_interpolate_pos_encoding(self, embeddings: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """DINOv2's own position-embedding interpolation (facebookresearch/dinov2
+    dinov2/models/vision_transformer.py ``interpolate_pos_encoding``): bicubic with ``scale_factor =
+    (grid + 0.1) / sqrt(N)``, not transformers' ``size=grid``; at 224 px (37 -> 16 patches) the two differ by
+    about 3%, so features of the released weights at 224 px match upstream's only this way."""
+    pos = self.position_embeddings
+    n_patches, n_positions = embeddings.shape[1] - 1, pos.shape[1] - 1
+    if n_patches == n_positions and height == width:
+        return pos
+    pos = pos.float()
+    dim = embeddings.shape[-1]
+    patch = self.patch_embeddings.patch_size
+    patch_h, patch_w = (patch, patch) if isinstance(patch, int) else patch
+    side = math.sqrt(n_positions)
+    rows = height // patch_h + DINOV2_INTERPOLATE_OFFSET
+    cols = width // patch_w + DINOV2_INTERPOLATE_OFFSET
+    grid = pos[:, 1:].reshape(1, int(side), int(side), dim).permute(0, 3, 1, 2)
+    grid = nn.functional.interpolate(grid, scale_factor=(rows / side, cols / side), mode="bicubic")
+    if grid.shape[-2:] != (int(rows), int(cols)):
+        raise MedtransferError(f"DINOv2 position interpolation gave a {tuple(grid.shape[-2:])} grid for "
+                               f"{height}x{width} px")
+    grid = grid.permute(0, 2, 3, 1).reshape(1, -1, dim)
+    return torch.cat((pos[:, :1], grid), dim=1).to(embeddings.dtype)
+
+
+def use_upstream_interpolation(model: nn.Module) -> nn.Module:
+    """Make a transformers ``Dinov2Model`` interpolate its position embeddings as upstream DINOv2 does."""
+    model.embeddings.interpolate_pos_encoding = types.MethodType(upstream_interpolate_pos_encoding, model.embeddings)
+    return model
+
+
 def wrap_dinov2(model: nn.Module, pooling: str = "cls") -> ViTEmbedder:
-    return ViTEmbedder(model, _dinov2_tokens, token_dim=model.config.hidden_size, num_prefix_tokens=1, pooling=pooling)
+    return ViTEmbedder(
+        use_upstream_interpolation(model), _dinov2_tokens, token_dim=model.config.hidden_size, num_prefix_tokens=1,
+        pooling=pooling, blocks="encoder.layer", norm="layernorm",
+    )
 
 
 def _hf_builder(
@@ -142,8 +202,15 @@ def _hf_local(
     return load
 
 
+# DINOv2's evaluation transform: resize 256 (bicubic), center-crop 224, ImageNet mean / std
+# (facebookresearch/dinov2 dinov2/data/transforms.py ``make_classification_eval_transform``)
 DINOV2_PREPROCESSING = Preprocessing(
     input_size=224, resize="center-crop", crop_fraction=224 / 256, interpolation="bicubic"
+)
+_DINOV2_SOURCES = (
+    ("preprocessing", "facebookresearch/dinov2 dinov2/data/transforms.py make_classification_eval_transform"),
+    ("position interpolation", "facebookresearch/dinov2 dinov2/models/vision_transformer.py"),
+    ("seed targets", "cosbidev/Deep-Sick src/configs/PEFT_runs/experiment/models/vit{s,b,l}14_pretrain.yaml"),
 )
 _DINOV2 = {
     # name: (size, repo, embed dim, params of the HF model as built (M), published (M))
@@ -173,11 +240,19 @@ for _name, (_size, _repo, _dim, _n, _pub) in _DINOV2.items():
             # the released ViT-S/14 has 22.06M parameters, 5.03% above the README's rounded "21M"
             published_tolerance=0.06 if _size == "s" else 0.05,
             default_weights_hint=hf_hint(_repo),
+            weights_id=_repo,
+            feature_variants=VIT_GRID,
+            sources=_DINOV2_SOURCES,
         )
     )
 
-# RAD-DINO: DINOv2 ViT-B/14 trained on chest X-rays; its processor resizes the shorter side to 518 and
-# centre-crops 518, with the MIMIC-CXR mean / std (one value per channel).
+# RAD-DINO: DINOv2 ViT-B/14 trained on chest X-rays. The 518 px input is confirmed by its model card
+# (https://huggingface.co/microsoft/rad-dino README "Encode an image": patch tokens of shape 768 x 37 x 37, and
+# 37 patches x 14 px = 518). Its processor (a BitImageProcessor: shorter side, then centre crop, bicubic) and
+# the single mean / std value repeated per channel below are NOT verified: the preprocessor_config.json itself
+# was not in the reference corpora (searched twice: docs, code, pages). hf:microsoft/rad-dino reads that file.
+RAD_DINO_PROCESSOR = "https://huggingface.co/microsoft/rad-dino/blob/main/preprocessor_config.json"
+RAD_DINO_CARD = "https://huggingface.co/microsoft/rad-dino (model card: 37x37 patch grid, so 518 px)"
 register(
     BackboneSpec(
         name="rad-dino",
@@ -196,11 +271,16 @@ register(
             std=(0.2583, 0.2583, 0.2583),
             interpolation="bicubic",
         ),
-        targets=HF_DINOV2_TARGETS,
+        targets=replace(HF_DINOV2_TARGETS, seed=()),
         family="vit",
         published_params_m=86.0,
         published_params_note="ViT-B/14 figure (DINOv2 README)",
         default_weights_hint=hf_hint("microsoft/rad-dino"),
+        weights_id="microsoft/rad-dino",
+        feature_variants=VIT_GRID,
+        sources=(("input size", RAD_DINO_CARD),
+                 ("resize, interpolation, mean/std", f"{RAD_DINO_PROCESSOR} (unverified here)"),
+                 ("position interpolation", "facebookresearch/dinov2 dinov2/models/vision_transformer.py")),
     )
 )
 
@@ -242,7 +322,68 @@ def wrap_hf_clip(model: nn.Module, pooling: str = "cls") -> ViTEmbedder:
         pooling=pooling,
         project_fn=_clip_project,
         project_dim=model.config.projection_dim,
+        blocks="vision_model.encoder.layers",
+        norm="vision_model.post_layernorm",
+        projection="visual_projection",
     )
+
+
+def clip_l_config():
+    """openai/clip-vit-large-patch14's vision tower (https://huggingface.co/openai/clip-vit-large-patch14/blob/
+    main/config.json, vision_config: hidden 1024, intermediate 4096, 24 layers, 16 heads, patch 14, 224 px,
+    projection_dim 768; quick_gelu and layer_norm_eps 1e-5 are CLIPVisionConfig's defaults for it)."""
+    from transformers import CLIPVisionConfig
+
+    return CLIPVisionConfig(
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        image_size=224,
+        patch_size=14,
+        projection_dim=768,
+        hidden_act="quick_gelu",
+        layer_norm_eps=1e-5,
+    )
+
+
+# https://huggingface.co/openai/clip-vit-large-patch14/blob/main/preprocessor_config.json: size 224 (shorter
+# side), crop_size 224, resample 3 (bicubic), CLIP mean / std; the same for pubmed-clip-vit-base-patch32:
+# https://huggingface.co/flaviagiammarino/pubmed-clip-vit-base-patch32/blob/8c9083276570b80ff91935dea11720b7ccfe113b/preprocessor_config.json
+# (CLIPFeatureExtractor: size 224, do_center_crop, crop_size 224, resample 3, OpenAI CLIP image_mean / image_std)
+PUBMEDCLIP_PROCESSOR = ("https://huggingface.co/flaviagiammarino/pubmed-clip-vit-base-patch32/blob/"
+                        "8c9083276570b80ff91935dea11720b7ccfe113b/preprocessor_config.json")
+CLIP_PREPROCESSING = Preprocessing(
+    input_size=224, resize="center-crop", crop_fraction=1.0, mean=CLIP_MEAN, std=CLIP_STD, interpolation="bicubic"
+)
+CLIP_L_REPO = "openai/clip-vit-large-patch14"
+register(
+    BackboneSpec(
+        name="clip-l",
+        architecture="ViT-L/14 (CLIP, OpenAI)",
+        source=f"Hugging Face {CLIP_L_REPO} (OpenAI CLIP ViT-L/14)",
+        embed_dim=1024,
+        n_params_m=303.18,
+        embedding_kind="cls-token (final-normed, before the 768-d projection)",
+        build=_hf_builder(clip_l_config, "CLIPVisionModelWithProjection", CLIP_L_REPO, wrap_hf_clip),
+        local_loader=_hf_local(clip_l_config, "CLIPVisionModelWithProjection", wrap_hf_clip),
+        preprocessing=CLIP_PREPROCESSING,
+        targets=HF_CLIP_TARGETS,
+        family="vit",
+        published_params_m=304.0,
+        published_params_delta=1024 * 768,
+        published_params_note="CLIP ViT-L/14 image encoder incl. its 1024x768 projection (304M)",
+        default_weights_hint=hf_hint(CLIP_L_REPO),
+        weights_id=CLIP_L_REPO,
+        feature_variants=(*VIT_GRID, "proj"),
+        sources=(
+            ("architecture, preprocessing",
+             f"https://huggingface.co/{CLIP_L_REPO} config.json, preprocessor_config.json"),
+            ("weights choice, seed targets",
+             "cosbidev/Deep-Sick src/configs/PEFT_runs/experiment/models/clip_large.yaml"),
+        ),
+    )
+)
 
 
 register(
@@ -250,9 +391,9 @@ register(
         name="pubmedclip",
         architecture="ViT-B/32 (CLIP, PubMed ROCO fine-tune)",
         source="Hugging Face flaviagiammarino/pubmed-clip-vit-base-patch32",
-        embed_dim=512,
+        embed_dim=768,
         n_params_m=87.85,
-        embedding_kind="image-embedding (projected CLS, 512-d)",
+        embedding_kind="cls-token (final-normed, before the 512-d projection)",
         build=_hf_builder(
             pubmedclip_config,
             "CLIPVisionModelWithProjection",
@@ -260,16 +401,16 @@ register(
             wrap_hf_clip,
         ),
         local_loader=_hf_local(pubmedclip_config, "CLIPVisionModelWithProjection", wrap_hf_clip),
-        preprocessing=Preprocessing(
-            input_size=224,
-            resize="center-crop",
-            crop_fraction=1.0,
-            mean=CLIP_MEAN,
-            std=CLIP_STD,
-            interpolation="bicubic",
-        ),
+        preprocessing=CLIP_PREPROCESSING,
         targets=HF_CLIP_TARGETS,
         family="vit",
+        weights_id="flaviagiammarino/pubmed-clip-vit-base-patch32",
+        feature_variants=(*VIT_GRID, "proj"),
+        sources=(
+            ("preprocessing", f"{PUBMEDCLIP_PROCESSOR} (size 224, center crop 224, resample 3 = bicubic, "
+             "OpenAI CLIP mean/std)"),
+            ("seed targets", "cosbidev/Deep-Sick src/configs/PEFT_runs/experiment/models/pubmedclip.yaml"),
+        ),
         published_params_m=86.0,
         published_params_note="generic ViT-B figure; the CLIP ViT-B/32 image encoder with its projection has 87.85M",
         default_weights_hint=hf_hint("flaviagiammarino/pubmed-clip-vit-base-patch32"),

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from medtransfer.backbones.open_clip_models import timm_vit_targets
+from medtransfer.backbones.open_clip_models import VIT_GRID, timm_vit_targets
 from medtransfer.backbones.registry import (
     BackboneSpec,
     Preprocessing,
@@ -50,8 +50,28 @@ def build_timm_vit_b16(pooling: str = "cls") -> ViTEmbedder:
 
     model = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0, global_pool="token")
     return ViTEmbedder(
-        model, _timm_tokens, token_dim=model.num_features, num_prefix_tokens=model.num_prefix_tokens, pooling=pooling
+        model, _timm_tokens, token_dim=model.num_features, num_prefix_tokens=model.num_prefix_tokens, pooling=pooling,
+        blocks="blocks", norm="norm",
     )
+
+
+# Upstream evaluation transforms (grayscale replicated to 3 channels, one statistic per channel):
+# MRM: Resize(224) + CenterCrop(224), torchvision's default bilinear, Normalize(0.4978, 0.2449)
+#   (RL4M/MRM-pytorch NIH_ChestX-ray/utils/data_utils.py, transform_test)
+# CXR-MAE: Resize(int(224 / (224 / 256)) = 256, BICUBIC) + CenterCrop(224), Normalize(0.5056, 0.252)
+#   (lambert-x/medical_mae util/datasets.py, build_transform for chestxray / covidx / chexpert)
+MRM_PREPROCESSING = Preprocessing(
+    input_size=224, resize="center-crop", crop_fraction=1.0, mean=(0.4978,) * 3, std=(0.2449,) * 3,
+    interpolation="bilinear",
+)
+CXR_MAE_PREPROCESSING = Preprocessing(
+    input_size=224, resize="center-crop", crop_fraction=224 / 256, mean=(0.5056,) * 3, std=(0.252,) * 3,
+    interpolation="bicubic",
+)
+MAE_PREPROCESSING = {
+    "mrm": (MRM_PREPROCESSING, "RL4M/MRM-pytorch NIH_ChestX-ray/utils/data_utils.py"),
+    "cxr-mae": (CXR_MAE_PREPROCESSING, "lambert-x/medical_mae util/datasets.py"),
+}
 
 
 def encoder_tensors(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -126,9 +146,13 @@ for _name, (_what, _hint) in MAE_SOURCES.items():
             embedding_kind="cls-token",
             build=_builder(_name),
             local_loader=_local,
-            # MAE pre-training normalises with the ImageNet mean / std
-            preprocessing=Preprocessing(input_size=224, resize="squash", interpolation="bicubic"),
-            targets=timm_vit_targets("backbone.norm"),
+            preprocessing=MAE_PREPROCESSING[_name][0],
+            targets=timm_vit_targets("backbone.norm", seed=True),
+            feature_variants=VIT_GRID,
+            sources=(
+                ("preprocessing", MAE_PREPROCESSING[_name][1]),
+                ("seed targets", "cosbidev/Deep-Sick src/configs/PEFT_runs/experiment/models/medmae.yaml"),
+            ),
             family="vit",
             published_params_m=86.0,
             published_params_note="ViT-B/16 figure (with its 1000-class head: 86.6M)",

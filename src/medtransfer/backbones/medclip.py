@@ -213,8 +213,13 @@ register(
         build=_r_build,
         local_loader=_r_local,
         preprocessing=MEDCLIP_PREPROCESSING,
-        targets=PeftTargets(conv=("conv1", "conv2", "conv3"), norm=("bn1", "bn2", "bn3", "downsample.1")),
+        # medclip_resnet50.yaml: modules_target [conv1]
+        targets=PeftTargets(conv=("conv1", "conv2", "conv3"), norm=("bn1", "bn2", "bn3", "downsample.1"),
+                            seed=("conv1",)),
         family="cnn",
+        weights_id=MEDCLIP_URLS["medclip-resnet"],
+        sources=(("preprocessing", "RyanWangZf/MedCLIP medclip/constants.py, medclip/modeling_medclip.py"),
+                 ("seed targets", "cosbidev/Deep-Sick src/configs/PEFT_runs/experiment/models/medclip_resnet50.yaml")),
         published_params_m=23.0,
         published_params_note="ResNet-50 encoder without its 2048x512 projection",
         default_weights_hint=_hint("medclip-resnet"),
@@ -237,8 +242,17 @@ register(
             attention=("attention.q_proj", "attention.k_proj", "attention.v_proj", "attention.o_proj"),
             mlp=("mlp.fc1", "mlp.fc2"),
             norm=("layernorm_before", "layernorm_after", "layernorm", "embeddings.norm", "downsample.norm"),
+            qv=("attention.q_proj", "attention.v_proj"),
+            qkv=("attention.q_proj", "attention.k_proj", "attention.v_proj"),
+            # medclip_vision.yaml: modules_target [query, value, keys, dense] in transformers 4.x Swin names;
+            # "keys" matches no module, "dense" matches attention.output.dense, intermediate.dense and
+            # output.dense: in transformers 5 names q_proj, v_proj, o_proj, fc1, fc2
+            seed=("attention.q_proj", "attention.v_proj", "attention.o_proj", "mlp.fc1", "mlp.fc2"),
         ),
         family="vit",
+        weights_id=MEDCLIP_URLS["medclip-swin"],
+        sources=(("preprocessing", "RyanWangZf/MedCLIP medclip/constants.py, medclip/modeling_medclip.py"),
+                 ("seed targets", "cosbidev/Deep-Sick src/configs/PEFT_runs/experiment/models/medclip_vision.yaml")),
         published_params_m=27.0,
         published_params_note="Swin-T encoder (28M with its ImageNet head) without the 768x512 projection",
         default_weights_hint=_hint("medclip-swin"),

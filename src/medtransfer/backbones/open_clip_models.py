@@ -1,4 +1,6 @@
-"""open_clip image towers: CLIP ViT-L/14 (LAION-400M) and BiomedCLIP (ViT-B/16 timm trunk).
+"""open_clip image towers: CLIP ViT-L/14 (LAION-400M, ``clip-l-laion400m``) and BiomedCLIP (ViT-B/16 timm trunk).
+
+``clip-l`` is OpenAI's ViT-L/14 through transformers (hf_vits.py), as the benchmark used.
 
 Only the image tower is built (``open_clip.model._build_vision_tower``, the function ``create_model`` uses),
 so the text tower is neither built nor counted. Published weights are fetched with open_clip's own
@@ -36,10 +38,12 @@ OPEN_CLIP_VIT_TARGETS = PeftTargets(
     attention_linear=("attn.out_proj",),
     mlp=("mlp.c_fc", "mlp.c_proj"),
     norm=("ln_1", "ln_2", "ln_pre", "ln_post"),
+    qkv=("attn",),
 )
+VIT_GRID = ("cls", "mean", "cls_mean", "cls4", "last4")  # as hf_vits.VIT_GRID (DINOv2's linear-eval grid)
 
 
-def timm_vit_targets(final_norm: str) -> PeftTargets:
+def timm_vit_targets(final_norm: str, seed: bool = False) -> PeftTargets:
     """timm-style ViT (BiomedCLIP's trunk, torch.hub DINOv2, MAE checkpoints): fused qkv + proj, fc1 / fc2.
     ``final_norm`` names the last LayerNorm unambiguously (a bare "norm" would also select the Identity
     ``patch_embed.norm``)."""
@@ -47,9 +51,14 @@ def timm_vit_targets(final_norm: str) -> PeftTargets:
         attention=("attn.qkv", "attn.proj"),
         mlp=("mlp.fc1", "mlp.fc2"),
         norm=("norm1", "norm2", final_norm),
+        qkv=("attn.qkv",),
+        # biomedclip.yaml / medmae.yaml: modules_target [qkv, fc1, fc2]
+        seed=("attn.qkv", "mlp.fc1", "mlp.fc2") if seed else (),
     )
 
 
+# open_clip's PreprocessCfg defaults (mlfoundations/open_clip src/open_clip/transform.py, open_clip_torch 3.3.0):
+# size 224, OPENAI_DATASET_MEAN / STD, interpolation "bicubic", resize_mode "shortest" (shorter side + centre crop)
 OPEN_CLIP_PREPROCESSING = Preprocessing(
     input_size=224, resize="center-crop", crop_fraction=1.0, mean=CLIP_MEAN, std=CLIP_STD, interpolation="bicubic"
 )
@@ -104,7 +113,7 @@ def _oc_vit_project(visual: nn.Module, v: torch.Tensor) -> torch.Tensor:
     return v @ visual.proj if visual.proj is not None else v
 
 
-def wrap_open_clip_vit(visual: nn.Module, pooling: str = "cls") -> ViTEmbedder:
+def wrap_open_clip_vit(visual: nn.Module, pooling: str = "cls", project: bool = False) -> ViTEmbedder:
     return ViTEmbedder(
         visual,
         _oc_vit_tokens,
@@ -113,6 +122,10 @@ def wrap_open_clip_vit(visual: nn.Module, pooling: str = "cls") -> ViTEmbedder:
         pooling=pooling,
         project_fn=_oc_vit_project,
         project_dim=visual.output_dim,
+        project=project,
+        blocks="transformer.resblocks",
+        norm="ln_post",
+        projection="proj",
     )
 
 
@@ -124,7 +137,7 @@ def _timm_tower_project(visual: nn.Module, v: torch.Tensor) -> torch.Tensor:
     return visual.head(v)
 
 
-def wrap_open_clip_timm(visual: nn.Module, embed_dim: int, pooling: str = "cls") -> ViTEmbedder:
+def wrap_open_clip_timm(visual: nn.Module, embed_dim: int, pooling: str = "cls", project: bool = False) -> ViTEmbedder:
     return ViTEmbedder(
         visual,
         _timm_tower_tokens,
@@ -133,11 +146,18 @@ def wrap_open_clip_timm(visual: nn.Module, embed_dim: int, pooling: str = "cls")
         pooling=pooling,
         project_fn=_timm_tower_project,
         project_dim=embed_dim,
+        project=project,
+        blocks="trunk.blocks",
+        norm="trunk.norm",
+        projection="head",
     )
 
 
 def wrap_tower(visual: nn.Module, embed_dim: int, pooling: str = "cls") -> nn.Module:
-    """ViTEmbedder for ViT towers; other towers (ModifiedResNet, ConvNeXt trunks) are used as they are."""
+    """ViTEmbedder for ViT towers; other towers (ModifiedResNet, ConvNeXt trunks) are used as they are.
+
+    Open specs (``open_clip:<arch>/<tag>``) keep open_clip's ``encode_image`` output (projected) as their
+    default embedding, as their spec declares; the grid variants are pre-projection."""
     from open_clip.timm_model import TimmModel
     from open_clip.transformer import VisionTransformer
 
@@ -147,13 +167,13 @@ def wrap_tower(visual: nn.Module, embed_dim: int, pooling: str = "cls") -> nn.Mo
         and not visual.final_ln_after_pool
         and visual.pool_type == "tok"
     ):
-        return wrap_open_clip_vit(visual, pooling)
+        return wrap_open_clip_vit(visual, pooling, project=True)
     if (
         isinstance(visual, TimmModel)
         and hasattr(visual.trunk, "forward_features")
         and getattr(visual.trunk, "global_pool", None) == "token"
     ):
-        return wrap_open_clip_timm(visual, embed_dim, pooling)
+        return wrap_open_clip_timm(visual, embed_dim, pooling, project=True)
     return visual
 
 
@@ -204,12 +224,16 @@ _clip_l_build, _clip_l_local = _open_clip_builder(
 )
 register(
     BackboneSpec(
-        name="clip-l",
-        architecture="ViT-L/14 (CLIP)",
+        name="clip-l-laion400m",
+        architecture="ViT-L/14 (CLIP, LAION-400M)",
         source="open_clip ViT-L-14, pretrained='laion400m_e32' (LAION-400M)",
-        embed_dim=768,
+        embed_dim=1024,
         n_params_m=303.97,
-        embedding_kind="image-embedding (projected CLS, 768-d)",
+        embedding_kind="cls-token (ln_post, before the 768-d projection)",
+        weights_id="https://huggingface.co/timm/vit_large_patch14_clip_224.laion400m_e32",
+        feature_variants=(*VIT_GRID, "proj"),
+        sources=(("preprocessing", "mlfoundations/open_clip src/open_clip/pretrained.py (laion400m_e32: "
+                                   "OpenAI mean/std, bicubic, 224)"),),
         build=_clip_l_build,
         local_loader=_clip_l_local,
         preprocessing=OPEN_CLIP_PREPROCESSING,
@@ -256,13 +280,23 @@ register(
         name="biomedclip",
         architecture="ViT-B/16 (CLIP, PMC-15M)",
         source=f"open_clip hf-hub:{BIOMEDCLIP_REPO}",
-        embed_dim=512,
+        embed_dim=768,
         n_params_m=86.19,
-        embedding_kind="image-embedding (projected CLS, 512-d)",
+        embedding_kind="cls-token (trunk.norm, before the 512-d projection)",
+        weights_id=BIOMEDCLIP_REPO,
+        feature_variants=(*VIT_GRID, "proj"),
+        sources=(
+            ("preprocessing", f"https://huggingface.co/{BIOMEDCLIP_REPO} open_clip_config.json (commit "
+                              "2584124: vision_cfg image_size 224; its preprocess_cfg sets only mean/std, the "
+                              "OpenAI CLIP values, as the copy in huggingface.co/ZiyueWang/biomedclip config.json "
+                              "shows); the rest are open_clip's PreprocessCfg defaults (src/open_clip/transform.py): "
+                              "bicubic, resize_mode shortest + center crop"),
+            ("seed targets", "cosbidev/Deep-Sick src/configs/PEFT_runs/experiment/models/biomedclip.yaml"),
+        ),
         build=_biomedclip_build,
         local_loader=_biomedclip_local,
         preprocessing=OPEN_CLIP_PREPROCESSING,
-        targets=timm_vit_targets("trunk.norm"),
+        targets=timm_vit_targets("trunk.norm", seed=True),
         family="vit",
         published_params_m=86.0,
         published_params_note="ViT-B/16 figure; ours includes the 768x512 projection (0.39M)",

@@ -7,9 +7,10 @@ Adding a backbone is one ``register(BackboneSpec(...))`` call.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -18,9 +19,17 @@ from torch import nn
 from medtransfer.errors import MedtransferError, first_line
 from medtransfer.registry import Registry
 
+# torchvision's ImageNet statistics: ``ImageClassification`` defaults, pytorch/vision
+# torchvision/transforms/_presets.py (the ``transforms()`` of every ``*_Weights.IMAGENET1K_*`` enum)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RANDOM_SEED = 0
+
+# ``--resize``: "upstream" keeps each backbone's published evaluation transform; "squash" resizes the whole
+# image to input_size x input_size (what the COVID-19 prognosis benchmark fed: 224 px images); "pad" pads the
+# shorter side with black to a square, then resizes (MedCLIP's ``MedCLIPFeatureExtractor``)
+RESIZE_POLICIES: tuple[str, ...] = ("upstream", "squash", "pad")
+_POLICY_RESIZE = {"squash": "squash", "pad": "pad-square"}
 
 
 @dataclass(frozen=True)
@@ -41,6 +50,14 @@ class Preprocessing:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def with_policy(self, policy: str) -> Preprocessing:
+        """This preprocessing under a ``--resize`` policy; "upstream" is the preprocessing itself."""
+        if policy not in RESIZE_POLICIES:
+            raise MedtransferError(f"unknown --resize {policy!r}; use {', '.join(RESIZE_POLICIES)}")
+        if policy == "upstream":
+            return self
+        return replace(self, resize=_POLICY_RESIZE[policy], crop_fraction=1.0)
 
     def fingerprint(self) -> str:
         return hashlib.sha256(repr(sorted(self.as_dict().items())).encode()).hexdigest()[:8]
@@ -64,11 +81,82 @@ class PeftTargets:
     conv: tuple[str, ...] = ()
     norm: tuple[str, ...] = ()
     bias_suffix: str = "bias"
+    # the query and value projections (MED-PEFT's LoRA targets); empty when q, k, v are one fused Linear
+    qv: tuple[str, ...] = ()
+    # the input projections q, k, v (separate or fused ``qkv``), without the attention output projection
+    qkv: tuple[str, ...] = ()
+    # the published benchmark's own ``modules_target`` for this backbone (``--targets seed``), as peft
+    # patterns; see SEED_TARGETS_SOURCE
+    seed: tuple[str, ...] = ()
 
     @property
     def all(self) -> tuple[str, ...]:
         """The weight-matrix targets (attention + MLP linears, or convolutions): what LoRA wraps."""
         return self.attention + self.mlp + self.conv
+
+
+SEED_TARGETS_SOURCE = (
+    "cosbidev/Deep-Sick src/configs/PEFT_runs/experiment/models/*.yaml (modules_target), commit 99b9fb0"
+)
+TARGET_PRESETS: tuple[str, ...] = ("seed", "qv", "attn", "attn-mlp", "all-linear")
+# attention + MLP linears (convolutions for CNNs): LoRA's original paper adapts attention only, but adapting
+# every linear layer of the blocks is what later studies found best at equal rank (QLoRA, Dettmers et al. 2023,
+# section 4), and it is what medtransfer trained before presets existed, so results stay comparable
+DEFAULT_TARGET_PRESET = "attn-mlp"
+
+
+def preset_patterns(spec: BackboneSpec, preset: str, model: nn.Module | None = None) -> tuple[str, ...]:
+    """The module patterns a ``--targets`` preset selects on ``spec``'s family (before any method filtering).
+
+    seed: the benchmark's ``modules_target``; qv: q and v projections (MED-PEFT); attn: q, k, v and the output
+    projection; attn-mlp: attn + the MLP linears; all-linear: every ``nn.Linear`` of the built ``model``.
+    CNNs have no attention: attn-mlp and all-linear give every declared convolution, qv and attn are refused.
+    """
+    if preset not in TARGET_PRESETS:
+        raise MedtransferError(f"unknown --targets {preset!r}; use {', '.join(TARGET_PRESETS)}")
+    targets = spec.targets
+    if preset == "seed":
+        if not targets.seed:
+            raise MedtransferError(
+                f"backbone {spec.name!r} was not in the published benchmark: --targets seed does not apply "
+                f"(use {', '.join(p for p in TARGET_PRESETS if p != 'seed')})"
+            )
+        return targets.seed
+    if spec.family == "cnn":
+        if preset in ("qv", "attn"):
+            raise MedtransferError(
+                f"backbone {spec.name!r} is a CNN without attention: --targets {preset} does not apply "
+                "(use seed, attn-mlp or all-linear: its convolutions)"
+            )
+        return targets.conv
+    if preset == "qv":
+        if not targets.qv:
+            raise MedtransferError(
+                f"backbone {spec.name!r} computes q, k and v in one fused Linear ({', '.join(targets.qkv)}): "
+                "--targets qv cannot select q and v alone; use attn or attn-mlp"
+            )
+        return targets.qv
+    if preset == "attn":
+        return targets.attention
+    if preset == "attn-mlp":
+        return targets.attention + targets.mlp
+    if model is None:
+        raise MedtransferError("--targets all-linear needs the built model to list its Linear layers")
+    return tuple(name for name, module in model.named_modules() if name and isinstance(module, nn.Linear))
+
+
+def preset_table(spec: BackboneSpec) -> dict[str, list[str] | str]:
+    """Each preset's patterns for ``medtransfer backbones --json`` (the reason when it does not apply)."""
+    out: dict[str, list[str] | str] = {}
+    for preset in TARGET_PRESETS:
+        if preset == "all-linear":
+            out[preset] = "every nn.Linear" if spec.family == "vit" else list(spec.targets.conv)
+            continue
+        try:
+            out[preset] = list(preset_patterns(spec, preset))
+        except MedtransferError as exc:
+            out[preset] = f"n/a: {str(exc).split(': ', 1)[-1]}"
+    return out
 
 
 def matches_target(module_name: str, patterns: tuple[str, ...] | list[str]) -> bool:
@@ -115,6 +203,11 @@ class BackboneSpec:
     published_params_note: str = ""
     published_tolerance: float = 0.05
     default_weights_hint: str = ""  # what to do when the published weights cannot be fetched
+    weights_id: str = ""  # the published weights: a Hugging Face repo id, a URL or a file name
+    # the extra feature variants ``extract --embedding`` can store for it (``vocabulary.EMBEDDING_KINDS``)
+    feature_variants: tuple[str, ...] = ()
+    # where each constant above comes from (URL or repository path), shown by ``medtransfer backbones``
+    sources: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -170,18 +263,56 @@ def get_spec(name: str) -> BackboneSpec:
 
 
 def backbone_table() -> list[dict]:
-    """One row per registered backbone, for ``medtransfer backbones``."""
-    return [
-        {
+    """One row per registered backbone, for ``medtransfer backbones`` (``--json``, ``--markdown``)."""
+    rows = []
+    for spec in REGISTRY.values():
+        prep = spec.preprocessing
+        rows.append({
             "name": spec.name,
+            "architecture": spec.architecture,
             "params_m": round(spec.n_params_m, 1),
             "dim": spec.embed_dim,
-            "input_size": spec.preprocessing.input_size,
+            "default_embedding": spec.embedding_kind,
             "source": spec.source,
+            "weights_id": spec.weights_id,
+            "input_size": prep.input_size,
+            "resize": prep.resize,
+            "resize_to": round(prep.input_size / prep.crop_fraction)
+            if prep.resize == "center-crop" else prep.input_size,
+            "interpolation": prep.interpolation,
+            "mean": list(prep.mean),
+            "std": list(prep.std),
+            "channels": prep.channels,
+            "feature_variants": list(spec.feature_variants),
+            "peft_presets": preset_table(spec),
+            "sources": dict(spec.sources),
             "seed": spec.name in SEED_BACKBONES,  # in the published benchmark's set (``--backbone seed``)
-        }
-        for spec in REGISTRY.values()
+        })
+    return rows
+
+
+def backbone_markdown(rows: list[dict] | None = None) -> str:
+    """The README's backbone table (``medtransfer backbones --markdown``), from ``backbone_table``."""
+    rows = backbone_table() if rows is None else rows
+    lines = [
+        "| name | weights | input | resize (upstream) | interp. | mean / std | default embedding (dim) | "
+        "variants | seed targets | sources |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    for r in rows:
+        resize = {"center-crop": f"short side {r['resize_to']}, center-crop", "squash": "squash",
+                  "pad-square": "pad to square"}[r["resize"]]
+        stats = "/".join(f"{m:g}" for m in dict.fromkeys(r["mean"])) + " / " + "/".join(
+            f"{v:g}" for v in dict.fromkeys(r["std"]))
+        seed = r["peft_presets"]["seed"]
+        seed = ", ".join(seed) if isinstance(seed, list) else "-"
+        sources = "; ".join(f"{k}: {v}" for k, v in r["sources"].items())
+        lines.append(
+            f"| `{r['name']}` | {r['weights_id'] or r['source']} | {r['input_size']} | {resize} | "
+            f"{r['interpolation']} | {stats} | {r['default_embedding']} ({r['dim']}) | "
+            f"{', '.join(r['feature_variants']) or '-'} | {seed} | {sources} |"
+        )
+    return "\n".join(lines)
 
 
 def load_backbone(name: str, weights: str = "default") -> LoadedBackbone:
@@ -229,7 +360,10 @@ def read_state_dict(path: Path, wrappers: tuple[str, ...] = ("state_dict", "mode
 
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            # MAE-family checkpoints (MRM, CXR-MAE) store their training ``args`` as an argparse.Namespace:
+            # allow-list that one type instead of unpickling arbitrary objects (weights_only stays on)
+            with torch.serialization.safe_globals([argparse.Namespace]):
+                state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt files
         raise MedtransferError(f"cannot read checkpoint {path}: {first_line(exc, 160)}") from exc
     for key in wrappers:

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from medtransfer import cache_rows, cache_schema, cache_store
 from medtransfer.backbones import get_spec, load_backbone
-from medtransfer.backbones.registry import SEED_BACKBONES, LoadedBackbone, Preprocessing
+from medtransfer.backbones.registry import RESIZE_POLICIES, SEED_BACKBONES, LoadedBackbone, Preprocessing
 from medtransfer.data.fingerprint import fingerprints
 from medtransfer.data.manifest import Manifest, load_manifest
 from medtransfer.device import resolve_device, resolve_precision
@@ -87,7 +87,7 @@ class ExtractOptions:
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     precision: str = "auto"  # autocast: auto (bf16 on GPU, fp32 on CPU), fp32, bf16, fp16
     num_workers: int | None = None  # DataLoader decode workers; None picks by core count
-    embeddings: tuple[str, ...] = ()  # extra kinds stored beside the default (cls, mean, cls_mean, last4)
+    embeddings: tuple[str, ...] = ()  # extra kinds stored beside the default (vocabulary.EMBEDDING_KINDS)
     dtype: str = "float16"  # of the stored features
     chunk_rows: int = cache_schema.DEFAULT_CHUNK_ROWS  # rows per chunk: the unit of storage
     commit_rows: int = 64  # new rows are committed at least this often ...
@@ -98,6 +98,9 @@ class ExtractOptions:
     pixel_size: int | None = None  # cached size; None: the largest input size of the backbones
     pixel_dtype: str = "uint16"
     preprocessing: Preprocessing | None = None  # override every backbone's preprocessing (tests, small inputs)
+    # "upstream" (each backbone's published evaluation transform), "squash" or "pad" (backbones.RESIZE_POLICIES);
+    # part of the group's preprocessing attrs, so another choice is another group, never an overwrite
+    resize: str = "upstream"
     frames: str = "refuse"  # multi-frame policy: refuse, first, middle, all (``medtransfer.data.frames``)
     progress: bool = True
 
@@ -106,6 +109,8 @@ class ExtractOptions:
             raise MedtransferError(f"feature dtype must be float16 or float32, not {self.dtype!r}")
         if self.batch_size < 1 or self.chunk_rows < 1 or self.commit_rows < 1 or self.commit_seconds <= 0:
             raise MedtransferError("--batch-size, the chunk size and the commit interval must be positive")
+        if self.resize not in RESIZE_POLICIES:
+            raise MedtransferError(f"unknown --resize {self.resize!r}; use {', '.join(RESIZE_POLICIES)}")
         return replace(self, embeddings=parse_embeddings(self.embeddings))
 
 
@@ -200,7 +205,7 @@ def _load(job: _Job, name: str) -> _Backbone:
     """Load the backbone, pick its embedder (variants that do not apply skipped when several backbones run)
     and name its group: weights + preprocessing (+ the pixel cache when its inputs differ from decoding)."""
     loaded = load_backbone(name, job.options.weights)
-    prep = job.options.preprocessing or loaded.preprocessing
+    prep = (job.options.preprocessing or loaded.preprocessing).with_policy(job.options.resize)
     prep_dict = prep.as_dict()
     if job.cache is not None and not same_as_decoding(prep, job.cache):
         prep_dict["pixel_source"] = job.cache.source  # other inputs than decoding the files: another group
@@ -226,6 +231,7 @@ def _extract_one(job: _Job, name: str) -> ExtractResult:
     backbone = _load(job, name)
     start = time.perf_counter()
     with cache_store.writer_lock(job.store), cache_schema.open_store(job.store, "a", job.fmt) as store:
+        _note_other_preprocessing(store, backbone, name, job.options.weights)
         group = cache_schema.create_group(store, backbone.key, backbone.dims, backbone.attrs, job.options.dtype,
                                           job.options.chunk_rows)
         cache_schema.check_chunks(group, repair=job.options.repair)  # damaged chunks first: repair reads them
@@ -248,6 +254,28 @@ def _extract_one(job: _Job, name: str) -> ExtractResult:
         n_images=len(job.manifest), n_computed=len(plan.compute), seconds=time.perf_counter() - start,
         n_copied=len(plan.copy), store_format=job.fmt, embeddings=embeddings_present,
     )
+
+
+def _note_other_preprocessing(store, backbone: _Backbone, name: str, weights: str) -> None:
+    """A store written before a backbone's preprocessing changed (or with another --resize) holds a group for
+    the same weights under another key: say which preprocessing fields differ. That group is left intact
+    (never mixed with the new rows)."""
+    if backbone.key in store.group_names():
+        return
+    new = backbone.attrs["preprocessing"]
+    for other in store.group_names():
+        attrs = store[other].attrs
+        if (attrs.get("backbone") != name or attrs.get("weights") != weights
+                or attrs.get("weights_fingerprint") != backbone.loaded.weights_fingerprint):
+            continue
+        old = dict(attrs.get("preprocessing", {}))
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+        tqdm.write(
+            f"{name}: store group {other} holds the same weights with other preprocessing ({detail}); it is left "
+            f"intact and the new features go to {backbone.key}. probe needs one group per backbone: delete the "
+            "old group or extract into a new store"
+        )
 
 
 def _plan(group, job: _Job) -> cache_rows.RowPlan:

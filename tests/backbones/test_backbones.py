@@ -30,6 +30,7 @@ from medtransfer.backbones import (
     load_backbone,
 )
 from medtransfer.errors import MedtransferError
+from medtransfer.extract.embed import make_embedder
 
 # Published parameter counts (millions), as quoted in issue 3; what each figure counts is declared per entry
 # (``published_params_delta`` / ``published_params_note``).
@@ -40,7 +41,8 @@ PUBLISHED_M = {
     "dinov2-s": 21.0,
     "dinov2-b": 86.0,
     "dinov2-l": 300.0,
-    "clip-l": 300.0,
+    "clip-l": 304.0,
+    "clip-l-laion400m": 300.0,
     "medclip-resnet": 23.0,
     "medclip-swin": 27.0,
     "pubmedclip": 86.0,
@@ -56,16 +58,17 @@ EMBED_DIM = {
     "dinov2-s": 384,
     "dinov2-b": 768,
     "dinov2-l": 1024,
-    "clip-l": 768,
+    "clip-l": 1024,
+    "clip-l-laion400m": 1024,
     "medclip-resnet": 2048,
     "medclip-swin": 768,
-    "pubmedclip": 512,
-    "biomedclip": 512,
+    "pubmedclip": 768,
+    "biomedclip": 768,
     "rad-dino": 768,
     "mrm": 768,
     "cxr-mae": 768,
 }
-SLOW = ("dinov2-l", "clip-l")
+SLOW = ("dinov2-l", "clip-l", "clip-l-laion400m")
 FAST = tuple(n for n in PUBLISHED_M if n not in SLOW)
 
 def assert_one_line(err: pytest.ExceptionInfo) -> str:
@@ -127,7 +130,8 @@ def test_registry_holds_every_entry_and_table():
     rows = {r["name"]: r for r in backbone_table()}
     assert set(rows) == set(REGISTRY)
     for name, row in rows.items():
-        assert set(row) == {"name", "params_m", "dim", "input_size", "source", "seed"}
+        assert {"name", "params_m", "dim", "input_size", "source", "seed", "weights_id", "resize", "interpolation",
+                "mean", "std", "default_embedding", "feature_variants", "peft_presets"} <= set(row)
         assert row["dim"] == REGISTRY[name].embed_dim and row["source"]
     assert rows["rad-dino"]["input_size"] == 518
     assert rows["medclip-swin"]["dim"] == 768
@@ -181,9 +185,10 @@ def test_vit_l_entries():
         assert n / 1e6 == pytest.approx(lb.spec.n_params_m, rel=0.005)
         assert abs(n / 1e6 - PUBLISHED_M[name]) <= 0.05 * PUBLISHED_M[name]
         check_targets(lb.model, lb.spec)
-        if name == "clip-l":
-            # the embedding is exactly open_clip's image-tower forward ...
-            assert torch.allclose(out, embed(lb.model.backbone, x), atol=1e-5)
+        if name == "clip-l-laion400m":
+            # the projected class token ("proj") is exactly open_clip's image-tower forward ...
+            proj = make_embedder(lb.model, ("proj",), name)(x)["features_proj"]
+            assert torch.allclose(proj, embed(lb.model.backbone, x), atol=1e-5)
             # ... and the tower has exactly the tensors of open_clip's full ViT-L-14's ``visual``
             with torch.device("meta"):
                 full = open_clip.model.CLIP(**open_clip.get_model_config("ViT-L-14"))
@@ -257,6 +262,10 @@ def test_hf_dinov2_weights_from_hub_cache_folder_and_legacy_layout(tmp_path, hub
         str(legacy / "model.safetensors"),
     )
 
+    from medtransfer.backbones.hf_vits import use_upstream_interpolation
+
+    # at 224 px the position embeddings are interpolated as upstream DINOv2 does (issue 12, point 8)
+    expected = use_upstream_interpolation(ref)(pixel_values=x).pooler_output.detach()
     for weights in ("default", str(legacy), str(folder / "model.safetensors")):
         lb = load_backbone("dinov2-s", weights)
         assert_same_state(lb.model.backbone.state_dict(), ref.state_dict())
@@ -289,13 +298,17 @@ def test_pubmedclip_weights_from_full_clip_checkpoint(tmp_path, hub):
     x = batch(get_spec("pubmedclip"))
     with torch.no_grad():
         feats = full.get_image_features(pixel_values=x)
+        vision = full.vision_model(pixel_values=x).pooler_output  # the 768-d pre-projection feature
     expected = feats if isinstance(feats, torch.Tensor) else feats.pooler_output
     for weights in ("default", str(folder)):
         lb = load_backbone("pubmedclip", weights)
         ours = lb.model.backbone.state_dict()
         want = {k: v for k, v in full.state_dict().items() if k.startswith(("vision_model.", "visual_projection."))}
         assert_same_state(ours, want)
-        assert torch.allclose(embed(lb.model, x), expected, atol=1e-5)
+        assert torch.allclose(embed(lb.model, x), vision, atol=1e-5)
+        with torch.no_grad():
+            proj = make_embedder(lb.model, ("proj",), "pubmedclip")(x)["features_proj"]
+        assert torch.allclose(proj, expected, atol=1e-5)
 
 
 def test_open_clip_weights_biomedclip_from_hub_cache(tmp_path, hub):
@@ -315,7 +328,10 @@ def test_open_clip_weights_biomedclip_from_hub_cache(tmp_path, hub):
     for weights in ("default", str(folder)):
         lb = load_backbone("biomedclip", weights)
         assert_same_state(lb.model.backbone.state_dict(), tower.state_dict())
-        assert torch.allclose(embed(lb.model, x), expected, atol=1e-5)
+        with torch.no_grad():
+            proj = make_embedder(lb.model, ("proj",), "biomedclip")(x)["features_proj"]
+        assert torch.allclose(proj, expected, atol=1e-5)
+        assert embed(lb.model, x).shape == (2, 768)  # default: the trunk's class token, before the projection
 
 
 def test_open_clip_spec_matches_open_clip_encode_image(tmp_path, hub):
