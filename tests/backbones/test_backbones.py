@@ -591,3 +591,60 @@ def test_infer_targets_offers_linear_attention_for_multihead_attention():
     assert targets.attention == ("attn",)
     assert targets.attention_linear == ("out_proj",)
     assert all(isinstance(m, nn.Linear) for n, m in model.named_modules() if n.endswith(".out_proj"))
+
+
+# ---- the published processor config, checked at load time -------------------------------------------------
+
+# facebook/dinov2-base's processor, as mirrored at
+# https://huggingface.co/Xenova/dinov2-base/blob/fef96735014749b0e195358c3fc42cc00b08378e/preprocessor_config.json
+DINOV2_PUBLISHED_PROCESSOR = {
+    "crop_size": {"height": 224, "width": 224}, "do_center_crop": True, "do_convert_rgb": True,
+    "do_normalize": True, "do_rescale": True, "do_resize": True, "image_mean": [0.485, 0.456, 0.406],
+    "image_processor_type": "BitImageProcessor", "image_std": [0.229, 0.224, 0.225], "resample": 3,
+    "rescale_factor": 0.00392156862745098, "size": {"shortest_edge": 256},
+}  # fmt: skip
+
+
+def _tiny_dinov2_folder(folder: Path, processor: dict | None) -> Path:
+    from transformers import Dinov2Config, Dinov2Model
+
+    torch.manual_seed(11)
+    config = Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=56, patch_size=14)
+    Dinov2Model(config).eval().save_pretrained(folder)
+    if processor is not None:
+        (folder / "preprocessor_config.json").write_text(json.dumps(processor))
+    return folder
+
+
+def test_registry_agrees_with_the_published_dinov2_processor():
+    from medtransfer.backbones.hub_processor import processor_differences
+
+    assert processor_differences(DINOV2_PUBLISHED_PROCESSOR, get_spec("dinov2-b").preprocessing) == []
+    # the same file against another entry's preprocessing names each difference
+    diffs = processor_differences(DINOV2_PUBLISHED_PROCESSOR, get_spec("clip-l").preprocessing)
+    assert any(d.startswith("image_mean") for d in diffs) and any("shorter side" in d for d in diffs)
+
+
+def test_published_processor_checked_when_weights_load(tmp_path, hub):
+    """A registry constant that differs from the processor shipped with the weights is refused, by hub id
+    (the offline cache) and by a downloaded folder; a folder without the file loads on the declared values."""
+    rad_dino = get_spec("rad-dino").preprocessing
+    agreeing = {**DINOV2_PUBLISHED_PROCESSOR, "image_mean": list(rad_dino.mean), "image_std": list(rad_dino.std),
+                "size": {"shortest_edge": 518}, "crop_size": {"height": 518, "width": 518}}
+    hub("microsoft/rad-dino", _tiny_dinov2_folder(tmp_path / "agree", agreeing))
+    assert load_backbone("rad-dino", "default").model(torch.zeros(1, 3, 56, 56)).shape == (1, 32)
+
+    hub("facebook/dinov2-small", _tiny_dinov2_folder(tmp_path / "wrong-size", {**agreeing, "image_mean": [0.485,
+        0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}))  # fmt: skip
+    with pytest.raises(MedtransferError) as err:
+        load_backbone("dinov2-s", "default")
+    message = assert_one_line(err)
+    assert "facebook/dinov2-small" in message and "input size 518 (ours 224)" in message
+
+    wrong_mean = _tiny_dinov2_folder(tmp_path / "wrong-mean", {**agreeing, "image_mean": [0.5, 0.5, 0.5]})
+    with pytest.raises(MedtransferError) as err:
+        load_backbone("rad-dino", str(wrong_mean))
+    assert "image_mean [0.5, 0.5, 0.5]" in assert_one_line(err)
+
+    bare = _tiny_dinov2_folder(tmp_path / "bare", None)
+    assert load_backbone("rad-dino", str(bare)).weights_source.startswith("local checkpoint")

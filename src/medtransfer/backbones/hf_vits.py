@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from medtransfer.backbones.hub import download_guard, hub_offline
+from medtransfer.backbones.hub_processor import check_published_processor
 from medtransfer.backbones.registry import (
     BackboneSpec,
     PeftTargets,
@@ -169,7 +170,11 @@ def wrap_dinov2(model: nn.Module, pooling: str = "cls") -> ViTEmbedder:
 
 
 def _hf_builder(
-    config_fn: Callable[[], object], model_cls_name: str, repo_id: str, wrap: Callable[[nn.Module], nn.Module]
+    config_fn: Callable[[], object],
+    model_cls_name: str,
+    repo_id: str,
+    wrap: Callable[[nn.Module], nn.Module],
+    preprocessing: Preprocessing,
 ) -> Callable[[bool], nn.Module]:
     def build(pretrained: bool) -> nn.Module:
         import transformers
@@ -177,6 +182,7 @@ def _hf_builder(
         cls = getattr(transformers, model_cls_name)
         if pretrained:
             model = hf_from_pretrained(cls, repo_id, f"{repo_id} (Hugging Face)", hint=hf_hint(repo_id))
+            check_published_processor(repo_id, preprocessing, what=repo_id, offline=hub_offline())
         else:
             model = cls(config_fn())
         return wrap(model)
@@ -185,9 +191,13 @@ def _hf_builder(
 
 
 def _hf_local(
-    config_fn: Callable[[], object], model_cls_name: str, wrap: Callable[[nn.Module], nn.Module]
+    config_fn: Callable[[], object],
+    model_cls_name: str,
+    wrap: Callable[[nn.Module], nn.Module],
+    preprocessing: Preprocessing,
 ) -> Callable[[Path], nn.Module]:
-    """FOLDER: ``from_pretrained(FOLDER)``; FILE: a state dict in the model's own key layout."""
+    """FOLDER: ``from_pretrained(FOLDER)``, its processor config checked; FILE: a state dict in the model's
+    own key layout."""
 
     def load(path: Path) -> nn.Module:
         import transformers
@@ -196,7 +206,9 @@ def _hf_local(
         if path.is_dir():
             if not (path / "config.json").exists():
                 raise MedtransferError(f"{path} has no config.json; pass a Hugging Face model folder or a weights file")
-            return wrap(hf_from_pretrained(cls, path, f"the model folder {path}"))
+            model = hf_from_pretrained(cls, path, f"the model folder {path}")
+            check_published_processor(path, preprocessing, what=f"the model folder {path}", offline=True)
+            return wrap(model)
         return wrap(hf_state_dict_file(cls, config_fn(), path))
 
     return load
@@ -227,8 +239,10 @@ for _name, (_size, _repo, _dim, _n, _pub) in _DINOV2.items():
             embed_dim=_dim,
             n_params_m=_n,
             embedding_kind="cls-token",
-            build=_hf_builder(lambda s=_size: dinov2_config(s), "Dinov2Model", _repo, wrap_dinov2),
-            local_loader=_hf_local(lambda s=_size: dinov2_config(s), "Dinov2Model", wrap_dinov2),
+            build=_hf_builder(lambda s=_size: dinov2_config(s), "Dinov2Model", _repo, wrap_dinov2,
+                              DINOV2_PREPROCESSING),
+            local_loader=_hf_local(lambda s=_size: dinov2_config(s), "Dinov2Model", wrap_dinov2,
+                                   DINOV2_PREPROCESSING),
             preprocessing=DINOV2_PREPROCESSING,
             targets=HF_DINOV2_TARGETS,
             family="vit",
@@ -249,9 +263,19 @@ for _name, (_size, _repo, _dim, _n, _pub) in _DINOV2.items():
 # RAD-DINO: DINOv2 ViT-B/14 trained on chest X-rays. The 518 px input is confirmed by its model card
 # (https://huggingface.co/microsoft/rad-dino README "Encode an image": patch tokens of shape 768 x 37 x 37, and
 # 37 patches x 14 px = 518). Its processor (a BitImageProcessor: shorter side, then centre crop, bicubic) and
-# the single mean / std value repeated per channel below are NOT verified: the preprocessor_config.json itself
-# was not in the reference corpora (searched twice: docs, code, pages). hf:microsoft/rad-dino reads that file.
+# the single mean / std value repeated per channel below could not be read from the upstream file here (not in
+# the reference corpora; searched docs, code and pages three times). They are therefore checked at load time:
+# the published weights (hub, offline cache or a downloaded folder) come with that preprocessor_config.json,
+# and ``hub_processor.check_published_processor`` refuses the model if any value here differs from it.
 RAD_DINO_PROCESSOR = "https://huggingface.co/microsoft/rad-dino/blob/main/preprocessor_config.json"
+RAD_DINO_PREPROCESSING = Preprocessing(
+    input_size=518,
+    resize="center-crop",
+    crop_fraction=1.0,
+    mean=(0.5307, 0.5307, 0.5307),
+    std=(0.2583, 0.2583, 0.2583),
+    interpolation="bicubic",
+)
 RAD_DINO_CARD = "https://huggingface.co/microsoft/rad-dino (model card: 37x37 patch grid, so 518 px)"
 register(
     BackboneSpec(
@@ -261,16 +285,10 @@ register(
         embed_dim=768,
         n_params_m=86.58,
         embedding_kind="cls-token",
-        build=_hf_builder(lambda: dinov2_config("b"), "Dinov2Model", "microsoft/rad-dino", wrap_dinov2),
-        local_loader=_hf_local(lambda: dinov2_config("b"), "Dinov2Model", wrap_dinov2),
-        preprocessing=Preprocessing(
-            input_size=518,
-            resize="center-crop",
-            crop_fraction=1.0,
-            mean=(0.5307, 0.5307, 0.5307),
-            std=(0.2583, 0.2583, 0.2583),
-            interpolation="bicubic",
-        ),
+        build=_hf_builder(lambda: dinov2_config("b"), "Dinov2Model", "microsoft/rad-dino", wrap_dinov2,
+                          RAD_DINO_PREPROCESSING),
+        local_loader=_hf_local(lambda: dinov2_config("b"), "Dinov2Model", wrap_dinov2, RAD_DINO_PREPROCESSING),
+        preprocessing=RAD_DINO_PREPROCESSING,
         targets=replace(HF_DINOV2_TARGETS, seed=()),
         family="vit",
         published_params_m=86.0,
@@ -279,7 +297,8 @@ register(
         weights_id="microsoft/rad-dino",
         feature_variants=VIT_GRID,
         sources=(("input size", RAD_DINO_CARD),
-                 ("resize, interpolation, mean/std", f"{RAD_DINO_PROCESSOR} (unverified here)"),
+                 ("resize, interpolation, mean/std",
+                  f"{RAD_DINO_PROCESSOR} (not readable here; checked against it when the weights load)"),
                  ("position interpolation", "facebookresearch/dinov2 dinov2/models/vision_transformer.py")),
     )
 )
@@ -365,8 +384,9 @@ register(
         embed_dim=1024,
         n_params_m=303.18,
         embedding_kind="cls-token (final-normed, before the 768-d projection)",
-        build=_hf_builder(clip_l_config, "CLIPVisionModelWithProjection", CLIP_L_REPO, wrap_hf_clip),
-        local_loader=_hf_local(clip_l_config, "CLIPVisionModelWithProjection", wrap_hf_clip),
+        build=_hf_builder(clip_l_config, "CLIPVisionModelWithProjection", CLIP_L_REPO, wrap_hf_clip,
+                          CLIP_PREPROCESSING),
+        local_loader=_hf_local(clip_l_config, "CLIPVisionModelWithProjection", wrap_hf_clip, CLIP_PREPROCESSING),
         preprocessing=CLIP_PREPROCESSING,
         targets=HF_CLIP_TARGETS,
         family="vit",
@@ -399,8 +419,10 @@ register(
             "CLIPVisionModelWithProjection",
             "flaviagiammarino/pubmed-clip-vit-base-patch32",
             wrap_hf_clip,
+            CLIP_PREPROCESSING,
         ),
-        local_loader=_hf_local(pubmedclip_config, "CLIPVisionModelWithProjection", wrap_hf_clip),
+        local_loader=_hf_local(pubmedclip_config, "CLIPVisionModelWithProjection", wrap_hf_clip,
+                               CLIP_PREPROCESSING),
         preprocessing=CLIP_PREPROCESSING,
         targets=HF_CLIP_TARGETS,
         family="vit",
