@@ -79,7 +79,7 @@ def tiny_specs() -> list[BackboneSpec]:
     return [
         BackboneSpec(
             name=TINY_VIT, architecture="tiny ViT (test)", source="none (test only)", embed_dim=32,
-            n_params_m=0.03, embedding_kind="cls-token", build=lambda pretrained: TinyViT(),
+            n_params_m=0.023904, embedding_kind="cls-token", build=lambda pretrained: TinyViT(),
             preprocessing=Preprocessing(input_size=SIZE), family="vit",
             targets=PeftTargets(attention=("attention.q_proj", "attention.k_proj", "attention.v_proj",
                                            "attention.o_proj"),
@@ -89,17 +89,17 @@ def tiny_specs() -> list[BackboneSpec]:
         BackboneSpec(
             # the pre-projection class token (issue 12: the default embedding), the width, not output_dim 16
             name=TINY_OPEN_CLIP, architecture="tiny open_clip ViT (test)", source="none (test only)", embed_dim=32,
-            n_params_m=0.03, embedding_kind="cls-token", build=lambda pretrained: tiny_open_clip(),
+            n_params_m=0.024448, embedding_kind="cls-token", build=lambda pretrained: tiny_open_clip(),
             preprocessing=Preprocessing(input_size=SIZE), family="vit", targets=OPEN_CLIP_VIT_TARGETS,
         ),
         BackboneSpec(
             name=TINY_TIMM, architecture="tiny timm ViT (test)", source="none (test only)", embed_dim=32,
-            n_params_m=0.03, embedding_kind="cls-token", build=lambda pretrained: tiny_timm(),
+            n_params_m=0.023904, embedding_kind="cls-token", build=lambda pretrained: tiny_timm(),
             preprocessing=Preprocessing(input_size=SIZE), family="vit", targets=timm_vit_targets("backbone.norm"),
         ),
         BackboneSpec(
             name=TINY_CNN, architecture="tiny CNN (test)", source="none (test only)", embed_dim=24,
-            n_params_m=0.005, embedding_kind="global-average-pool", build=lambda pretrained: TinyCNN(),
+            n_params_m=0.00492, embedding_kind="global-average-pool", build=lambda pretrained: TinyCNN(),
             preprocessing=Preprocessing(input_size=SIZE), family="cnn",
             targets=PeftTargets(conv=("conv1", "conv2")),  # no norm patterns: ln-tune falls back to BN types
         ),
