@@ -528,7 +528,7 @@ def probe(
     ] = "val",
     unit: Annotated[str, typer.Option(
         help="Metrics per test image, or per patient (mean probability of a patient's images).")] = "image",
-    inner_folds: Annotated[int, typer.Option(help="Inner CV folds for --tune cv.")] = 3,
+    inner_folds: Annotated[int, typer.Option(help="Inner CV folds for --tune cv (and budget).")] = 3,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda for the batched logistic-regression solver.")] = "auto",
     weights: Annotated[
         str | None, typer.Option(help="Pick the feature group by weights when the store holds several.")
