@@ -93,10 +93,11 @@ def test_tune_budget_records_inner_cv_and_reads_no_val_label_for_few_shot_tasks(
     compared = ["status", "hyperparameters", "threshold", "mcc", "pr_auc", "n_train"]
     fold0 = (budget["fold"] == 0) & (budget["regime"] == "fewshot")
     pd.testing.assert_frame_equal(budget.loc[fold0, compared], again.loc[fold0, compared])
-    few = [*KEY, "id", "probability"]
-    pd.testing.assert_frame_equal(
-        budget_predictions.query("fold == 0 and regime == 'fewshot'")[few].sort_values([*KEY, "id"]).reset_index(drop=True),
-        again_predictions.query("fold == 0 and regime == 'fewshot'")[few].sort_values([*KEY, "id"]).reset_index(drop=True))
+    def fold0_fewshot(predictions: pd.DataFrame) -> pd.DataFrame:
+        chosen = predictions.query("fold == 0 and regime == 'fewshot'")[[*KEY, "id", "probability"]]
+        return chosen.sort_values([*KEY, "id"]).reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(fold0_fewshot(budget_predictions), fold0_fewshot(again_predictions))
     full0 = (budget["fold"] == 0) & (budget["regime"] == "full")
     assert not budget.loc[full0, compared].equals(again.loc[full0, compared])  # full data is tuned (and refit) on val
 
