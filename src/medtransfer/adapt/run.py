@@ -3,7 +3,8 @@
 Tasks are exactly probe's (``splits.tasks.tasks_for``): per fold, the full regime trains on ``train`` and
 few-shot regimes on their k-per-class subsets; the fold's ``val`` rows drive early stopping (probe tunes C
 on them); ``test`` rows are used for nothing but the reported metrics. Unlike probe's full regime, adapt
-does not refit on train + val (val picks the epoch). Every task starts from the same pretrained weights.
+does not refit on train + val (val picks the epoch) unless ``refit`` (lp's default: its head is probe's logreg,
+refitted as probe refits, ``adapt.probe_head``). Every task starts from the same pretrained weights.
 
 Per task, under ``OUT/adapt-runs/<backbone>/<method>/<task>/``: ``state.pt`` (the last finished epoch,
 for ``--resume``; removed when the task is done), ``best.pt`` (the best epoch's trained tensors: adapters +
