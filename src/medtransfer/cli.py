@@ -528,7 +528,7 @@ def probe(
     ] = "val",
     unit: Annotated[str, typer.Option(
         help="Metrics per test image, or per patient (mean probability of a patient's images).")] = "image",
-    inner_folds: Annotated[int, typer.Option(help="Inner CV folds for --tune cv.")] = 3,
+    inner_folds: Annotated[int, typer.Option(help="Inner CV folds for --tune cv (and budget).")] = 3,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda for the batched logistic-regression solver.")] = "auto",
     weights: Annotated[
         str | None, typer.Option(help="Pick the feature group by weights when the store holds several.")
@@ -612,7 +612,8 @@ def adapt(
     hflip: Annotated[bool, typer.Option(help="Add horizontal flips to the augmentation.")] = False,
     train_norms: Annotated[bool, typer.Option(help="PEFT methods: also train normalisation layers.")] = False,
     refit: Annotated[bool | None, typer.Option(
-        help="Full regime: retrain on train + val for the epochs val chose (default: lp only).")] = None,
+        help="Full regime: retrain on train + val for the epochs val chose (lp: refit its logreg on train + val, "
+             "as probe does); default: lp only.")] = None,
     precision: Annotated[str | None, typer.Option(
         help=f"{', '.join(PRECISIONS)}: auto is bf16 on CUDA, fp32 on CPU; fp16 (with loss scaling) CUDA only.")
     ] = None,

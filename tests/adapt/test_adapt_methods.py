@@ -95,22 +95,28 @@ def test_oft_leaves_out_targets_its_block_size_does_not_divide(caplog):
         _build(TINY_CNN, "oft", spec, block_size=64)
 
 
-def test_lp_ft_head_starts_as_probes_logreg():
-    from sklearn.linear_model import LogisticRegression
-
-    from medtransfer.adapt.task import init_head_from_probe
+@pytest.mark.parametrize("n_classes", [2, 3])
+@pytest.mark.parametrize("standardized", [False, True])
+def test_a_head_installed_from_probes_weights_computes_probes_probabilities(n_classes, standardized):
+    """lp installs probe's raw-feature weights as they are; LP-FT writes the same function in the basis of its
+    training rows' mean / std: either way the head's softmax is probe's sigmoid / softmax of x @ w + b."""
+    from medtransfer.adapt.probe_head import install_linear
 
     spec = get_spec(TINY_CNN)
-    model = _build(TINY_CNN, "lp-ft", spec)
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(60, spec.embed_dim, generator=generator) * 3 + 1
-    y = (x[:, 0] + 0.5 * torch.randn(60, generator=generator) > 1).long().numpy()
-    init_head_from_probe(model, x[:40], y[:40], x[40:], y[40:], n_classes=2)
-    z = ((x - x[:40].mean(0)) / x[:40].std(0, unbiased=False)).numpy()
-    expected = [LogisticRegression(C=c, class_weight="balanced", max_iter=2000).fit(z[:40], y[:40]).predict_proba(z)
-                for c in np.logspace(-4, 3, 8)]
-    got = torch.softmax(model.head(x), dim=1).detach().numpy()
-    assert any(np.allclose(got, e, atol=1e-4) for e in expected)
+    model = build_model(load_backbone(TINY_CNN, "random").model, spec, get_method("lp-ft"), n_classes=n_classes)
+    rng = np.random.default_rng(n_classes)
+    x = rng.normal(1.0, 3.0, size=(50, spec.embed_dim))
+    q = 1 if n_classes == 2 else n_classes
+    weights, offsets = rng.normal(size=(spec.embed_dim, q)) / 10, rng.normal(size=q)
+    install_linear(model.head, weights, offsets, standardize_on=torch.tensor(x[:30], dtype=torch.float32)
+                   if standardized else None)
+    scores = x @ weights + offsets
+    expected = (np.stack([1 - 1 / (1 + np.exp(-scores[:, 0])), 1 / (1 + np.exp(-scores[:, 0]))], axis=1)
+                if n_classes == 2 else np.exp(scores) / np.exp(scores).sum(1, keepdims=True))
+    with torch.no_grad():
+        got = torch.softmax(model.head(torch.tensor(x, dtype=torch.float32)), dim=1).numpy()
+    assert np.allclose(got, expected, atol=1e-5)
+    assert (model.head.scale != 1).any() == standardized
 
 
 def test_train_norms_adds_the_norm_layers_to_a_peft_method():

@@ -28,6 +28,7 @@ from torch import nn
 from medtransfer.adapt.config import AdaptConfig
 from medtransfer.adapt.options import (
     BoftOptions,
+    LinearProbeOptions,
     LowRankOptions,
     MethodOptions,
     OftOptions,
@@ -271,6 +272,9 @@ def _apply_fft(model: nn.Module, spec: BackboneSpec, options: MethodOptions, con
 
 
 def _apply_lp(model: nn.Module, spec: BackboneSpec, options: MethodOptions, config: AdaptConfig) -> nn.Module:
+    if isinstance(options, LinearProbeOptions) and options.solver == "probe-logreg" and config.augment == "cxr":
+        raise MedtransferError("lp's probe-logreg solver fits fixed embeddings, and --augment cxr changes them "
+                               "every epoch: use --augment none, or --option solver=gradient")
     _freeze(model)
     return model
 
@@ -453,11 +457,12 @@ register_method(
     default_lr=FFT_LR, apply=_apply_fft, declares=_declares_all, norm_stats="train",
     paper="full fine-tuning (baseline)")
 register_method(
-    name="lp", description="linear probe in the training loop (frozen backbone, features standardised on train)",
+    name="lp", description="linear probe: probe's logreg fitted on the frozen backbone's embeddings (adapt's "
+    "own forward pass and preprocessing), or trained by gradient (--option solver=gradient)",
     trains="head only", default_lr=3e-2, apply=_apply_lp, declares=_declares_none, backbone_eval=True,
-    default_augment="none", refit_with_val=True,
-    # the head trains on embeddings computed once, so epochs are cheap: train to convergence (stopping on
-    # validation loss) so that lp lands where probe's logreg does; 20 epochs at 1e-3 left it 0.17 MCC short
+    default_augment="none", refit_with_val=True, options=LinearProbeOptions,
+    # solver=gradient: the head trains on embeddings computed once, so epochs are cheap: train to convergence
+    # (stopping on validation loss); 20 epochs at 1e-3 left it 0.17 MCC short of probe's logreg
     config_defaults={"epochs": 100, "early_stopping": "loss"},
     paper="linear probe (baseline)")
 register_method(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -10,8 +9,8 @@ from medtransfer.adapt.methods import HEAD_PREFIX, AdaptMethod
 
 
 class Head(nn.Module):
-    """``linear((x - mean) * scale)``; mean/scale are buffers (identity by default, set from train embeddings
-    for ``lp`` and ``lp-ft`` so that the head sees what probe's standardised logistic regression sees)."""
+    """``linear((x - mean) * scale)``; mean/scale are buffers (identity by default; set from training embeddings
+    before gradient training, and by ``adapt.probe_head.install_linear`` when probe's logreg fitted the head)."""
 
     def __init__(self, dim: int, n_classes: int):
         super().__init__()
@@ -26,25 +25,6 @@ class Head(nn.Module):
     def standardize_from(self, embeddings: torch.Tensor) -> None:
         self.mean.copy_(embeddings.float().mean(0))
         self.scale.copy_(1.0 / embeddings.float().std(0, unbiased=False).clamp_min(1e-6))
-
-    @torch.no_grad()
-    def load_logreg(self, logreg, n_classes: int) -> None:
-        """Copy a LogisticRegression fitted on standardised embeddings (this head's mean / scale) into it."""
-        coef = np.asarray(logreg.coef_, dtype=np.float32)
-        intercept = np.asarray(logreg.intercept_, dtype=np.float32)
-        classes = np.asarray(logreg.classes_, dtype=int)
-        weight = torch.zeros_like(self.linear.weight)
-        bias = torch.zeros_like(self.linear.bias)
-        if coef.shape[0] == 1:  # binary: one row for classes_[1]; split it symmetrically over the two logits
-            weight[classes[1]] = torch.from_numpy(coef[0] / 2)
-            weight[classes[0]] = torch.from_numpy(-coef[0] / 2)
-            bias[classes[1]], bias[classes[0]] = float(intercept[0] / 2), float(-intercept[0] / 2)
-        else:
-            for row, cls in enumerate(classes):
-                weight[cls] = torch.from_numpy(coef[row])
-                bias[cls] = float(intercept[row])
-        self.linear.weight.copy_(weight)
-        self.linear.bias.copy_(bias)
 
 
 class Classifier(nn.Module):

@@ -15,6 +15,7 @@ from typing import Any
 
 from medtransfer.backbones.registry import DEFAULT_TARGET_PRESET, TARGET_PRESETS
 from medtransfer.errors import MedtransferError
+from medtransfer.vocabulary import TUNING
 
 Rule = tuple[Callable[[Any], bool], str]  # (the test a value must pass, what it says: "must be at least 1")
 
@@ -86,6 +87,25 @@ def _boolean(text: str) -> bool:
     if lowered not in ("true", "false", "1", "0", "yes", "no"):
         raise ValueError(text)
     return lowered in ("true", "1", "yes")
+
+
+# how lp fits its head: probe's logreg fitter on the frozen embeddings, or AdamW epochs in the training loop
+HEAD_SOLVERS: tuple[str, ...] = ("probe-logreg", "gradient")
+
+
+@dataclass(frozen=True)
+class LinearProbeOptions(MethodOptions):
+    """lp: how the head on the frozen backbone is fitted, and (probe's solver) where its C is chosen."""
+
+    solver: str = option(
+        "probe-logreg", "probe-logreg: fit the head on the frozen embeddings with probe's logreg (same C grid, "
+        "class weights, tuning and train + val refit as `probe --head logreg`, so lp and logreg agree); gradient: "
+        "AdamW epochs with early stopping (what --augment cxr needs: augmented images change every epoch)",
+        rule=(lambda v: v in HEAD_SOLVERS, f"must be one of {', '.join(HEAD_SOLVERS)}"))
+    tune: str = option(
+        "val", "with solver probe-logreg, where C is chosen, as probe's --tune: val (the fold's val rows), cv "
+        "(inner CV on the training rows) or budget (cv for few-shot and fraction tasks, val for full data)",
+        rule=(lambda v: v in TUNING, f"must be one of {', '.join(TUNING)}"))
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 Tasks are exactly probe's (``splits.tasks.tasks_for``): per fold, the full regime trains on ``train`` and
 few-shot regimes on their k-per-class subsets; the fold's ``val`` rows drive early stopping (probe tunes C
 on them); ``test`` rows are used for nothing but the reported metrics. Unlike probe's full regime, adapt
-does not refit on train + val (val picks the epoch). Every task starts from the same pretrained weights.
+does not refit on train + val (val picks the epoch) unless ``refit`` (lp's default: its head is probe's logreg,
+refitted as probe refits, ``adapt.probe_head``). Every task starts from the same pretrained weights.
 
 Per task, under ``OUT/adapt-runs/<backbone>/<method>/<task>/``: ``state.pt`` (the last finished epoch,
 for ``--resume``; removed when the task is done), ``best.pt`` (the best epoch's trained tensors: adapters +
@@ -168,7 +169,9 @@ def run_adapt(
     if settings.config.image_size:
         spec = replace(spec, preprocessing=replace(spec.preprocessing, input_size=settings.config.image_size))
     if torch_device.type == "cpu":
-        _warn_if_long(loaded.model, spec, tasks, settings, n_classes=len(splits_file.classes))
+        _warn_if_long(loaded.model, spec, tasks, settings, n_classes=len(splits_file.classes),
+                      embeds_once=adapt_method.backbone_eval and (settings.config.augment or
+                                                                  adapt_method.default_augment) == "none")
     needed = sorted({i for t in tasks for i in (*t.train, *t.val, *t.test)})
     store = load_pixels(manifest.table, needed, spec.preprocessing, num_workers=settings.config.num_workers,
                         progress=run.progress, pixel_cache=run.pixel_cache, log=run.log)
@@ -228,13 +231,17 @@ def _check_finished_configuration(run_root: Path, names: list[str], configuratio
             )
 
 
-def _warn_if_long(model, spec, tasks: list[Task], settings: _Settings, *, n_classes: int) -> None:
-    """A CPU run that will take hours says so (with a measured estimate) before it starts, and what shortens it."""
+def _warn_if_long(model, spec, tasks: list[Task], settings: _Settings, *, n_classes: int,
+                  embeds_once: bool = False) -> None:
+    """A CPU run that will take hours says so (with a measured estimate) before it starts, and what shortens it.
+    ``embeds_once``: a frozen backbone without augmentation (lp) passes each image through it once, not per epoch
+    (counted as one epoch, an upper bound: forward only)."""
     per_image = seconds_per_image(model, spec.preprocessing.input_size, n_classes=n_classes)
-    total = run_seconds(tasks, epochs=settings.config.epochs, per_image=per_image)
+    epochs = 1 if embeds_once else settings.config.epochs
+    total = run_seconds(tasks, epochs=epochs, per_image=per_image)
     if total >= WARN_SECONDS:
         warnings.warn(
-            f"this CPU run will take about {hours(total)} ({len(tasks)} task(s), up to {settings.config.epochs} "
+            f"this CPU run will take about {hours(total)} ({len(tasks)} task(s), up to {epochs} "
             f"epoch(s), {spec.preprocessing.input_size} px, {per_image * 1000:.0f} ms per image); for a quick run "
             "use --image-size 64, --epochs 2, --folds 0, --regime full, or a GPU (--device cuda)",
             UserWarning, stacklevel=3)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import json
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,7 +24,8 @@ from medtransfer.adapt.config import AdaptConfig
 from medtransfer.adapt.data import PixelStore
 from medtransfer.adapt.methods import AdaptMethod
 from medtransfer.adapt.model import Classifier, parameter_counts, set_train_mode, trained_state
-from medtransfer.adapt.options import MethodOptions, PeftOptions
+from medtransfer.adapt.options import LinearProbeOptions, MethodOptions, PeftOptions
+from medtransfer.adapt.probe_head import HEAD_SOLVER, fit_probe_head, install_linear
 from medtransfer.adapt.train import (
     STATE_FILE,
     Checkpoint,
@@ -36,6 +36,7 @@ from medtransfer.adapt.train import (
     TrainData,
     embed_rows,
     fit,
+    peak_memory_mb,
     predict,
 )
 from medtransfer.backbones.registry import BackboneSpec
@@ -45,9 +46,12 @@ from medtransfer.metrics import compute_metrics, is_degenerate, predict_labels
 from medtransfer.results import ResultRow
 from medtransfer.splits.schema import SplitsFile
 from medtransfer.splits.tasks import Task
-from medtransfer.vocabulary import LOGREG_C_GRID
 
 STANDARDIZE_ROWS = 1024
+
+
+class TaskFailed(Exception):
+    """A task that cannot be fitted (its reason is the row's ``error``), not a problem of the whole run."""
 
 
 @dataclass(frozen=True)
@@ -122,7 +126,11 @@ def run_task(job: AdaptJob, task: Task, run: TaskRun) -> tuple[ResultRow, pd.Dat
     if len(np.unique(labels[0])) < 2:
         return ResultRow.create(**columns, status="failed", error="training rows hold a single class",
                                 extra={"weights_source": job.weights_source}), None
-    return _TaskRunner(job, task, run, labels).run(columns)
+    try:
+        return _TaskRunner(job, task, run, labels).run(columns)
+    except TaskFailed as failure:
+        return ResultRow.create(**columns, status="failed", error=str(failure),
+                                extra={"weights_source": job.weights_source}), None
 
 
 @dataclass
@@ -155,6 +163,10 @@ class _TaskRunner:
         # frozen features and no augmentation: embed once, train the head on the embeddings
         self.fast = method.backbone_eval and self.augment == "none"
         self.features: FeatureInputs | None = None
+        # lp's head fitted by probe's logreg on the embeddings (adapt.probe_head), no gradient epochs
+        self.probe_solver = isinstance(job.options, LinearProbeOptions) and job.options.solver == HEAD_SOLVER
+        # the head's class weighting: a balanced sampler and a weighted loss both mean balanced classes
+        self.class_weight = "none" if config.balance == "none" else "balanced"
 
     def _embed(self, model: Classifier, images: ImageInputs, rows: torch.Tensor) -> torch.Tensor:
         return embed_rows(model, images, rows, batch_size=self.eval_batch, device=self.job.device,
@@ -186,16 +198,28 @@ class _TaskRunner:
             embeddings = self._embed(model, images, sample)
             if method.head_init == "standardize":
                 model.head.standardize_from(embeddings)
-            else:  # LP-FT: C tuned on train -> val, the head fitted on ``fit_rows``
-                tune_train, tune_val = refit_of or (fit_rows, val_rows)
-                x_tune = self._embed(model, images, tune_train) if refit_of else embeddings
-                init_head_from_probe(model, x_tune, self.y_train, self._embed(model, images, tune_val), self.y_val,
-                                     n_classes=job.n_classes, final=(embeddings, y_fit) if refit_of else None)
+            else:  # LP-FT: lp's head (probe's logreg, C tuned on val; refit_of: refitted on train + val)
+                self._init_from_probe(model, images, refit=refit_of is not None)
 
         def set_mode() -> None:
             set_train_mode(model, method, job.config.train_norms)
 
         return _Prepared(model, model, images, set_mode, generator)
+
+    def _init_from_probe(self, model: Classifier, images: ImageInputs, *, refit: bool) -> None:
+        """LP-FT's first stage starts the head where ``lp`` ends: probe's logreg on the train (and val) embeddings
+        of the pretrained backbone, installed in the head's standardised basis (that of the rows it was fitted
+        on), so fine-tuning starts from a well-conditioned head."""
+        task, (train_rows, val_rows, _) = self.task, self.rows
+        x = self._embed(model, images, torch.cat([train_rows, val_rows]))
+        # probe's fit scores test rows, which LP-FT's first stage does not need: val (or train) stands in
+        stand_in = replace(task, test=list(task.val or task.train), refit_with_val=refit and task.refit_with_val)
+        outcome = fit_probe_head(x.cpu().numpy(), [*task.train, *task.val], stand_in, self.job.splits,
+                                 class_weight=self.class_weight, device=str(self.job.device))
+        if isinstance(outcome, str):
+            raise TaskFailed(f"LP-FT's linear probe cannot be fitted: {outcome}")
+        fitted_on = x if stand_in.refit_with_val and len(val_rows) else x[:len(train_rows)]
+        install_linear(model.head, *outcome.fit.linear, standardize_on=fitted_on)
 
     def _fit(self, prepared: _Prepared, data: tuple, *, epochs: int | None, folder: Path, desc: str) -> FitResult:
         job = self.job
@@ -211,21 +235,80 @@ class _TaskRunner:
     def _resumes(self, folder: Path) -> bool:
         return self.run_options.resume and (folder / STATE_FILE).is_file()
 
+    def _log_counts(self, prepared: _Prepared) -> None:
+        job, run = self.job, self.run_options
+        trainable, total = parameter_counts(prepared.model)
+        if run.first:
+            run.log(f"{job.spec.name} + {job.label}: trainable {trainable:,} / total {total:,} parameters "
+                    f"({100.0 * trainable / total:.4f}%); trains {job.method.trains}")
+
+    def _row(self, columns: dict, model: Classifier, probabilities: np.ndarray, *, start: float,
+             hyperparameters: str, extra: dict) -> ResultRow:
+        """The task's result row: ``columns`` (key, n_train, trained_on, ...), test metrics, the adapt extras."""
+        job = self.job
+        trainable, total = parameter_counts(model)
+        metrics = compute_metrics(self.y_test, probabilities)
+        return ResultRow.create(
+            **columns, metrics=metrics, threshold=0.5 if job.n_classes == 2 else float("nan"),
+            mcc_at_05=metrics["mcc"], fit_seconds=time.perf_counter() - start, hyperparameters=hyperparameters,
+            degenerate=is_degenerate(predict_labels(probabilities), probabilities),
+            extra={"trainable_params": trainable, "total_params": total, "pct_trainable": 100.0 * trainable / total,
+                   **extra, "device": str(job.device), "weights_source": job.weights_source,
+                   # how many modules the peft method's --targets preset (the peft_targets column) resolved to
+                   "n_wrapped_modules": wrapped_modules(model) if job.method.is_peft else 0},
+        )
+
+    def run_probe_solver(self, columns: dict) -> tuple[ResultRow, pd.DataFrame]:
+        """``lp`` with probe's solver: embed the task's rows once, fit probe's logreg on them (its C grid, tuning,
+        class weights and full-regime refit on train + val: ``adapt.probe_head``), install it as the head and
+        test through adapt's own eval path. No gradient epochs (``epochs_run`` 0)."""
+        job, task, run = self.job, self.task, self.run_options
+        start = time.perf_counter()
+        train_rows, _, test_rows = self.rows
+        prepared = self._prepare(train_rows, self.y_train, refit_of=None, skip_init=False)  # embeds every row
+        self._log_counts(prepared)
+        refit = job.config.refit if job.config.refit is not None else job.method.refit_with_val
+        fitted_task = replace(task, refit_with_val=task.refit_with_val and bool(refit) and bool(task.val))
+        ids = list(dict.fromkeys([*task.train, *task.val, *task.test]))
+        solve_start = time.perf_counter()
+        outcome = fit_probe_head(self.features(job.store.index(ids), False).cpu().numpy(), ids, fitted_task,
+                                 job.splits, class_weight=self.class_weight, tune=job.options.tune,
+                                 device=str(job.device))
+        if isinstance(outcome, str):
+            raise TaskFailed(outcome)
+        install_linear(prepared.model.head, *outcome.fit.linear)
+        solve_seconds = time.perf_counter() - solve_start
+        run.folder.mkdir(parents=True, exist_ok=True)
+        torch.save(trained_state(prepared.model, job.method), run.folder / "best.pt")
+        probabilities = predict(prepared.module, prepared.inputs, test_rows, batch_size=self.eval_batch,
+                                device=job.device, precision=job.config.precision)
+        fit_ = outcome.fit
+        val_mcc = (compute_metrics(fit_.tune_labels, fit_.tune_proba)["mcc"] if fit_.tune_labels is not None
+                   else float("nan"))
+        row = self._row(
+            {**columns, "n_train": fit_.n_train, "class_weight": self.class_weight, "tuning": outcome.tuning,
+             "trained_on": "train+val" if fitted_task.refit_with_val else "train"},
+            prepared.model, probabilities, start=start,
+            hyperparameters=json.dumps({**fit_.params, **job.options.record()}, sort_keys=True),
+            extra={"epochs_run": 0, "best_epoch": 0, "peak_memory_mb": peak_memory_mb(job.device),
+                   "train_seconds": solve_seconds, "refit_epochs": 0, "head_solver": HEAD_SOLVER,
+                   # MCC of the chosen C on its tuning rows (val, or inner-CV out-of-fold rows)
+                   "best_val_mcc": val_mcc, "best_val_loss": float("nan")})
+        return row, self._predictions(probabilities)
+
     def run(self, columns: dict) -> tuple[ResultRow, pd.DataFrame]:
+        if self.probe_solver:
+            return self.run_probe_solver(columns)
         job, method, run = self.job, self.job.method, self.run_options
         start = time.perf_counter()
         train_rows, val_rows, test_rows = self.rows
         prepared = self._prepare(train_rows, self.y_train, refit_of=None, skip_init=self._resumes(run.folder))
         model = prepared.model
-        trainable, total = parameter_counts(model)
-        pct = 100.0 * trainable / total
-        if run.first:
-            run.log(f"{job.spec.name} + {job.label}: trainable {trainable:,} / total {total:,} parameters "
-                    f"({pct:.4f}%); trains {method.trains}")
-            if method.is_peft:
-                plain = ImageInputs(job.store, job.spec.preprocessing, job.device, augment=None,
-                                    channels_last=self.channels_last, generator=prepared.generator)
-                _smoke_forward(model, plain, train_rows[:2], job)
+        self._log_counts(prepared)
+        if run.first and method.is_peft:
+            plain = ImageInputs(job.store, job.spec.preprocessing, job.device, augment=None,
+                                channels_last=self.channels_last, generator=prepared.generator)
+            _smoke_forward(model, plain, train_rows[:2], job)
         result = self._fit(prepared, (train_rows, self.y_train, val_rows, self.y_val), epochs=None,
                            folder=run.folder, desc=run.desc)
         refit = job.config.refit if job.config.refit is not None else method.refit_with_val
@@ -250,25 +333,17 @@ class _TaskRunner:
         torch.save(trained_state(model, method), run.folder / "best.pt")
         probabilities = predict(prepared.module, prepared.inputs, test_rows, batch_size=self.eval_batch,
                                 device=job.device, precision=job.config.precision)
-        metrics = compute_metrics(self.y_test, probabilities)
         best = result.history[result.best_epoch - 1] if result.best_epoch else {}
-        row = ResultRow.create(
-            **{**columns, "n_train": n_train, "trained_on": "train+val" if refit_epochs else "train"}, metrics=metrics,
-            threshold=0.5 if job.n_classes == 2 else float("nan"), mcc_at_05=metrics["mcc"],
-            fit_seconds=time.perf_counter() - start, hyperparameters=self._hyperparameters(),
-            degenerate=is_degenerate(predict_labels(probabilities), probabilities),
-            extra={
-                "trainable_params": trainable, "total_params": total, "pct_trainable": pct,
-                "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
-                "peak_memory_mb": result.peak_memory_mb, "train_seconds": result.train_seconds,
-                # both validation figures of the epoch kept, whichever of them chose it
-                "best_val_mcc": best.get("val_mcc", float("nan")),
-                "best_val_loss": best.get("val_loss", float("nan")),
-                "device": str(job.device), "refit_epochs": refit_epochs, "weights_source": job.weights_source,
-                # how many modules the peft method's --targets preset (the peft_targets column) resolved to
-                "n_wrapped_modules": wrapped_modules(model) if method.is_peft else 0,
-            },
-        )
+        row = self._row(
+            {**columns, "n_train": n_train, "trained_on": "train+val" if refit_epochs else "train"}, model,
+            probabilities, start=start, hyperparameters=self._hyperparameters(),
+            extra={"epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+                   "peak_memory_mb": result.peak_memory_mb, "train_seconds": result.train_seconds,
+                   "refit_epochs": refit_epochs,
+                   "head_solver": f"{HEAD_SOLVER}+gradient" if method.head_init == "probe" else "gradient",
+                   # both validation figures of the epoch kept, whichever of them chose it
+                   "best_val_mcc": best.get("val_mcc", float("nan")),
+                   "best_val_loss": best.get("val_loss", float("nan"))})
         return row, self._predictions(probabilities)
 
     def _hyperparameters(self) -> str:
@@ -314,31 +389,3 @@ def _smoke_forward(model: Classifier, images: ImageInputs, rows: torch.Tensor, j
             f"method {job.method.name!r} cannot apply to backbone {job.spec.name!r} (family {job.spec.family}): "
             f"the wrapped model fails: {first_line(exc, 200)}"
         ) from exc
-
-
-def init_head_from_probe(model: Classifier, x_train: torch.Tensor, y_train: np.ndarray, x_val: torch.Tensor,
-                         y_val: np.ndarray, *, n_classes: int, final: tuple | None = None) -> None:
-    """LP-FT's first stage, as probe's logreg does it: standardise on the training rows, L2 logistic regression
-    with balanced class weights, C tuned on validation MCC (``vocabulary.LOGREG_C_GRID``, probe's grid); the
-    result becomes the head. ``final``: (embeddings, labels) to refit on with the chosen C (train + val)."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-
-    model.head.standardize_from(x_train)
-    x_train_np = ((x_train - model.head.mean) * model.head.scale).cpu().numpy()
-    x_val_np = ((x_val - model.head.mean) * model.head.scale).cpu().numpy()
-    best, best_score = LOGREG_C_GRID[0], -np.inf
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        for c in LOGREG_C_GRID if len(y_val) else ():
-            fitted = LogisticRegression(C=c, class_weight="balanced", max_iter=2000).fit(x_train_np, y_train)
-            probabilities = np.zeros((len(y_val), n_classes))
-            probabilities[:, fitted.classes_] = fitted.predict_proba(x_val_np)
-            score = compute_metrics(y_val, probabilities)["mcc"]
-            if score > best_score + 1e-12:
-                best, best_score = c, score
-        if final is not None:  # refit on train + val with the C chosen on val, standardised on them
-            model.head.standardize_from(final[0])
-            x_train_np, y_train = ((final[0] - model.head.mean) * model.head.scale).cpu().numpy(), final[1]
-        fitted = LogisticRegression(C=best, class_weight="balanced", max_iter=2000).fit(x_train_np, y_train)
-    model.head.load_logreg(fitted, n_classes)

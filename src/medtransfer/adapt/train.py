@@ -191,7 +191,7 @@ def warmup_cosine(total_steps: int, warmup_fraction: float) -> Callable[[int], f
     return factor
 
 
-def _peak_memory_mb(device: torch.device) -> float:
+def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS on CPU (Linux: kB)
@@ -355,6 +355,6 @@ def fit(
     return FitResult(
         epochs_run=len(history), best_epoch=best_epoch,
         best_score=best_score if higher_better else -best_score,
-        train_seconds=elapsed + time.perf_counter() - start, peak_memory_mb=_peak_memory_mb(device),
+        train_seconds=elapsed + time.perf_counter() - start, peak_memory_mb=peak_memory_mb(device),
         history=history, resumed_from=resumed_from,
     )

@@ -25,6 +25,9 @@ class HeadFit:
     test_proba: np.ndarray
     seconds: float
     n_train: int
+    # the linear heads (logreg, svm): raw-feature weights [D, Q] and offsets [Q] of the model that gave
+    # ``test_proba`` (scores = x @ w + b; Q = 1 for two classes), so adapt's lp can install exactly this model
+    linear: tuple[np.ndarray, np.ndarray] | None = None
 
 
 @dataclass(frozen=True)

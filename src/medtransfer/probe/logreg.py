@@ -104,10 +104,12 @@ def _fit_val(head: HeadSpec, ctx: ProbeContext, tasks: list[Task], objective: di
         conv = fit.converged[j, chosen[j]] and (j not in refit_pos or refit_fit.converged[refit_pos[j], 0])
         if not conv:
             params["converged"] = False
+        final, slot, entry = (refit_fit, refit_pos[j], 0) if j in refit_pos else (fit, j, chosen[j])
         results[j] = HeadFit(
             params=params, tune_labels=ctx.y_all[ctx.index(task.val)] if len(task.val) else None,
             tune_proba=val_proba[j], test_proba=test_proba[j], seconds=seconds,
-            n_train=len(task.train) + (len(task.val) if j in refit_pos else 0))
+            n_train=len(task.train) + (len(task.val) if j in refit_pos else 0),
+            linear=(final.v[slot, entry].copy(), final.offset[slot, entry].copy()))
     return results
 
 
@@ -143,5 +145,5 @@ def _fit_cv(head: HeadSpec, ctx: ProbeContext, tasks: list[Task], objective: dic
                                                 grid_index=[0])[0]
         results[j] = HeadFit(params={**head.grid[chosen[j]], "tuned_by": "inner_cv"}, tune_labels=oof[j][0],
                              tune_proba=oof[j][1], test_proba=test_proba, seconds=seconds,
-                             n_train=len(final_rows[k]))
+                             n_train=len(final_rows[k]), linear=(final.v[k, 0].copy(), final.offset[k, 0].copy()))
     return results
