@@ -410,12 +410,17 @@ def extract(
         float, typer.Option(help="Commit new rows at least this often (and every 64 rows): what a kill can lose.")
     ] = 30.0,
 ) -> None:
-    """Embed every image once with each frozen backbone; re-running computes only what is missing."""
+    """Embed every image once with each frozen backbone; re-running computes only what is missing.
+
+    A re-run on a store that already holds every image builds no model: the group is found from the backbone's
+    declared preprocessing and the weights' identity (published weights id; random: seed, architecture and
+    package versions; a checkpoint: size, mtime and a hash of its ends)."""
     from medtransfer.extract import ExtractOptions, extract_many
 
     def report(result) -> None:
         speed = (f" ({result.images_per_second:.1f} img/s)" if result.n_computed
-                 else ", all already in the store (every stored chunk read back intact)")
+                 else ", all already in the store (every stored chunk read back intact"
+                 + ("" if result.model_built else "; no model built") + ")")
         copied = f", {result.n_copied} reused from other studies" if result.n_copied else ""
         console.print(
             f"{result.backbone}: {result.n_computed} of {result.n_images} images computed{speed}{copied} -> "
