@@ -10,7 +10,10 @@ when ``sample_weight`` is True, or through the head's own ``class_weight`` argum
 nothing say so in ``class_weighting``.
 
 Grids are tried on the fold's validation rows (validation MCC); ties go to the lower validation log loss, then
-to the earlier candidate, so each grid lists its simplest / most regularized candidate first.
+to the earlier candidate, so each grid lists its simplest / most regularized candidate first. The tree heads
+(rf, extratrees, hgb, xgb; ``halving`` names the resource) search their grid by successive halving
+(``probe.halving``; ``--no-halving`` fits every candidate whole) and, being fitted task by task, can be spread over
+worker processes (``spreads``, ``probe.workers``).
 
 ``logreg``: C is the inverse L2 strength in scikit-learn's convention (objective ``0.5 ||w||^2 + C sum_i
 sw_i loss_i`` on preprocessed features): small C, strong penalty. Its whole (task x C) grid is solved at once by

@@ -10,8 +10,9 @@ with ``threshold="val-mcc"`` the one maximizing MCC on the validation rows' prob
 training rows (never test rows; for the full regime the refit's own val rows would be in-sample). Both the
 rule and the threshold are recorded per row, with the MCC at 0.5 beside it.
 
-``fit_seconds``: a head that fits its tasks together (every head but the trees) shares the batched wall time
-out equally over the tasks of that batch, so a head's ``fit_seconds`` sum to its wall time; the per-head timing
+``fit_seconds``: a head that fits its tasks together shares the batched wall time out equally over the tasks
+of that batch, so a head's ``fit_seconds`` sum to its wall time (tree heads spread over ``--workers``
+processes: each task's share of its worker's time, ``probe.workers``); the per-head timing
 line printed after each head gives that total.
 
 Method names: the head name for the store's default embedding (``logreg``), ``head@kind`` for a variant
