@@ -32,6 +32,9 @@ class ForestGrower:
         model = previous if previous is not None else head.make(**params)
         model.set_params(n_estimators=budget, warm_start=True, n_jobs=self.threads)
         model.fit(data.x, data.codes, sample_weight=data.sample_weight)
+        # predict in one thread: threads add the trees' probabilities in whichever order they finish, so the
+        # last bits would depend on the thread count (and on --workers); one thread adds them in tree order
+        model.set_params(n_jobs=1)
         return model, {}
 
 
