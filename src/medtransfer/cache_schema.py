@@ -18,10 +18,10 @@ new row and the last *valid* row of an id wins. Rows whose image content (``imag
 group are copied rather than recomputed, so another study sharing images reuses them.
 
 Group attributes: ``schema``, ``backbone``, ``architecture``, ``weights`` (as requested), ``weights_source``
-(what they are), ``weights_fingerprint``, ``preprocessing`` (input_size, resize, ..., and ``pixel_source``
-when the inputs came from a pixel cache), ``embedding_kind``, ``embeddings`` (the ``features_<kind>`` arrays
-present), ``dim``, ``dtype``, ``n`` (rows), ``chunk_rows``, ``created``, ``versions`` (packages),
-``complete`` (True when every chunk is done).
+(what they are), ``weights_fingerprint``, ``weights_identity`` (``extract.reuse``), ``preprocessing``
+(input_size, resize, ..., and ``pixel_source`` when the inputs came from a pixel cache), ``embedding_kind``,
+``embeddings`` (the ``features_<kind>`` arrays present), ``dim``, ``dtype``, ``n`` (rows), ``chunk_rows``,
+``created``, ``versions`` (packages), ``complete`` (True when every chunk is done).
 
 HDF5 stores (``.h5``/``.hdf5``) hold the same groups and arrays (strings as UTF-8 variable-length strings);
 their attributes are JSON text (``json.loads`` each value). A writer holds ``<store>.lock`` (pid inside).

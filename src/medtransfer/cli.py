@@ -410,12 +410,17 @@ def extract(
         float, typer.Option(help="Commit new rows at least this often (and every 64 rows): what a kill can lose.")
     ] = 30.0,
 ) -> None:
-    """Embed every image once with each frozen backbone; re-running computes only what is missing."""
+    """Embed every image once with each frozen backbone; re-running computes only what is missing.
+
+    A re-run on a store that already holds every image builds no model: the group is found from the backbone's
+    declared preprocessing and the weights' identity (published weights id; random: seed, architecture and
+    package versions; a checkpoint: size, mtime and a hash of its ends)."""
     from medtransfer.extract import ExtractOptions, extract_many
 
     def report(result) -> None:
         speed = (f" ({result.images_per_second:.1f} img/s)" if result.n_computed
-                 else ", all already in the store (every stored chunk read back intact)")
+                 else ", all already in the store (every stored chunk read back intact"
+                 + ("" if result.model_built else "; no model built") + ")")
         copied = f", {result.n_copied} reused from other studies" if result.n_copied else ""
         console.print(
             f"{result.backbone}: {result.n_computed} of {result.n_images} images computed{speed}{copied} -> "
@@ -530,6 +535,15 @@ def probe(
         help="Metrics per test image, or per patient (mean probability of a patient's images).")] = "image",
     inner_folds: Annotated[int, typer.Option(help="Inner CV folds for --tune cv (and budget).")] = 3,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda for the batched logistic-regression solver.")] = "auto",
+    halving: Annotated[bool, typer.Option(
+        "--halving/--no-halving",
+        help="Tree heads (rf, extratrees: trees; hgb, xgb: boosting rounds): successive halving over the grid, "
+        "eta 3: every candidate gets 1/9 of the resource, the best third 1/3, the best one all, each stage "
+        "judged on the val rows (inner-CV rows under --tune cv/budget), never test rows. Recorded per row "
+        "(hyperparameters: halving). --no-halving fits every candidate whole.")] = True,
+    workers: Annotated[int, typer.Option(
+        help="Processes to spread a tree head's tasks over (rf, extratrees, hgb, xgb; the other heads batch "
+        "instead); 0: one per CPU core. Results are the same for any number.")] = 1,
     weights: Annotated[
         str | None, typer.Option(help="Pick the feature group by weights when the store holds several.")
     ] = None,
@@ -556,7 +570,8 @@ def probe(
         load_splits(splits).check_manifest(load_manifest(manifest, check_files=False).fingerprint)
     options = ProbeOptions(heads=tuple(head), embeddings=tuple(embedding), regimes=tuple(regime),
                            fractions=_float_list(fractions), class_weight=class_weight, preprocess=preprocess,
-                           threshold=threshold, tune=tune, inner_folds=inner_folds, device=device, unit=unit)
+                           threshold=threshold, tune=tune, inner_folds=inner_folds, device=device, unit=unit,
+                           halving=halving, workers=workers)
     table = run_probe(store, splits, backbone, out, weights=weights, options=options, task=task, force=force)
     console.print(probe_summary_table(pd.read_csv(out / SUMMARY_FILE)))
     console.print(f"results -> {out / 'results.csv'} (summary: {out / SUMMARY_FILE})")

@@ -39,6 +39,7 @@ from medtransfer.extract.pixels import (
     fill_pixel_cache,
     normalize_raw,
 )
+from medtransfer.extract.reuse import IDENTITY_ATTR, recorded_identity, weights_identity
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,6 +53,7 @@ class ExtractResult:
     n_copied: int = 0
     store_format: str = "zarr"
     embeddings: tuple[str, ...] = field(default_factory=tuple)
+    model_built: bool = True  # False: the store already held everything, found without building the backbone
 
     @property
     def images_per_second(self) -> float:
@@ -194,6 +196,7 @@ def _group_attrs(loaded, weights, preprocessing_dict) -> dict:
         "weights": weights,
         "weights_source": loaded.weights_source,
         "weights_fingerprint": loaded.weights_fingerprint,
+        IDENTITY_ATTR: weights_identity(loaded.spec, weights),
         "preprocessing": preprocessing_dict,
         "embedding_kind": loaded.spec.embedding_kind,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -201,14 +204,21 @@ def _group_attrs(loaded, weights, preprocessing_dict) -> dict:
     }
 
 
+def _preprocessing(job: _Job, spec) -> tuple[Preprocessing, dict]:
+    """The backbone's declared preprocessing under ``--resize``, and the dict its group records (with the pixel
+    cache's source when its inputs differ from decoding the files: another group). Needs no model."""
+    prep = (job.options.preprocessing or spec.preprocessing).with_policy(job.options.resize)
+    prep_dict = prep.as_dict()
+    if job.cache is not None and not same_as_decoding(prep, job.cache):
+        prep_dict["pixel_source"] = job.cache.source
+    return prep, prep_dict
+
+
 def _load(job: _Job, name: str) -> _Backbone:
     """Load the backbone, pick its embedder (variants that do not apply skipped when several backbones run)
     and name its group: weights + preprocessing (+ the pixel cache when its inputs differ from decoding)."""
     loaded = load_backbone(name, job.options.weights)
-    prep = (job.options.preprocessing or loaded.preprocessing).with_policy(job.options.resize)
-    prep_dict = prep.as_dict()
-    if job.cache is not None and not same_as_decoding(prep, job.cache):
-        prep_dict["pixel_source"] = job.cache.source  # other inputs than decoding the files: another group
+    prep, prep_dict = _preprocessing(job, loaded.spec)
     kinds = job.options.embeddings
     try:
         embed = make_embedder(loaded.model, kinds, name)
@@ -227,13 +237,21 @@ def _load(job: _Job, name: str) -> _Backbone:
 
 
 def _extract_one(job: _Job, name: str) -> ExtractResult:
-    """Plan the group's rows from its index and the manifest, apply the plan, then compute what is left."""
+    """Plan the group's rows from its index and the manifest, apply the plan, then compute what is left; a
+    group that already holds everything is found without building the backbone (``extract.reuse``)."""
+    start = time.perf_counter()
+    reused = _reuse_without_building(job, name, start)
+    if reused is not None:
+        return reused
     backbone = _load(job, name)
     start = time.perf_counter()
     with cache_store.writer_lock(job.store), cache_schema.open_store(job.store, "a", job.fmt) as store:
         _note_other_preprocessing(store, backbone, name, job.options.weights)
         group = cache_schema.create_group(store, backbone.key, backbone.dims, backbone.attrs, job.options.dtype,
                                           job.options.chunk_rows)
+        identity = backbone.attrs[IDENTITY_ATTR]
+        if group.attrs.get(IDENTITY_ATTR) != identity:  # a group from before the identity (or a copied file)
+            group.update_attrs({IDENTITY_ATTR: identity})
         cache_schema.check_chunks(group, repair=job.options.repair)  # damaged chunks first: repair reads them
         with cache_rows.storage_errors(job.store):
             cache_schema.repair_group(group)
@@ -254,6 +272,58 @@ def _extract_one(job: _Job, name: str) -> ExtractResult:
         n_images=len(job.manifest), n_computed=len(plan.compute), seconds=time.perf_counter() - start,
         n_copied=len(plan.copy), store_format=job.fmt, embeddings=embeddings_present,
     )
+
+
+def _reuse_without_building(job: _Job, name: str, start: float) -> ExtractResult | None:
+    """The result of a run that has nothing to do, found from the registry's declared preprocessing and the
+    weights' cheap identity (``extract.reuse``) with no model built; None when the backbone must be built (no
+    such group, a row to add or copy, a variant missing, ``--repair``)."""
+    spec = get_spec(name)
+    identity = weights_identity(spec, job.options.weights)
+    if identity is None or job.options.repair or not job.store.exists():
+        return None
+    _, prep_dict = _preprocessing(job, spec)
+    kinds = job.options.embeddings
+    if job.lenient:  # several backbones: variants the backbone does not declare are skipped, as _load skips them
+        kinds = tuple(k for k in kinds if k in spec.feature_variants)
+    with cache_store.writer_lock(job.store), cache_schema.open_store(job.store, "a", job.fmt) as store:
+        matches = [key for key in store.group_names() if _same_group(store[key].attrs, spec, job, identity, prep_dict)]
+        if len(matches) != 1:
+            return None
+        group = store[matches[0]]
+        if not all(f"features_{kind}" in group for kind in kinds) or not group.attrs.get("complete", False):
+            return None
+        cache_schema.check_chunks(group, repair=False)  # every done chunk read back, as the build path does
+        with cache_rows.storage_errors(job.store):
+            cache_schema.repair_group(group)
+        plan = _plan(group, job)
+        if plan.compute or plan.copy or plan.append or plan.pending or not cache_schema.mark_complete(group):
+            return None
+        if IDENTITY_ATTR not in group.attrs:  # a group written before the identity: record it for next time
+            group.update_attrs({IDENTITY_ATTR: identity})
+        attrs = group.attrs
+        return ExtractResult(
+            backbone=name, group_key=matches[0], weights_source=attrs.get("weights_source", ""),
+            n_images=len(job.manifest), n_computed=0, seconds=time.perf_counter() - start, store_format=job.fmt,
+            embeddings=tuple(attrs.get("embeddings", ())), model_built=False,
+        )
+
+
+def _same_group(attrs: dict, spec, job: _Job, identity: str, prep_dict: dict) -> bool:
+    """A group of this backbone, weights and preprocessing whose weights have this identity."""
+    return (attrs.get("backbone") == spec.name and attrs.get("weights") == job.options.weights
+            and attrs.get("dtype") == job.options.dtype and attrs.get("dim") == spec.embed_dim
+            and dict(attrs.get("preprocessing", {})) == _json_like(prep_dict)
+            and recorded_identity(attrs, spec) == identity)
+
+
+def _json_like(value):
+    """A dict as a store's attributes give it back (tuples as lists)."""
+    if isinstance(value, dict):
+        return {k: _json_like(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_like(v) for v in value]
+    return value
 
 
 def _note_other_preprocessing(store, backbone: _Backbone, name: str, weights: str) -> None:

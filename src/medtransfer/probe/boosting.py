@@ -1,7 +1,8 @@
 """The boosting heads (hgb, xgb) as ``GridSolver``s for ``probe.grid_driver``: each (job, candidate) is still one
 estimator, but early-stopped on the job's held-out rows (the fold's val rows or the inner-CV eval rows; never
 test rows) instead of a fixed number of rounds for every candidate; the rounds it settles on are recorded and
-reused by the refit on train + val. XGBoost runs on the GPU (``device="cuda"``) when torch sees one.
+reused by the refit on train + val. The grid is searched by successive halving over the round cap
+(``probe.halving``). XGBoost runs on the GPU (``device="cuda"``) when torch sees one.
 
 Sources: HistGradientBoostingClassifier.fit takes ``X_val`` / ``y_val`` / ``sample_weight_val`` for its early
 stopping (scikit-learn >= 1.4, https://scikit-learn.org/stable/modules/generated/
@@ -12,14 +13,14 @@ sklearn.ensemble.HistGradientBoostingClassifier.html); XGBClassifier's ``early_s
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from medtransfer.probe.context import ProbeContext
-from medtransfer.probe.features import apply_preprocess
-from medtransfer.probe.grid_driver import GridJob, to_full
+from medtransfer.probe.grid_driver import GridJob
+from medtransfer.probe.halving import FitData, HalvingModel, estimator_threads
 from medtransfer.weighting import sample_weights
 
 if TYPE_CHECKING:
@@ -35,62 +36,61 @@ def _gpu() -> bool:
     return torch.cuda.is_available()
 
 
-class BoostingModel:
-    """One early-stopped estimator per (job, candidate)."""
+class BoostingGrower:
+    """Each candidate early-stopped under the stage's round cap (``probe.halving``); a fit that stopped before its
+    cap would stop at the same round under a larger one, so it is kept as it is rather than fitted again."""
 
-    def __init__(self, head: HeadSpec, ctx: ProbeContext, jobs: list[GridJob]):
-        self.ctx, self.jobs, self.models, self.rounds, self.classes, self.fitted = ctx, jobs, {}, {}, {}, {}
-        weighted = head.sample_weight and ctx.options.balanced
-        for j, job in enumerate(jobs):
-            held = job.stop_rows if job.stop_rows is not None and len(job.stop_rows) else None
-            x_fit, others = apply_preprocess(ctx.x_all[job.rows], [] if held is None else [ctx.x_all[held]],
-                                             ctx.options.steps)
-            y = ctx.y_all[job.rows]
-            classes = np.unique(y)
-            codes = np.searchsorted(classes, y)
-            sw = _weights(codes) if weighted else None
-            self.classes[j] = classes
-            for position, candidate in enumerate(job.candidates):
-                params = head.grid[candidate]
-                fixed = job.settled[position]["rounds"] if job.settled else None
-                stop = None
-                if held is not None and fixed is None:
-                    keep = np.isin(ctx.y_all[held], classes)  # a held-out class the fit never saw cannot score
-                    stop = (others[0][keep], np.searchsorted(classes, ctx.y_all[held][keep]))
-                model, rounds = _fit(head.name, params, x_fit, codes, sw, stop=stop, rounds=fixed)
-                self.models[(j, position)], self.rounds[(j, position)] = model, rounds
+    resource = "rounds"
 
-    def proba(self, jobs: Sequence[int], rows: np.ndarray) -> list[np.ndarray]:
-        out = []
-        for j in jobs:
-            _, (x,) = apply_preprocess(self.ctx.x_all[self.jobs[j].rows], [self.ctx.x_all[rows]],
-                                       self.ctx.options.steps)
-            per = [self.models[(j, p)].predict_proba(x) for p in range(len(self.jobs[j].candidates))]
-            out.append(to_full(np.stack(per), self.classes[j], self.ctx.n_classes))
-        return out
+    def __init__(self, threads: int):
+        self.threads = threads
 
-    def settled(self, job: int, position: int) -> dict:
-        return {"rounds": int(self.rounds[(job, position)])}
+    def full(self, head: HeadSpec) -> int:
+        return MAX_ROUNDS
+
+    def grow(self, head: HeadSpec, params: dict, data: FitData, budget: int, *, previous, fixed: dict):
+        if previous is not None and previous.run < previous.cap:
+            return previous, {"rounds": previous.used}
+        rounds = fixed.get("rounds")
+        model, used, run = _fit(head.name, params, data.x, data.codes, data.sample_weight,
+                                stop=None if rounds else data.stop, rounds=rounds or budget, threads=self.threads)
+        return _Fitted(model, int(used), int(run), rounds or budget), {"rounds": int(used)}
+
+
+@dataclass(frozen=True)
+class _Fitted:
+    """A boosting fit with the rounds it settled on, ran, and was allowed."""
+
+    model: object
+    used: int
+    run: int
+    cap: int
+
+    def predict_proba(self, x):
+        return self.model.predict_proba(x)
 
 
 def _weights(codes: np.ndarray) -> np.ndarray:
     return sample_weights(codes, int(codes.max()) + 1, "balanced")
 
 
-def _fit(name: str, params: dict, x, codes, sw, *, stop, rounds):
-    """(fitted estimator, rounds used): early-stopped on ``stop`` (x, codes) when given, else ``rounds``."""
+def _fit(name: str, params: dict, x, codes, sw, *, stop, rounds, threads):
+    """(fitted estimator, rounds used, rounds run): early-stopped on ``stop`` (x, codes) when given, within
+    ``rounds``; exactly ``rounds`` without."""
     n_rounds = rounds or MAX_ROUNDS
     if name == "xgb":
         from xgboost import XGBClassifier
 
-        model = XGBClassifier(n_estimators=n_rounds, tree_method="hist", n_jobs=2, random_state=0, verbosity=0,
+        model = XGBClassifier(n_estimators=n_rounds, tree_method="hist", n_jobs=None if threads < 0 else threads,
+                              random_state=0, verbosity=0,
                               device="cuda" if _gpu() else "cpu",
                               early_stopping_rounds=PATIENCE if stop is not None and len(np.unique(stop[1])) > 1
                               else None, **params)
         can_stop = model.get_params()["early_stopping_rounds"] is not None
         model.fit(x, codes, sample_weight=sw,
                   eval_set=[stop] if can_stop else None, verbose=False)
-        return model, (model.best_iteration + 1) if can_stop else n_rounds
+        run = model.get_booster().num_boosted_rounds()
+        return model, (model.best_iteration + 1) if can_stop else n_rounds, run
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     can_stop = stop is not None and len(stop[1]) > 0
@@ -103,8 +103,8 @@ def _fit(name: str, params: dict, x, codes, sw, *, stop, rounds):
             model.fit(x, codes, sample_weight=sw, X_val=stop[0], y_val=stop[1], sample_weight_val=val_w)
         else:
             model.fit(x, codes, sample_weight=sw)
-    return model, model.n_iter_
+    return model, model.n_iter_, model.n_iter_
 
 
-def fit_boosting(head: HeadSpec, ctx: ProbeContext, jobs: list[GridJob]) -> BoostingModel:
-    return BoostingModel(head, ctx, jobs)
+def fit_boosting(head: HeadSpec, ctx: ProbeContext, jobs: list[GridJob]) -> HalvingModel:
+    return HalvingModel(head, ctx, jobs, BoostingGrower(estimator_threads(ctx)))

@@ -37,6 +37,7 @@ class GridJob:
     candidates: tuple[int, ...]  # indexes into head.grid
     stop_rows: np.ndarray | None = None  # held-out rows for early stopping (val / inner eval, never test)
     settled: tuple[dict, ...] = ()  # per candidate: what an earlier fit settled (e.g. {"epochs": 40}), reused
+    task: int = 0  # the task the job serves: a task's inner-CV jobs share it (successive halving pools them)
 
 
 class GridModel(Protocol):
@@ -45,6 +46,8 @@ class GridModel(Protocol):
 
     def settled(self, job: int, position: int) -> dict:
         """What fitting settled for the job's candidate at ``position`` (empty when nothing)."""
+
+    # optional: ``alive(job) -> positions`` tuning may choose from (successive halving drops the others)
 
 
 GridSolver = Callable[["HeadSpec", ProbeContext, list[GridJob]], GridModel]
@@ -69,14 +72,14 @@ def _fit_val(head: HeadSpec, ctx: ProbeContext, tasks: list[Task], solver: GridS
     start = time.perf_counter()
     every = tuple(range(len(head.grid)))
     jobs = [GridJob(ctx.index(t.train), every if len(t.val) else (0,),
-                    ctx.index(t.val) if len(t.val) else None) for t in tasks]
+                    ctx.index(t.val) if len(t.val) else None, task=j) for j, t in enumerate(tasks)]
     model = solver(head, ctx, jobs)
     chosen = np.zeros(len(tasks), dtype=int)  # position in the job's candidates (= grid index here)
     val_proba: dict[int, np.ndarray | None] = {j: None for j in range(len(tasks))}
     for val_ids, members in _by_rows({j: t.val for j, t in enumerate(tasks) if len(t.val)}).items():
         rows = ctx.index(list(val_ids))
         for j, proba in zip(members, model.proba(members, rows), strict=True):
-            chosen[j] = choose_on_val(ctx.y_all[rows], proba)
+            chosen[j] = _choose(model, j, ctx.y_all[rows], proba)
             val_proba[j] = proba[chosen[j]]
     refit = [j for j, t in enumerate(tasks) if t.refit_with_val and len(t.val)]
     refit_model = solver(head, ctx, [
@@ -112,7 +115,8 @@ def _fit_cv(head: HeadSpec, ctx: ProbeContext, tasks: list[Task], solver: GridSo
     folds = inner_folds_of(ctx, tasks)
     results: dict[int, HeadFit | str] = dict(folds.failed)
     evals, owner = folds.eval_rows, folds.owner
-    jobs = [GridJob(fit, every, held) for fit, held in zip(folds.fit_rows, folds.eval_rows, strict=True)]
+    jobs = [GridJob(fit, every, held, task=j)
+            for fit, held, j in zip(folds.fit_rows, folds.eval_rows, owner, strict=True)]
     live = sorted(set(owner))
     if not live:
         return results
@@ -124,7 +128,7 @@ def _fit_cv(head: HeadSpec, ctx: ProbeContext, tasks: list[Task], solver: GridSo
     for j in live:
         labels = np.concatenate([lab for lab, _, _ in pooled[j]])
         proba = np.concatenate([p for _, p, _ in pooled[j]], axis=1)
-        chosen[j] = choose_on_val(labels, proba)
+        chosen[j] = _choose(model, pooled[j][0][2], labels, proba)
         oof[j] = (labels, proba[chosen[j]])
         settled[j] = _median_settled([model.settled(s, chosen[j]) for _, _, s in pooled[j]])
     final_rows = [np.concatenate([ctx.index(tasks[j].train), ctx.index(tasks[j].val)]) if tasks[j].refit_with_val
@@ -140,11 +144,20 @@ def _fit_cv(head: HeadSpec, ctx: ProbeContext, tasks: list[Task], solver: GridSo
     return results
 
 
+def _choose(model: GridModel, job: int, labels: np.ndarray, proba: np.ndarray) -> int:
+    """``choose_on_val`` among the job's candidates the model kept alive (all, unless it halved the grid)."""
+    alive = getattr(model, "alive", None)
+    positions = list(alive(job)) if alive is not None else list(range(len(proba)))
+    return positions[choose_on_val(labels, proba[positions])]
+
+
 def _median_settled(values: list[dict]) -> dict:
-    """What the inner folds settled, combined for the final fit (the median of each number)."""
+    """What the inner folds settled, combined for the final fit (the median of each number; other values, such
+    as a halving schedule, are the same for every fold)."""
     if not values or not values[0]:
         return {}
-    return {key: int(np.median([v[key] for v in values])) for key in values[0]}
+    return {key: int(np.median([v[key] for v in values])) if isinstance(values[0][key], int | float)
+            else values[0][key] for key in values[0]}
 
 
 def present_classes(y: np.ndarray) -> np.ndarray:

@@ -10,7 +10,10 @@ when ``sample_weight`` is True, or through the head's own ``class_weight`` argum
 nothing say so in ``class_weighting``.
 
 Grids are tried on the fold's validation rows (validation MCC); ties go to the lower validation log loss, then
-to the earlier candidate, so each grid lists its simplest / most regularized candidate first.
+to the earlier candidate, so each grid lists its simplest / most regularized candidate first. The tree heads
+(rf, extratrees, hgb, xgb; ``halving`` names the resource) search their grid by successive halving
+(``probe.halving``; ``--no-halving`` fits every candidate whole) and, being fitted task by task, can be spread over
+worker processes (``spreads``, ``probe.workers``).
 
 ``logreg``: C is the inverse L2 strength in scikit-learn's convention (objective ``0.5 ||w||^2 + C sum_i
 sw_i loss_i`` on preprocessed features): small C, strong penalty. Its whole (task x C) grid is solved at once by
@@ -58,6 +61,8 @@ class HeadSpec:
     sample_weight: bool = True  # class weighting passed as fit(sample_weight=...)
     class_weighting: str = "sample weights"  # how "balanced" reaches the head (documentation)
     fitter: Fitter = fit_each_task  # how this head fits a list of tasks (a strategy: see fit_tasks)
+    halving: str = ""  # the resource successive halving hands out over the grid ("trees", "rounds"), or none
+    spreads: bool = False  # its tasks are fitted independently: worth spreading over worker processes
 
     def fit_tasks(self, ctx: ProbeContext, tasks: list[Task]) -> Iterable[HeadFit | str]:
         """Fit every task (all fittable: ``run_probe`` has already failed the others); yields per task, in order,
@@ -207,11 +212,15 @@ def _forest(name: str, estimator: type, description: str) -> HeadSpec:
     """A 200-tree ensemble head (random forest, extra trees): the same grid, seed and parallelism for both."""
     return HeadSpec(
         name=name,
-        description=f"{description} (200 trees); max_features and min_samples_leaf tuned",
+        description=f"{description} (200 trees); max_features and min_samples_leaf tuned by successive halving "
+                    "over trees",
         make=lambda max_features, min_samples_leaf: estimator(
             n_estimators=200, max_features=max_features, min_samples_leaf=min_samples_leaf, n_jobs=-1,
             random_state=0),
         grid=_grid(min_samples_leaf=(5, 1), max_features=("sqrt", 0.1)),
+        fitter=batched_fitter("medtransfer.probe.forests", "fit_forest"),
+        halving="trees",
+        spreads=True,
     )
 
 
@@ -219,12 +228,15 @@ register_head(_forest("rf", RandomForestClassifier, "random forest"))
 register_head(_forest("extratrees", ExtraTreesClassifier, "extremely randomized trees"))
 register_head(HeadSpec(
     name="hgb",
-    description="histogram gradient boosting, early-stopped on val loss; learning rate and leaves tuned",
+    description="histogram gradient boosting, early-stopped on val loss; learning rate and leaves tuned by "
+                "successive halving over rounds",
     make=lambda learning_rate, max_leaf_nodes: HistGradientBoostingClassifier(
         learning_rate=learning_rate, max_leaf_nodes=max_leaf_nodes, max_iter=100, early_stopping=False,
         random_state=0),
     grid=_grid(max_leaf_nodes=(7, 31), learning_rate=(0.05, 0.2)),
     fitter=batched_fitter("medtransfer.probe.boosting", "fit_boosting"),
+    halving="rounds",
+    spreads=True,
 ))
 
 
@@ -237,10 +249,13 @@ def _xgb(max_depth: int, learning_rate: float):
 
 register_head(HeadSpec(
     name="xgb",
-    description="XGBoost (hist; GPU when present), early-stopped on val loss; depth and learning rate tuned",
+    description="XGBoost (hist; GPU when present), early-stopped on val loss; depth and learning rate tuned by "
+                "successive halving over rounds",
     make=_xgb,
     grid=_grid(max_depth=(2, 4, 6), learning_rate=(0.1, 0.3)),
     fitter=batched_fitter("medtransfer.probe.boosting", "fit_boosting"),
+    halving="rounds",
+    spreads=True,
 ))
 register_head(HeadSpec(
     name="mlp",

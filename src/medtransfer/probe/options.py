@@ -27,6 +27,8 @@ class ProbeOptions:
     inner_folds: int = 3  # inner CV folds for tune="cv" (and "budget")
     unit: str = "image"  # of vocabulary.UNITS: metrics per test image, or per patient (mean of its images)
     device: str = "auto"  # for the batched logistic-regression solver (device.resolve_device)
+    halving: bool = True  # successive halving over the tree heads' grids (probe.halving)
+    workers: int = 1  # processes the tasks of a tree head are spread over (probe.workers); 0: one per CPU core
     steps: tuple[str, ...] = field(init=False)  # ``preprocess`` parsed
     rule: str = field(init=False)  # ``threshold`` normalized
 
@@ -49,6 +51,8 @@ class ProbeOptions:
         odd = [e for e in self.embeddings if e not in ("default", "features", *EMBEDDING_KINDS)]
         if odd:  # refused here, before any progress bar or fit
             raise MedtransferError(f"unknown --embedding {odd[0]!r}; choose default, {', '.join(EMBEDDING_KINDS)}")
+        if self.workers < 0:
+            raise MedtransferError(f"--workers must be 0 (one per CPU core) or more, got {self.workers}")
         if self.tune == "cv" and self.inner_folds < 2:
             raise MedtransferError(f"--inner-folds must be at least 2 for --tune cv, got {self.inner_folds}")
         object.__setattr__(self, "steps", parse_preprocess(self.preprocess))

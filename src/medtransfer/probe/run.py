@@ -10,8 +10,9 @@ with ``threshold="val-mcc"`` the one maximizing MCC on the validation rows' prob
 training rows (never test rows; for the full regime the refit's own val rows would be in-sample). Both the
 rule and the threshold are recorded per row, with the MCC at 0.5 beside it.
 
-``fit_seconds``: a head that fits its tasks together (every head but the trees) shares the batched wall time
-out equally over the tasks of that batch, so a head's ``fit_seconds`` sum to its wall time; the per-head timing
+``fit_seconds``: a head that fits its tasks together shares the batched wall time out equally over the tasks
+of that batch, so a head's ``fit_seconds`` sum to its wall time (tree heads spread over ``--workers``
+processes: each task's share of its worker's time, ``probe.workers``); the per-head timing
 line printed after each head gives that total.
 
 Method names: the head name for the store's default embedding (``logreg``), ``head@kind`` for a variant
@@ -40,10 +41,12 @@ from medtransfer.errors import MedtransferError
 from medtransfer.metrics import compute_metrics, is_degenerate, predict_labels
 from medtransfer.probe.context import FeatureMatrix, HeadFit, ProbeContext, check_task
 from medtransfer.probe.features import l2_normalize, read_embedding
+from medtransfer.probe.halving import ETA
 from medtransfer.probe.heads import HeadSpec, resolve_heads
 from medtransfer.probe.options import ProbeOptions
 from medtransfer.probe.summary import summarize
 from medtransfer.probe.threshold import choose_threshold
+from medtransfer.probe.workers import fit_spread
 from medtransfer.results import (
     KEY,
     KEY_DEFAULTS,
@@ -185,7 +188,7 @@ def _run_head(
     for tuning in sorted({ctx.options.tuning_for(t) for t in tasks}):  # budget: few-shot by cv, full by val
         good = [i for i, t in enumerate(tasks) if not problems[i] and ctx.options.tuning_for(t) == tuning]
         tuned = dataclasses.replace(ctx, options=dataclasses.replace(ctx.options, tune=tuning))
-        outcomes.update(zip(good, head.fit_tasks(tuned, [tasks[i] for i in good]), strict=True))
+        outcomes.update(zip(good, fit_spread(head, tuned, [tasks[i] for i in good]), strict=True))
     for i, task in enumerate(tasks):
         outcome = outcomes[i]
         bar.update()
@@ -204,8 +207,16 @@ def _columns(ctx: ProbeContext, head: HeadSpec, task: Task) -> dict:
                 positive=ctx.splits.positive or "", repeat=task.repeat,
                 trained_on="train+val" if task.refit_with_val else "train",
                 task=ctx.task, config=config_hash({**settings, "tune": ctx.options.tune,
-                                                   "inner_folds": ctx.options.inner_folds, "head": head.name}),
+                                                   "inner_folds": ctx.options.inner_folds, "head": head.name,
+                                                   **_search(ctx, head)}),
                 **settings)
+
+
+def _search(ctx: ProbeContext, head: HeadSpec) -> dict:
+    """How a tree head searched its grid, for the settings hash (other heads' rows keep their hash)."""
+    if not head.halving:
+        return {}
+    return {"halving": f"eta {ETA} over {head.halving}" if ctx.options.halving else "none"}
 
 
 def per_patient(patients: list[str], labels: np.ndarray, proba: np.ndarray):
