@@ -33,7 +33,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console()
+# soft wrap: a long line (a path) is left for the terminal to wrap, never broken with a newline in a log
+console = Console(soft_wrap=True)
 
 JsonOutput = Annotated[bool, typer.Option(
     "--json", help="Print the table's rows as a JSON array (stable keys) on stdout and nothing else there; "
