@@ -156,7 +156,7 @@ def test_small_items(cli, work, tmp_path):
     assert "(n=1)" in summary and "nan" not in summary
     listed = cli("backbones").output
     assert "extract --backbone seed" in " ".join(listed.split())
-    marked = {line.split()[1] for line in listed.splitlines() if "*" in line and line.startswith("│")}
+    marked = {line.split()[0] for line in listed.splitlines()[3:] if line.split()[1:2] == ["*"]}
     assert {"resnet50", "dinov2-s", "rad-dino"} <= marked and "resnet18" not in marked
     gitignore = (__import__("pathlib").Path(__file__).parents[1] / ".gitignore").read_text().split()
     assert "*.lock" in gitignore

@@ -5,9 +5,10 @@ Errors the user can fix (MedtransferError) print as one line on stderr and exit 
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import json
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -32,7 +33,32 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console()
+# soft wrap: a long line (a path) is left for the terminal to wrap, never broken with a newline in a log
+console = Console(soft_wrap=True)
+
+JsonOutput = Annotated[bool, typer.Option(
+    "--json", help="Print the table's rows as a JSON array (stable keys) on stdout and nothing else there; "
+    "progress and messages go to stderr.")]
+
+
+@contextlib.contextmanager
+def table_output(json_output: bool) -> Iterator[Callable]:
+    """Yields the function that prints a command's table (``listing.Listing``): ``listing.show`` (a rich table
+    where the terminal is wide enough for the key cells whole, else a plain layout), or with ``--json`` the rows as
+    JSON on stdout; then whatever else the command prints meanwhile (progress, logs) goes to stderr."""
+    from medtransfer.listing import show, to_json
+
+    if not json_output:
+        yield lambda listing: show(listing, console)
+        return
+    stdout = sys.stdout
+
+    def emit(listing) -> None:
+        stdout.write(to_json(listing.records) + "\n")
+        stdout.flush()
+
+    with contextlib.redirect_stdout(sys.stderr):
+        yield emit
 
 
 def user_errors(command: Callable) -> Callable:
@@ -95,11 +121,14 @@ def demo(
         str, typer.Option(help="'random' needs no download; 'default' loads the published weights.")
     ] = "random",
     patients: Annotated[int, typer.Option(help="Synthetic patients (about 1.45 images each).")] = 200,
+    json_output: JsonOutput = False,
 ) -> None:
     """Run the whole pipeline offline on a synthetic chest-X-ray-like data set and print the results."""
     from medtransfer.demo import run_demo
 
-    run_demo(workdir, backbone=backbone, weights=weights, n_patients=patients, console=console)
+    with table_output(json_output) as emit:
+        run_demo(workdir, backbone=backbone, weights=weights, n_patients=patients, console=console,
+                 show_table=emit)
 
 
 class _SplitsGroup(TyperGroup):
@@ -295,21 +324,13 @@ app.add_typer(datasets_app, name="datasets")
 
 
 @datasets_app.command("list")
-def datasets_list() -> None:
+def datasets_list(json_output: JsonOutput = False) -> None:
     """Each preset: data set, task, validation and the paper's figures."""
-    from rich.table import Table
-
     from medtransfer.datasets import DATASETS
+    from medtransfer.render import datasets_table
 
-    table = Table()
-    for column in ("name", "data set", "task", "validation", "paper: images / patients / centers / balance"):
-        table.add_column(column)
-    for p in DATASETS.values():
-        figures = " / ".join("?" if v is None else f"{v:,}" if isinstance(v, int) else v
-                             for v in (p.paper.images, p.paper.patients, p.paper.centers, p.paper.balance))
-        validation = "leave one center out" if p.strategy == "loco" else f"{p.n_folds}-fold"
-        table.add_row(p.name, p.dataset, p.task, validation, figures)
-    console.print(table)
+    with table_output(json_output) as emit:
+        emit(datasets_table(list(DATASETS.values())))
 
 
 @datasets_app.command("prepare")
@@ -331,35 +352,31 @@ def datasets_prepare(
     shots: Annotated[str, typer.Option(help="Few-shot sizes per class, e.g. 2,4,8,16,32.")] = "",
     seeds: Annotated[int, typer.Option(help="Number of few-shot draws.")] = 5,
     workers: Annotated[int, typer.Option(help="Header-reading threads; 0 picks by core count.")] = 0,
+    json_output: JsonOutput = False,
 ) -> None:
     """Write the manifest and the benchmark's splits for one preset, and compare its figures with the paper's."""
-    from rich.table import Table
-
     from medtransfer.datasets import DATASETS, PresetOverrides, prepare_dataset
+    from medtransfer.render import figures_table
 
     preset = DATASETS.lookup(name)
     overrides = PresetOverrides(labels=tuple(labels), label_column=label_column, labels_key=labels_key, join=join,
                                 center_column=center_column, positive=_text_list(positive),
                                 negative=_text_list(negative), one_image_per_patient=False if all_images else None)
-    prepared = prepare_dataset(preset, raw_dir, out, overrides=overrides, shots=_int_list(shots),
-                               fewshot_seeds=seeds, workers=workers or None)
-    console.print(f"scanned {raw_dir}: {prepared.imported.scan.summary()}", highlight=False)
-    console.print(prepared.imported.summary(), highlight=False)
-    if prepared.dropped_later_images:
-        console.print(f"kept each patient's first image: {prepared.dropped_later_images} later image(s) left out",
+    with table_output(json_output) as emit:
+        prepared = prepare_dataset(preset, raw_dir, out, overrides=overrides, shots=_int_list(shots),
+                                   fewshot_seeds=seeds, workers=workers or None)
+        console.print(f"scanned {raw_dir}: {prepared.imported.scan.summary()}", highlight=False)
+        console.print(prepared.imported.summary(), highlight=False)
+        if prepared.dropped_later_images:
+            console.print(f"kept each patient's first image: {prepared.dropped_later_images} later image(s) left "
+                          "out", highlight=False)
+        emit(figures_table(f"{preset.name} ({preset.dataset}): {prepared.preset.task}",
+                           {"your download": prepared.figures, "paper": preset.paper}))
+        if preset.unconfirmed:
+            console.print(f"not confirmed by a public source (overridable): {'; '.join(preset.unconfirmed)}",
+                          highlight=False)
+        console.print(f"-> {prepared.manifest_path}, {prepared.splits_path} (unmatched: {prepared.side_path})",
                       highlight=False)
-    table = Table(title=f"{preset.name} ({preset.dataset}): {prepared.preset.task}")
-    for column in ("", "images", "patients", "centers", "balance 0:1 (%)"):
-        table.add_column(column)
-    for who, f in (("your download", prepared.figures), ("paper", preset.paper)):
-        table.add_row(who, *("?" if v is None else f"{v:,}" if isinstance(v, int) else v
-                             for v in (f.images, f.patients, f.centers, f.balance)))
-    console.print(table)
-    if preset.unconfirmed:
-        console.print(f"not confirmed by a public source (overridable): {'; '.join(preset.unconfirmed)}",
-                      highlight=False)
-    console.print(f"-> {prepared.manifest_path}, {prepared.splits_path} (unmatched: {prepared.side_path})",
-                  highlight=False)
 
 
 @app.command()
@@ -444,27 +461,14 @@ app.add_typer(cache_app, name="cache")
 @user_errors
 def cache_info(
     store: Annotated[Path, typer.Argument(help="Feature store (Zarr folder or .h5 file).")],
-    json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    json_output: JsonOutput = False,
 ) -> None:
     """List the store's groups: backbone, weights, rows, dim, dtype, size on disk, complete?"""
-    import json
-
-    from rich.table import Table
-
     from medtransfer.cache_schema import store_info
+    from medtransfer.render import store_table
 
-    groups = store_info(store)
-    if json_output:
-        typer.echo(json.dumps(groups, indent=2))
-        return
-    table = Table(title=str(store))
-    for column in ("group", "backbone", "weights", "n", "dim", "dtype", "embeddings", "MB", "complete"):
-        table.add_column(column)
-    for g in groups:
-        table.add_row(g["key"], g["backbone"], g["weights"], f"{g['n_valid']}/{g['n']}", str(g["dim"]), g["dtype"],
-                      ",".join(["default", *g["embeddings"]]), f"{g['bytes_on_disk'] / 1e6:.1f}",
-                      "yes" if g["complete"] else "[red]no[/]")
-    console.print(table)
+    with table_output(json_output) as emit:
+        emit(store_table(str(store), store_info(store)))
 
 
 @cache_app.command("verify")
@@ -477,12 +481,21 @@ def cache_verify(
                            "exactly those rows), trim arrays an interrupted append left uneven, drop half-made "
                            "groups.")
     ] = False,
+    json_output: Annotated[bool, typer.Option(
+        "--json", help="Print the problems as a JSON array (key, kind, message) on stdout and nothing else there; "
+        "the exit status is the same.")] = False,
 ) -> None:
     """Check every group: layout and array lengths, chunks done and readable, no NaN/inf rows, images unchanged
     since extraction. Exit 1 on problems (after --repair: on problems that extract cannot fix by re-running)."""
     from medtransfer.cache_schema import verify_store
 
     problems = verify_store(store, check_files=not no_files, repair=repair)
+    if json_output:
+        from dataclasses import asdict
+
+        from medtransfer.listing import to_json
+
+        typer.echo(to_json([asdict(p) for p in problems]))
     for p in problems:
         typer.echo(f"{'warning' if p.kind == 'missing-file' else 'problem'}: {p.message}", err=True)
     if repair and problems:
@@ -491,7 +504,8 @@ def cache_verify(
         return
     if any(p.kind != "missing-file" for p in problems):
         raise typer.Exit(1)
-    console.print(f"{store}: ok")
+    if not json_output:
+        console.print(f"{store}: ok")
 
 @app.command(cls=help_from_registry(head=_head_help))
 @user_errors
@@ -555,6 +569,7 @@ def probe(
         "folder's name).")] = "",
     force: Annotated[bool, typer.Option(
         "--force", help="Fit again what --out already holds with these settings (default: skip it).")] = False,
+    json_output: JsonOutput = False,
 ) -> None:
     """Fit probe heads on cached features: full data, every few-shot subset and label fraction of the splits."""
     import pandas as pd
@@ -572,9 +587,10 @@ def probe(
                            fractions=_float_list(fractions), class_weight=class_weight, preprocess=preprocess,
                            threshold=threshold, tune=tune, inner_folds=inner_folds, device=device, unit=unit,
                            halving=halving, workers=workers)
-    table = run_probe(store, splits, backbone, out, weights=weights, options=options, task=task, force=force)
-    console.print(probe_summary_table(pd.read_csv(out / SUMMARY_FILE)))
-    console.print(f"results -> {out / 'results.csv'} (summary: {out / SUMMARY_FILE})")
+    with table_output(json_output) as emit:
+        table = run_probe(store, splits, backbone, out, weights=weights, options=options, task=task, force=force)
+        emit(probe_summary_table(pd.read_csv(out / SUMMARY_FILE)))
+        console.print(f"results -> {out / 'results.csv'} (summary: {out / SUMMARY_FILE})")
     _warn_degenerate(table)
     failed = table[table["status"] != "ok"]
     if not failed.empty:
@@ -614,7 +630,9 @@ def adapt(
         help="Any option of the method as NAME=VALUE, repeatable, e.g. block_size=16 for oft "
         "(`medtransfer methods` lists each method's options).")] = None,
     epochs: Annotated[
-        int | None, typer.Option(help="Maximum epochs (default 20; lp 100, stopping on validation loss).")
+        int | None, typer.Option(
+            help="Maximum epochs (default 20; lp fits probe's logreg solver and runs none, unless "
+            "--option solver=gradient: then 100, stopping on validation loss).")
     ] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate (default: PEFT 1e-4, FFT 1e-5, LP 3e-2).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size (default 32).")] = None,
@@ -648,27 +666,30 @@ def adapt(
     task: Annotated[str, typer.Option(
         help="Name of the prediction task, recorded on every row (the report groups by it; default: the --out "
         "folder's name).")] = "",
+    json_output: JsonOutput = False,
 ) -> None:
     """Train a backbone (full fine-tuning, linear probe or a PEFT method) on the splits file's tasks."""
     from medtransfer.adapt import run_adapt
     from medtransfer.render import fold_table
 
-    table = run_adapt(
-        manifest, splits, backbone=backbone, method=method, out=out, weights=weights,
-        options={**_name_values(option or []), "rank": rank, "targets": targets, "alpha": alpha, "dropout": dropout},
-        regimes=tuple(regime), shots=_int_list(shots) if shots else None,
-        folds=_int_list(folds) if folds else None, seeds=_int_list(seeds) if seeds else None, device=device,
-        resume=resume, pixel_cache=pixel_cache,
-        log=lambda message: console.print(message, markup=False, highlight=False), epochs=epochs, lr=lr,
-        batch_size=batch_size,
-        grad_accumulation=grad_accumulation, optimizer=optimizer, balance=balance, early_stopping=early_stopping,
-        patience=patience, augment=augment, hflip=hflip or None, train_norms=train_norms or None, refit=refit,
-        precision=precision, compile=compile or None, num_workers=workers, frames=frames, image_size=image_size,
-        task=task,
-    )
-    console.print(fold_table(table, f"{backbone} + {table['method'].iloc[0]}"))
+    with table_output(json_output) as emit:
+        table = run_adapt(
+            manifest, splits, backbone=backbone, method=method, out=out, weights=weights,
+            options={**_name_values(option or []), "rank": rank, "targets": targets, "alpha": alpha,
+                     "dropout": dropout},
+            regimes=tuple(regime), shots=_int_list(shots) if shots else None,
+            folds=_int_list(folds) if folds else None, seeds=_int_list(seeds) if seeds else None, device=device,
+            resume=resume, pixel_cache=pixel_cache,
+            log=lambda message: console.print(message, markup=False, highlight=False), epochs=epochs, lr=lr,
+            batch_size=batch_size,
+            grad_accumulation=grad_accumulation, optimizer=optimizer, balance=balance, early_stopping=early_stopping,
+            patience=patience, augment=augment, hflip=hflip or None, train_norms=train_norms or None, refit=refit,
+            precision=precision, compile=compile or None, num_workers=workers, frames=frames, image_size=image_size,
+            task=task,
+        )
+        emit(fold_table(table, f"{backbone} + {table['method'].iloc[0]}"))
+        console.print(f"results -> {out / 'results.csv'}")
     _warn_degenerate(table)
-    console.print(f"results -> {out / 'results.csv'}")
     if (table["status"] != "ok").any():
         raise typer.Exit(1)
 
@@ -690,29 +711,19 @@ def methods(
     reference: Annotated[list[str] | None, typer.Option(
         help="Backbones to compute % trainable on (built on the meta device: no weights; default ViT-B/16 "
         "(timm:vit_base_patch16_224) and ResNet-50).")] = None,
+    json_output: JsonOutput = False,
 ) -> None:
     """List the adaptation methods (medtransfer adapt --method NAME [--option NAME=VALUE ...]): paper, default lr,
     what each trains, its options with their defaults and help, the families it applies to, and its % trainable
     parameters on the reference backbones (computed by applying it, not typed)."""
-    from rich.table import Table
-
     from medtransfer.adapt.catalog import REFERENCES, method_catalog
+    from medtransfer.render import methods_table
 
     references = tuple(reference) if reference else REFERENCES
-    with console.status("applying every method to the reference backbones") as status:
-        rows = method_catalog(references, progress=lambda name: status.update(f"applied {name}"))
-    table = Table(title="Adaptation methods (medtransfer adapt --method NAME [--option NAME=VALUE ...]; "
-                        "% trainable includes a 2-class head)")
-    for column in ("method", "paper", "lr", "trains", "options (default: help)", "families",
-                   *(f"% {r}" for r in references)):
-        # method names are what a person types next: never wrapped or cut, the prose columns wrap instead
-        table.add_column(column, justify="right" if column.startswith("%") else "left", no_wrap=column == "method")
-    for row in rows:
-        options = "\n".join(f"{o['name']} = {o['default']}: {o['help']}" for o in row["options"]) or "-"
-        shares = [f"{row[r]:.3f}" if row.get(r) is not None else "n/a" for r in references]
-        table.add_row(row["method"], row["paper"], f"{row['lr']:g}", row["trains"], options,
-                      ", ".join(row["families"]) or "-", *shares)
-    console.print(table)
+    with table_output(json_output) as emit:
+        with console.status("applying every method to the reference backbones") as status:
+            rows = method_catalog(references, progress=lambda name: status.update(f"applied {name}"))
+        emit(methods_table(rows, references))
 
 
 @app.command()
@@ -722,28 +733,14 @@ def backbones(
     markdown: Annotated[bool, typer.Option("--markdown", help="Print the README's backbone table.")] = False,
 ) -> None:
     """List the registered backbones (also: timm:<model>, open_clip:<arch>/<tag>, hf:<repo-id>)."""
-    from rich.table import Table
-
     from medtransfer.backbones import backbone_markdown, backbone_table
+    from medtransfer.render import backbones_table
 
-    if json_output:
-        typer.echo(json.dumps(backbone_table(), indent=2))
-        return
-    if markdown:
+    if markdown and not json_output:
         typer.echo(backbone_markdown())
         return
-
-    table = Table(
-        title="Backbones (also timm:<model>, open_clip:<arch>/<tag>, hf:<repo-id>; --weights default|random|PATH)"
-    )
-    for column, justify in (("name", "left"), ("seed", "center"), ("params (M)", "right"), ("dim", "right"),
-                            ("input", "right"), ("source", "left")):
-        table.add_column(column, justify=justify)
-    for row in backbone_table():
-        table.add_row(row["name"], "*" if row["seed"] else "", f"{row['params_m']:.1f}", str(row["dim"]),
-                      str(row["input_size"]), row["source"])
-    table.caption = "seed *: the published benchmark's backbones, extracted together by `extract --backbone seed`"
-    console.print(table)
+    with table_output(json_output) as emit:
+        emit(backbones_table(backbone_table()))
 
 
 @app.command()
@@ -765,11 +762,16 @@ def report(
 @user_errors
 def summary(
     results_dir: Annotated[list[Path], typer.Argument(help="Results folder(s) written by probe/adapt.")],
+    json_output: JsonOutput = False,
 ) -> None:
     """Print the key table: MCC and PR-AUC (mean ± std over folds) per backbone and strategy, best marked *."""
-    from medtransfer.report import summarize
+    from medtransfer.report import summary_listing
 
-    typer.echo(summarize(results_dir))
+    with table_output(json_output) as emit:
+        listing, notes = summary_listing(results_dir)
+        emit(listing)
+        if not json_output:
+            typer.echo("\n".join(notes))
 
 
 study_app = typer.Typer(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from rich.console import Console
 from medtransfer.data.manifest import load_manifest
 from medtransfer.data.synthetic import SyntheticSpec, make_synthetic_dataset
 from medtransfer.extract import extract_features
+from medtransfer.listing import Listing, show
 from medtransfer.probe import run_probe
 from medtransfer.render import fold_table
 from medtransfer.splits import SplitSpec, make_splits, save_splits
@@ -32,9 +34,12 @@ def run_demo(
     weights: str = "random",
     n_patients: int = 200,
     console: Console | None = None,
+    show_table: Callable[[Listing], None] | None = None,
 ) -> DemoResult:
-    """Generate data, split, extract, probe, and print the per-fold table; every artefact stays in ``workdir``."""
+    """Generate data, split, extract, probe, and print the per-fold table (through ``show_table``: the CLI's
+    ``--json`` prints its rows instead); every artefact stays in ``workdir``."""
     console = console or Console()
+    show_table = show_table or (lambda listing: show(listing, console))
     workdir = Path(workdir)
     console.print(f"[bold]1/4[/] synthetic chest-X-ray-like data set -> {workdir / 'data'}")
     manifest_path = make_synthetic_dataset(workdir / "data", SyntheticSpec(n_patients=n_patients))
@@ -58,6 +63,6 @@ def run_demo(
     console.print("[bold]4/4[/] probe (logistic regression, C tuned on each fold's validation rows)")
     results_dir = workdir / "results"
     table = run_probe(store, splits_path, [backbone], results_dir)
-    console.print(fold_table(table, f"{backbone} ({extracted.weights_source})"))
+    show_table(fold_table(table, f"{backbone} ({extracted.weights_source})"))
     console.print(f"results: {results_dir / 'results.csv'} (per-sample predictions beside it)")
     return DemoResult(manifest_path, splits_path, store, results_dir, extracted.weights_source, table)

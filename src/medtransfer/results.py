@@ -135,9 +135,9 @@ def write_results(out: str | Path, rows: list[ResultRow], predictions: pd.DataFr
         # predictions first: a kill between the renames leaves new predictions beside the old table, whose
         # rows the rerun replaces, never a table row whose predictions are missing
         if merged is not None:
-            _replace(out / PREDICTIONS_FILE, lambda path: merged.to_parquet(path, index=False))
-        _replace(out / "results.csv", lambda path: table.to_csv(path, index=False))
-        _replace(out / RESULTS_FILE, lambda path: table.to_parquet(path, index=False))
+            write_atomically(out / PREDICTIONS_FILE, lambda path: merged.to_parquet(path, index=False))
+        write_atomically(out / "results.csv", lambda path: table.to_csv(path, index=False))
+        write_atomically(out / RESULTS_FILE, lambda path: table.to_parquet(path, index=False))
     return out / RESULTS_FILE
 
 
@@ -157,7 +157,7 @@ def results_lock(out: str | Path) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def _replace(path: Path, write: Callable[[Path], None]) -> None:
+def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     """Write ``path`` through a temporary beside it, flushed to disk, then renamed over it (atomic on POSIX)."""
     temporary = path.with_name(f"{_TEMPORARY}{os.getpid()}-{path.name}")
     try:

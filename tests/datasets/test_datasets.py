@@ -94,3 +94,19 @@ def test_prepare_extract_probe_end_to_end(name, replicas, cli, tmp_path):
     results = pd.read_csv(tmp_path / "results" / "results.csv")
     n_folds = EXPECTED[name][4]
     assert (results["status"] == "ok").all() and len(results) == n_folds * 2  # full + one 2-shot draw per fold
+
+
+def test_prepare_json_prints_the_figures_rows(replicas, tmp_path):
+    """--json: the download's figures beside the paper's as JSON rows on stdout; the scan lines go to stderr."""
+    from typer.testing import CliRunner
+
+    from medtransfer.cli import app
+
+    result = CliRunner(env={"COLUMNS": "40"}).invoke(
+        app, ["datasets", "prepare", "CAR", str(replicas["CAR"]), "--out", str(tmp_path / "o"), "--json"],
+        catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [r["source"] for r in rows] == ["your download", "paper"]
+    assert rows[0]["images"] == EXPECTED["CAR"][0] and rows[1]["images"] == DATASETS["CAR"].paper.images
+    assert "scanned" in result.stderr

@@ -36,7 +36,7 @@ from medtransfer.backbones.registry import load_backbone
 from medtransfer.data.manifest import Manifest, load_manifest
 from medtransfer.device import resolve_device
 from medtransfer.errors import MedtransferError
-from medtransfer.results import ResultRow, check_results_folder, config_hash, write_results
+from medtransfer.results import ResultRow, check_results_folder, config_hash, write_atomically, write_results
 from medtransfer.splits.schema import SplitsFile, load_splits
 from medtransfer.splits.tasks import Task, tasks_for
 
@@ -248,10 +248,13 @@ def _warn_if_long(model, spec, tasks: list[Task], settings: _Settings, *, n_clas
 
 
 def _save_done(task_dir: Path, row: ResultRow, prediction: pd.DataFrame | None) -> None:
+    """Predictions, then ``row.json`` (what marks the task done), each by write-then-rename: a kill at any moment
+    leaves the task done whole or not done, never a torn file that ``--resume`` would trip on."""
     task_dir.mkdir(parents=True, exist_ok=True)
     if prediction is not None:
-        prediction.to_parquet(task_dir / "predictions.parquet", index=False)
-    (task_dir / "row.json").write_text(json.dumps(asdict(row), default=float))
+        write_atomically(task_dir / "predictions.parquet", lambda path: prediction.to_parquet(path, index=False))
+    text = json.dumps(asdict(row), default=float)
+    write_atomically(task_dir / "row.json", lambda path: path.write_text(text))
     (task_dir / STATE_FILE).unlink(missing_ok=True)
     (task_dir / "refit" / STATE_FILE).unlink(missing_ok=True)
 

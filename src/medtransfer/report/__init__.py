@@ -13,7 +13,8 @@ import pandas as pd
 
 from medtransfer.aggregate import CI_METHOD
 from medtransfer.errors import MedtransferError
-from medtransfer.render import mean_std
+from medtransfer.listing import Listing, plain_text
+from medtransfer.render import key_summary_table
 from medtransfer.report.html import PageData, render_page
 from medtransfer.report.load import Results, is_cnn, load_results
 from medtransfer.report.stats import FriedmanResult, friedman_by_regime, pairwise_tests, summary_table
@@ -122,44 +123,26 @@ def _readable(results):
     return results
 
 
-def summarize(results_dir: Path | str | list[Path] | list[str]) -> str:
-    """Plain-text key table for the terminal: MCC and PR-AUC mean ± std per strategy, best marked with *."""
+def summary_listing(results_dir: Path | str | list[Path] | list[str]) -> tuple[Listing, list[str]]:
+    """The key table (MCC and PR-AUC mean ± std per strategy, best marked *) and the notes printed below it."""
     dirs = [results_dir] if isinstance(results_dir, (str, Path)) else list(results_dir)
     results = _readable(load_results(dirs))
     summary = report_summary(results.ok, results.predictions).sort_values(
         ["task", "backbone", "mcc_mean"], ascending=[True, True, False])
-    weights = weights_by_backbone(results.ok)
-    header = ["task", "backbone", "weights", "strategy", "%train", "n", "MCC", "MCC 95% CI", "PR-AUC",
-              "PR-AUC 95% CI", ""]
-    rows = [header]
-    for _, r in summary.iterrows():
-        pct = "head" if r["pct_trainable"] <= 0 else f"{r['pct_trainable']:.3g}"
-        rows.append(
-            [
-                r["task"],
-                r["backbone"],
-                weights.get(r["backbone"], ""),
-                r["strategy"],
-                pct,
-                str(r["n"]) + (f" ({r['n_degenerate']} constant)" if r["n_degenerate"] else ""),
-                mean_std(r["mcc_mean"], r["mcc_std"], int(r["n"])),
-                f"[{r['mcc_ci_low']:.3f}, {r['mcc_ci_high']:.3f}]".replace("nan", "–"),
-                mean_std(r["pr_auc_mean"], r["pr_auc_std"], int(r["n"])),
-                f"[{r['pr_auc_ci_low']:.3f}, {r['pr_auc_ci_high']:.3f}]".replace("nan", "–"),
-                "*" if r["best"] else "",
-            ]
-        )
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths).rstrip())
-    if len(rows) == 1:
-        lines.append("(no usable results)")
-    lines.append("* = best mean MCC for that task and backbone")
+    listing = key_summary_table(summary, weights_by_backbone(results.ok))
+    notes = ["(no usable results)"] if summary.empty else []
+    notes.append("* = best mean MCC for that task and backbone")
     for task, rows in summary.groupby("task", sort=True):
         positive = ", ".join(sorted({p for p in rows["positive"] if p})) or "– (multi-class, or not recorded)"
-        lines.append(f"{task}: positive class {positive}")
-    lines.append(f"95% CI: {CI_METHOD}")
+        notes.append(f"{task}: positive class {positive}")
+    notes.append(f"95% CI: {CI_METHOD}")
     if results.problems:
-        lines.append(f"{len(results.problems)} problem(s), e.g.: {results.problems[0]}")
-        lines.append("(`medtransfer report` lists them all)")
-    return "\n".join(lines)
+        notes.append(f"{len(results.problems)} problem(s), e.g.: {results.problems[0]}")
+        notes.append("(`medtransfer report` lists them all)")
+    return listing, notes
+
+
+def summarize(results_dir: Path | str | list[Path] | list[str]) -> str:
+    """Plain-text key table for the terminal: MCC and PR-AUC mean ± std per strategy, best marked with *."""
+    listing, notes = summary_listing(results_dir)
+    return "\n".join([plain_text(listing), *notes])
