@@ -108,8 +108,8 @@ def main() -> None:
             loop_s = sum(np.mean(v) * count[k] for k, v in per_shots_time.items())
             regimes = "  ".join(f"{'full' if k == 0 else f'{k}-shot'}: {np.mean(v):.3f}"
                                 for k, v in sorted(diffs.items()))
-            print(f"{name:>10} {ours_s:8.2f} {loop_s:9.1f} {loop_s / ours_s:8.1f}x {os.getloadavg()[0]:5.1f}  {regimes}",
-                  flush=True)
+            load = os.getloadavg()[0]
+            print(f"{name:>10} {ours_s:8.2f} {loop_s:9.1f} {loop_s / ours_s:8.1f}x {load:5.1f}  {regimes}", flush=True)
             if name in CHANGED:
                 print(f"{'':>10} search changed: {CHANGED[name]}")
         print(f"--head all, ours: {ours_total:.1f} s (load average now {os.getloadavg()[0]:.1f})")

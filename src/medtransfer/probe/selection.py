@@ -26,10 +26,8 @@ def choose_many(val_labels: np.ndarray, val_proba: np.ndarray) -> np.ndarray:
     proba = np.asarray(val_proba)
     labels = np.asarray(val_labels, dtype=np.int64)
     n_classes = proba.shape[-1]
-    if n_classes == 2:
-        predicted = (proba[..., 1] >= 0.5).astype(np.int64)  # metrics.predict_labels at threshold 0.5
-    else:
-        predicted = proba.argmax(-1)
+    # metrics.predict_labels at threshold 0.5
+    predicted = (proba[..., 1] >= 0.5).astype(np.int64) if n_classes == 2 else proba.argmax(-1)
     cells = labels * n_classes + predicted  # [J, P, n]
     flat = cells.reshape(-1, cells.shape[-1]) + (np.arange(cells[..., 0].size) * n_classes**2)[:, None]
     counts = np.bincount(flat.ravel(), minlength=cells[..., 0].size * n_classes**2)

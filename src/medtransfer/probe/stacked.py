@@ -52,9 +52,15 @@ class StackedAffines:
 
     def project(self, xs: torch.Tensor, jobs, us: list[torch.Tensor]) -> list[torch.Tensor]:
         """``z_j @ u_j`` for every job of ``jobs`` ([n, m_j] each) from one GEMM over the shifted rows ``xs``."""
-        folded = [self.fold(j, u) for j, u in zip(jobs, us, strict=True)]
-        v = torch.cat([f[0] for f in folded], dim=1)
-        offset = torch.cat([f[1] for f in folded])
+        jobs = list(jobs)
+        if self.diagonal and len({tuple(u.shape) for u in us}) == 1:  # one broadcast for every job
+            v = self.scale[jobs][:, :, None] * torch.stack(us)  # [J, D, m]
+            offset = -torch.einsum("jd,jdm->jm", self.centre[jobs], v).reshape(-1)
+            v = v.permute(1, 0, 2).reshape(v.shape[1], -1)
+        else:
+            folded = [self.fold(j, u) for j, u in zip(jobs, us, strict=True)]
+            v = torch.cat([f[0] for f in folded], dim=1)
+            offset = torch.cat([f[1] for f in folded])
         out = xs @ v + offset
         return list(torch.split(out, [u.shape[1] for u in us], dim=1))
 
@@ -64,7 +70,7 @@ class StackedAffines:
         c = self.centre[jobs]
         if self.diagonal:
             a2 = self.scale[jobs] ** 2
-            return (xs * xs) @ a2.T - 2 * xs @ (a2 * c).T + (a2 * c * c).sum(1)[None]
+            return torch.cat([xs * xs, xs], dim=1) @ torch.cat([a2, -2 * a2 * c], dim=1).T + (a2 * c * c).sum(1)[None]
         out = []
         for j, cj in zip(jobs, c, strict=True):
             z = (xs - cj) @ self.tensor(self.affines[j].a)
