@@ -84,10 +84,11 @@ def main() -> None:
         picked = sample(tasks, args.sample)
         print(f"\n== cache {n} x {d}: {FOLDS} folds, {len(tasks)} tasks per head; loop on {len(picked)} tasks"
               f"{' (sampled, time extrapolated per shot count)' if len(picked) < len(tasks) else ''} ==")
-        print(f"{'head':>10} {'ours s':>8} {'loop s':>9} {'speed-up':>9}  mean |MCC diff| per regime")
+        print(f"{'head':>10} {'ours s':>8} {'loop s':>9} {'speed-up':>9} {'load':>5}  mean |MCC diff| per regime")
         ours_total = 0.0
         for name in heads:
             head = HEADS[name]
+            list(head.fit_tasks(ctx, tasks[:2]))  # warm-up: torch's first calls and lazy imports are not the head's
             start = time.perf_counter()
             ours = list(head.fit_tasks(ctx, tasks))
             ours_s = time.perf_counter() - start
@@ -107,7 +108,8 @@ def main() -> None:
             loop_s = sum(np.mean(v) * count[k] for k, v in per_shots_time.items())
             regimes = "  ".join(f"{'full' if k == 0 else f'{k}-shot'}: {np.mean(v):.3f}"
                                 for k, v in sorted(diffs.items()))
-            print(f"{name:>10} {ours_s:8.2f} {loop_s:9.1f} {loop_s / ours_s:8.1f}x  {regimes}")
+            load = os.getloadavg()[0]
+            print(f"{name:>10} {ours_s:8.2f} {loop_s:9.1f} {loop_s / ours_s:8.1f}x {load:5.1f}  {regimes}", flush=True)
             if name in CHANGED:
                 print(f"{'':>10} search changed: {CHANGED[name]}")
         print(f"--head all, ours: {ours_total:.1f} s (load average now {os.getloadavg()[0]:.1f})")

@@ -15,7 +15,7 @@ from medtransfer.probe.options import ProbeOptions
 from medtransfer.splits.tasks import tasks_for
 
 
-def _contexts(tmp_path, tune: str):
+def _contexts(tmp_path, tune: str, preprocess: str = "standardize"):
     x, y = make_features(n=90, d=6)
     splits = make_splits_file(tmp_path / "splits.json", y, n_folds=2, shots=(3,), seeds=1)
     ids = list(splits.labels)
@@ -23,7 +23,7 @@ def _contexts(tmp_path, tune: str):
     poisoned_x, poisoned_y = x.copy(), y.copy()
     poisoned_x[test_rows] = np.random.default_rng(7).normal(scale=5.0, size=(len(test_rows), x.shape[1]))
     poisoned_y[test_rows] = 1 - y[test_rows]
-    options = ProbeOptions(tune=tune)
+    options = ProbeOptions(tune=tune, preprocess=preprocess)
     make = lambda xx, yy: ProbeContext(backbone="t", embedding="", data=FeatureMatrix.create(xx, yy, ids),  # noqa: E731
                                        splits=splits, options=options)
     tasks = [t for t in tasks_for(splits, ("full", "fewshot")) if t.fold == splits.folds[0].fold]
@@ -45,12 +45,13 @@ def test_test_rows_never_reach_tuning(name, tune, tmp_path, short_grids):
         np.testing.assert_array_equal(fit_a.tune_labels, fit_b.tune_labels)
 
 
+@pytest.mark.parametrize("preprocess", ["standardize", "standardize+pca4"])
 @pytest.mark.parametrize("name", ["centroid", "knn", "ridge", "svm"])
-def test_batched_exact_heads_match_the_task_by_task_loop(name, tmp_path):
+def test_batched_exact_heads_match_the_task_by_task_loop(name, preprocess, tmp_path):
     """The closed-form / convex heads' batched paths give the scikit-learn loop's choices and probabilities."""
     from medtransfer.probe.sklearn_fit import fit_each_task
 
-    clean, _, tasks = _contexts(tmp_path, "val")
+    clean, _, tasks = _contexts(tmp_path, "val", preprocess)
     spec = HEADS[name]
     ours, loop = list(spec.fit_tasks(clean, tasks)), list(fit_each_task(spec, clean, tasks))
     for a, b in zip(ours, loop, strict=True):

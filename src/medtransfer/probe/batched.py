@@ -18,6 +18,7 @@ from threadpoolctl import threadpool_limits
 
 from medtransfer.device import resolve_device
 from medtransfer.probe.features import Affine, fit_affine
+from medtransfer.probe.hinge_newton import solve_squared_hinge
 from medtransfer.probe.solver import (
     DenseDesign,
     SharedDesign,
@@ -126,10 +127,14 @@ def _fit_linear_grid(x_all, y_all, train_rows, Cs, *, n_classes, steps, balanced
         back = None
         if reduce and n_max < k:
             zt, back = reduce_rows(zt)
-        sol = solve_logreg(DenseDesign(zt), torch.as_tensor(y, device=dev),
-                           torch.as_tensor(sw, dtype=dtype, device=dev),
-                           torch.as_tensor(cs[group], dtype=dtype, device=dev), n_classes=n_classes,
-                           max_iter=max_iter, tol=tol, **solver.objective())
+        y_t, sw_t = torch.as_tensor(y, device=dev), torch.as_tensor(sw, dtype=dtype, device=dev)
+        cs_t = torch.as_tensor(cs[group], dtype=dtype, device=dev)
+        if back is not None and solver.loss == "squared_hinge" and solver.penalize_intercept:
+            # a few dozen features: the exact Newton path ends in a few steps where L-BFGS needs hundreds
+            sol = solve_squared_hinge(zt, y_t, sw_t, cs_t, n_classes=n_classes, tol=tol)
+        else:
+            sol = solve_logreg(DenseDesign(zt), y_t, sw_t, cs_t, n_classes=n_classes, max_iter=max_iter, tol=tol,
+                               **solver.objective())
         if back is not None:
             sol = Solution(w=torch.einsum("gdn,gpnq->gpdq", back, sol.w), b=sol.b, iterations=sol.iterations,
                            converged=sol.converged)

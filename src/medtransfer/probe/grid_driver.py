@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from medtransfer.probe.context import HeadFit, ProbeContext, inner_folds_of
-from medtransfer.probe.selection import choose_on_val
+from medtransfer.probe.selection import choose_many, choose_on_val
 from medtransfer.splits.tasks import Task
 
 if TYPE_CHECKING:
@@ -71,24 +71,31 @@ def _by_rows(ids_of: dict[int, list[str]]) -> dict[tuple, list[int]]:
 def _fit_val(head: HeadSpec, ctx: ProbeContext, tasks: list[Task], solver: GridSolver) -> dict[int, HeadFit]:
     start = time.perf_counter()
     every = tuple(range(len(head.grid)))
-    jobs = [GridJob(ctx.index(t.train), every if len(t.val) else (0,),
-                    ctx.index(t.val) if len(t.val) else None, task=j) for j, t in enumerate(tasks)]
+    index = _Index(ctx)
+    jobs = [GridJob(index(t.train), every if len(t.val) else (0,), index(t.val) if len(t.val) else None, task=j)
+            for j, t in enumerate(tasks)]
     model = solver(head, ctx, jobs)
     chosen = np.zeros(len(tasks), dtype=int)  # position in the job's candidates (= grid index here)
     val_proba: dict[int, np.ndarray | None] = {j: None for j in range(len(tasks))}
     for val_ids, members in _by_rows({j: t.val for j, t in enumerate(tasks) if len(t.val)}).items():
-        rows = ctx.index(list(val_ids))
-        for j, proba in zip(members, model.proba(members, rows), strict=True):
-            chosen[j] = _choose(model, j, ctx.y_all[rows], proba)
+        rows = index(val_ids)
+        probas = model.proba(members, rows)
+        if getattr(model, "alive", None) is None:  # every member has the whole grid: one batched choice
+            stacked = np.stack(probas)  # [J, P, n, K]
+            chosen[members] = choose_many(ctx.y_all[rows], stacked)
+        else:  # successive halving: each job chooses among the candidates it kept alive
+            for j, proba in zip(members, probas, strict=True):
+                chosen[j] = _choose(model, j, ctx.y_all[rows], proba)
+        for j, proba in zip(members, probas, strict=True):
             val_proba[j] = proba[chosen[j]]
     refit = [j for j, t in enumerate(tasks) if t.refit_with_val and len(t.val)]
     refit_model = solver(head, ctx, [
-        GridJob(np.concatenate([jobs[j].rows, ctx.index(tasks[j].val)]), (int(chosen[j]),),
+        GridJob(np.concatenate([jobs[j].rows, index(tasks[j].val)]), (int(chosen[j]),),
                 settled=(model.settled(j, int(chosen[j])),)) for j in refit]) if refit else None
     refit_pos = {j: k for k, j in enumerate(refit)}
     test_proba: dict[int, np.ndarray] = {}
     for test_ids, members in _by_rows({j: t.test for j, t in enumerate(tasks)}).items():
-        rows = ctx.index(list(test_ids))
+        rows = index(test_ids)
         plain = [j for j in members if j not in refit_pos]
         if plain:
             for j, proba in zip(plain, model.proba(plain, rows), strict=True):
@@ -102,10 +109,23 @@ def _fit_val(head: HeadSpec, ctx: ProbeContext, tasks: list[Task], solver: GridS
     for j, task in enumerate(tasks):
         settled = refit_model.settled(refit_pos[j], 0) if j in refit_pos else model.settled(j, int(chosen[j]))
         results[j] = HeadFit(params={**head.grid[chosen[j]], **settled},
-                             tune_labels=ctx.y_all[ctx.index(task.val)] if len(task.val) else None,
+                             tune_labels=ctx.y_all[index(task.val)] if len(task.val) else None,
                              tune_proba=val_proba[j], test_proba=test_proba[j], seconds=seconds,
                              n_train=len(task.train) + (len(task.val) if j in refit_pos else 0))
     return results
+
+
+class _Index:
+    """``ctx.index`` remembered per list of ids: the tasks of a fold share their val and test rows."""
+
+    def __init__(self, ctx: ProbeContext):
+        self.ctx, self.known = ctx, {}
+
+    def __call__(self, ids) -> np.ndarray:
+        key = tuple(ids)
+        if key not in self.known:
+            self.known[key] = self.ctx.index(list(ids))
+        return self.known[key]
 
 
 def _fit_cv(head: HeadSpec, ctx: ProbeContext, tasks: list[Task], solver: GridSolver) -> dict[int, HeadFit | str]:

@@ -13,6 +13,7 @@ from medtransfer.device import resolve_device
 from medtransfer.probe.context import ProbeContext
 from medtransfer.probe.features import fit_affine
 from medtransfer.probe.grid_driver import GridJob
+from medtransfer.probe.stacked import StackedAffines
 from medtransfer.weighting import sample_weights
 
 
@@ -25,6 +26,10 @@ class PreparedJobs:
         self.device = resolve_device(ctx.options.device)
         self.dtype = torch.float64 if self.device.type == "cpu" else torch.float32
         self.affines = [fit_affine(ctx.x_all[job.rows], ctx.options.steps) for job in jobs]
+
+    def stacked(self, dtype: torch.dtype | None = None) -> StackedAffines:
+        """The jobs' maps folded for one-GEMM scoring of shared rows (``probe.stacked``)."""
+        return StackedAffines(self.affines, device=self.device, dtype=dtype or self.dtype)
 
     def tensor(self, array: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.asarray(array), dtype=self.dtype, device=self.device)

@@ -1,0 +1,63 @@
+"""The pieces the batched heads share, each against its plain counterpart: the batched selection rule
+(``choose_many`` vs ``choose_on_val``), the stacked per-job preprocessing (``probe.stacked`` vs preprocessing
+each job's rows explicitly) and the exact Newton path for the SVM's few-shot problems (vs the L-BFGS solve)."""
+
+import numpy as np
+import pytest
+import torch
+
+from medtransfer.probe.features import fit_affine, parse_preprocess
+from medtransfer.probe.hinge_newton import solve_squared_hinge
+from medtransfer.probe.selection import choose_many, choose_on_val
+from medtransfer.probe.solver import DenseDesign, solve_logreg
+from medtransfer.probe.stacked import StackedAffines
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_choose_many_is_choose_on_val_per_job(n_classes):
+    rng = np.random.default_rng(0)
+    for trial in range(60):
+        n, n_cand = int(rng.integers(1, 25)), int(rng.integers(1, 6))
+        labels = rng.integers(0, n_classes, n)
+        proba = rng.dirichlet(np.ones(n_classes), size=(4, n_cand, n))
+        if trial % 2:  # coarse probabilities: many MCC ties, decided by log loss or by order
+            proba = np.round(proba, 1) + 1e-3
+            proba /= proba.sum(-1, keepdims=True)
+        if n_cand > 1 and trial % 3 == 0:
+            proba[:, 1] = proba[:, 0]  # an exact tie: the earlier candidate
+        assert list(choose_many(labels, proba)) == [choose_on_val(labels, p) for p in proba]
+
+
+@pytest.mark.parametrize("preprocess", ["standardize", "standardize+pca3", "none"])
+def test_stacked_affines_fold_each_jobs_preprocessing(preprocess):
+    rng = np.random.default_rng(1)
+    x = (rng.normal(size=(40, 6)) * 3 + 50).astype(np.float32)  # far from zero: the shift must hold up
+    steps = parse_preprocess(preprocess)
+    affines = [fit_affine(x[rows], steps) for rows in (np.arange(0, 12), np.arange(10, 30), np.arange(5, 40))]
+    stack = StackedAffines(affines, device=torch.device("cpu"), dtype=torch.float64)
+    rows = x[30:40]
+    xs = stack.rows(rows)
+    us = [torch.as_tensor(rng.normal(size=(affines[0](rows[:1]).shape[1], m))) for m in (2, 3, 2)]
+    projected = stack.project(xs, [0, 1, 2], us)
+    norms = stack.sq_norms(xs, [2, 0]).numpy()
+    explicit = [affine(rows.astype(np.float64)) for affine in affines]
+    for z, u, got in zip(explicit, us, projected, strict=True):
+        np.testing.assert_allclose(got.numpy(), z @ u.numpy(), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(norms, np.stack([(explicit[j] ** 2).sum(1) for j in (2, 0)], axis=1), rtol=1e-9)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_newton_squared_hinge_matches_lbfgs(n_classes):
+    torch.manual_seed(0)
+    z = torch.randn(5, 10, 10, dtype=torch.float64)
+    y = torch.randint(0, n_classes, (5, 10))
+    y[:, :n_classes] = torch.arange(n_classes)
+    sw = torch.rand(5, 10, dtype=torch.float64) + 0.5
+    sw[:, -2:] = 0  # padded rows
+    cs = torch.tensor(np.logspace(-4, 1, 6)).expand(5, -1)
+    ref = solve_logreg(DenseDesign(z), y, sw, cs, n_classes=n_classes, max_iter=5000, tol=1e-9,
+                       loss="squared_hinge", penalize_intercept=True)
+    newton = solve_squared_hinge(z, y, sw, cs, n_classes=n_classes, tol=1e-9)
+    assert bool(newton.converged.all()) and newton.iterations < 20
+    np.testing.assert_allclose(newton.w.numpy(), ref.w.numpy(), atol=1e-6)
+    np.testing.assert_allclose(newton.b.numpy(), ref.b.numpy(), atol=1e-6)
