@@ -61,3 +61,16 @@ def test_newton_squared_hinge_matches_lbfgs(n_classes):
     assert bool(newton.converged.all()) and newton.iterations < 20
     np.testing.assert_allclose(newton.w.numpy(), ref.w.numpy(), atol=1e-6)
     np.testing.assert_allclose(newton.b.numpy(), ref.b.numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("steps", [("standardize",), ("standardize", "pca3"), ("l2", "standardize"), ()])
+def test_fit_affines_equals_one_fit_per_subset(steps):
+    """The batched per-job standardisation gives each subset's own mean / std (repeated rows counted)."""
+    from medtransfer.probe.features import fit_affine, fit_affines
+
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(300, 20)) * 3 + 5).astype(np.float32)
+    rows = [rng.choice(300, size=n, replace=False) for n in (2, 4, 8, 200)] + [np.array([1, 1, 2, 3])]
+    for batched, single in zip(fit_affines(x, rows, steps), [fit_affine(x[r], steps) for r in rows], strict=True):
+        np.testing.assert_allclose(batched.mu, single.mu, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(batched.a, single.a, rtol=1e-5)

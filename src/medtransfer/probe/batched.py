@@ -17,7 +17,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from medtransfer.device import resolve_device
-from medtransfer.probe.features import Affine, fit_affine
+from medtransfer.probe.features import Affine, fit_affines
 from medtransfer.probe.hinge_newton import solve_squared_hinge
 from medtransfer.probe.solver import (
     DenseDesign,
@@ -91,7 +91,7 @@ def _fit_linear_grid(x_all, y_all, train_rows, Cs, *, n_classes, steps, balanced
     out = LinearFit(v=np.zeros((len(train_rows), n_c, dim, q), dtype=np.float32),
                     offset=np.zeros((len(train_rows), n_c, q), dtype=np.float32),
                     converged=np.zeros((len(train_rows), n_c), dtype=bool))
-    affines = [fit_affine(x_all[rows], steps) for rows in train_rows]
+    affines = fit_affines(x_all, list(train_rows), steps)
     large = [t for t, rows in enumerate(train_rows) if len(rows) >= dim or affines[t].a.ndim == 2]
     small = [t for t in range(len(train_rows)) if t not in set(large)]
     diag_large = [t for t in large if affines[t].a.ndim == 1]

@@ -10,9 +10,11 @@ Default: ``standardize``. Every fitted step is affine, so a fitted preprocessing
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import sparse
 
 from medtransfer import cache_schema
 from medtransfer.errors import MedtransferError
@@ -67,6 +69,38 @@ def fit_affine(x_train: np.ndarray, steps: tuple[str, ...]) -> Affine:
         _, _, vt = np.linalg.svd((x_train - mu) * a, full_matrices=False)
         return Affine(mu, (a[:, None] * vt[: pca[0]].T).astype(x_train.dtype))
     return Affine(mu, a)
+
+
+def fit_affines(x_all: np.ndarray, rows_of: list[np.ndarray], steps: tuple[str, ...]) -> list[Affine]:
+    """``fit_affine`` for many row subsets of one matrix. Standardisation takes every subset's mean and variance
+    from two sparse products (job x row indicator times features, after a global shift, in float64) instead
+    of numpy's passes over each subset: one call for every job, its cost the total number of rows."""
+    if "standardize" not in steps or not rows_of:
+        return [fit_affine(x_all[rows], steps) for rows in rows_of]
+    x = x_all.astype(np.float64, copy=False)
+    # a NaN feature row spoils only the subsets that hold it, as in the per-subset fit (the sparse products never
+    # touch rows outside a subset)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        shift = np.nan_to_num(np.nanmean(x, 0))
+    centred = x - shift
+    # a sparse job x row indicator (a repeated row counts once per occurrence): cost ~ total rows x dim
+    job_of = np.repeat(np.arange(len(rows_of)), [len(rows) for rows in rows_of])
+    members = sparse.csr_matrix((np.ones(len(job_of)), (job_of, np.concatenate(rows_of))),
+                                shape=(len(rows_of), len(x)))
+    counts = np.asarray(members.sum(1))
+    first = np.asarray(members @ centred) / counts  # E[x - shift]
+    second = np.asarray(members @ (centred * centred)) / counts
+    var = np.maximum(second - first * first, 0.0)
+    affines = []
+    for j, rows in enumerate(rows_of):
+        mu, sd = (first[j] + shift).astype(x_all.dtype), np.sqrt(var[j])
+        a = (1.0 / np.where(sd > 1e-12, sd, 1.0)).astype(x_all.dtype)
+        if any(step.startswith("pca") for step in steps):
+            affines.append(fit_affine(x_all[rows], steps))  # the SVD is per subset anyway
+        else:
+            affines.append(Affine(mu, a))
+    return affines
 
 
 def apply_preprocess(x_train: np.ndarray, others: list[np.ndarray], steps: tuple[str, ...]):

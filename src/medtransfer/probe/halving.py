@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from medtransfer.probe.context import ProbeContext
-from medtransfer.probe.features import fit_affine
+from medtransfer.probe.features import fit_affines
 from medtransfer.probe.grid_driver import GridJob, to_full
 from medtransfer.probe.selection import fast_mcc
 from medtransfer.weighting import sample_weights
@@ -102,7 +102,7 @@ class HalvingModel:
 
     def __init__(self, head: HeadSpec, ctx: ProbeContext, jobs: list[GridJob], grower: Grower):
         self.ctx, self.jobs, self.grower = ctx, jobs, grower
-        self.affines = [fit_affine(ctx.x_all[job.rows], ctx.options.steps) for job in jobs]
+        self.affines = fit_affines(ctx.x_all, [job.rows for job in jobs], ctx.options.steps)
         self.data = [self._data(head, j) for j in range(len(jobs))]
         self.models: dict[tuple[int, int], object] = {}
         self.found: dict[tuple[int, int], dict] = {}

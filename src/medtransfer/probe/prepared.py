@@ -11,7 +11,7 @@ import torch
 
 from medtransfer.device import resolve_device
 from medtransfer.probe.context import ProbeContext
-from medtransfer.probe.features import fit_affine
+from medtransfer.probe.features import fit_affines
 from medtransfer.probe.grid_driver import GridJob
 from medtransfer.probe.stacked import StackedAffines
 from medtransfer.weighting import sample_weights
@@ -25,7 +25,7 @@ class PreparedJobs:
         self.ctx, self.jobs = ctx, jobs
         self.device = resolve_device(ctx.options.device)
         self.dtype = torch.float64 if self.device.type == "cpu" else torch.float32
-        self.affines = [fit_affine(ctx.x_all[job.rows], ctx.options.steps) for job in jobs]
+        self.affines = fit_affines(ctx.x_all, [job.rows for job in jobs], ctx.options.steps)
 
     def stacked(self, dtype: torch.dtype | None = None) -> StackedAffines:
         """The jobs' maps folded for one-GEMM scoring of shared rows (``probe.stacked``)."""
