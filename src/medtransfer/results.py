@@ -242,9 +242,11 @@ def _merge(old: pd.DataFrame | None, new: pd.DataFrame | None, drop: pd.DataFram
     if old is None or old.empty or drop is None or drop.empty:
         kept, replaced = old, 0
     else:
-        drop_keys = set(map(tuple, drop[KEY].itertuples(index=False)))
-        keep = [tuple(k) not in drop_keys for k in old[KEY].itertuples(index=False)]
-        kept, replaced = old[keep], len(keep) - sum(keep)
+        # vectorised key match (predictions hold a row per test sample: hundreds of thousands of keys);
+        # object levels so that a column read back from parquet matches the same values built in memory
+        drop_keys = pd.MultiIndex.from_frame(drop[KEY].drop_duplicates().astype(object))
+        keep = ~pd.MultiIndex.from_frame(old[KEY].astype(object)).isin(drop_keys)
+        kept, replaced = old[keep], int((~keep).sum())
     parts = [part for part in (kept, new) if part is not None and not part.empty]
     if not parts:
         return (kept if kept is not None else new), replaced
