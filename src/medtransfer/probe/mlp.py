@@ -103,10 +103,30 @@ class MlpModel:
         since = torch.zeros(len(chunk), device=self.device)
         active = torch.ones(len(chunk), dtype=torch.bool, device=self.device)
         has_stop = torch.as_tensor(stopping, device=self.device)
+        where = torch.arange(len(chunk))  # batch position -> position in ``chunk`` (stopped networks leave)
+        final: list[tuple[tuple[torch.Tensor, ...], int] | None] = [None] * len(chunk)
         for epoch in range(1, int(epochs.max()) + 1):
             active = active & (epoch <= epochs)
             if not bool(active.any()):
                 break
+            if int(active.sum()) <= len(active) // 2:
+                # most networks have stopped: drop them from the batch so that the rest no longer pay for their
+                # forward passes and Adam steps (the remaining networks' arithmetic is unchanged)
+                keep = active.nonzero().squeeze(1)
+                for gone in (~active).nonzero().squeeze(1).tolist():
+                    final[int(where[gone])] = (tuple(kept[gone].clone() for kept in best), int(best_epoch[gone]))
+                (z, target, sw, alpha, epochs, z_stop, t_stop, m_stop, best_loss, best_epoch, since, active,
+                 has_stop) = (t[keep] for t in (z, target, sw, alpha, epochs, z_stop, t_stop, m_stop, best_loss,
+                                                best_epoch, since, active, has_stop))
+                best = [kept[keep] for kept in best]
+                states = [optimizer.state.get(p, {}) for p in params]
+                params = [p.detach()[keep].clone().requires_grad_(True) for p in params]
+                optimizer = torch.optim.Adam(params, lr=LEARNING_RATE, betas=(0.9, 0.999), eps=1e-8)
+                for p, state in zip(params, states, strict=True):
+                    if state:
+                        optimizer.state[p] = {key: value[keep].clone() if key != "step" else value.clone()
+                                              for key, value in state.items()}
+                where = where[keep]
             optimizer.zero_grad(set_to_none=True)
             logits = _forward(params, z)
             data = -(sw[..., None] * target * torch.log_softmax(logits, -1)).sum((1, 2))
@@ -130,13 +150,15 @@ class MlpModel:
                         kept.copy_(torch.where(better.view(-1, *[1] * (p.dim() - 1)), p, kept))
                     active = active & ~(has_stop & (since >= PATIENCE))
                 no_stop = ~has_stop
-                for p, kept in zip(params, best, strict=True):
-                    kept.copy_(torch.where(no_stop.view(-1, *[1] * (p.dim() - 1)), p, kept))
+                if bool(no_stop.any()):
+                    for p, kept in zip(params, best, strict=True):
+                        kept.copy_(torch.where(no_stop.view(-1, *[1] * (p.dim() - 1)), p, kept))
                 best_epoch = torch.where(no_stop & active, torch.full_like(best_epoch, epoch), best_epoch)
+        for b in range(len(where)):
+            final[int(where[b])] = (tuple(kept[b] for kept in best), int(best_epoch[b]))
         for b, net in enumerate(chunk):
             k = self.index[net]
-            self.params[k] = tuple(p[b] for p in best)
-            self.epochs[k] = int(best_epoch[b])
+            self.params[k], self.epochs[k] = final[b]
 
     def proba(self, jobs: Sequence[int], rows: np.ndarray) -> list[np.ndarray]:
         out = []
