@@ -18,15 +18,13 @@ import argparse
 import os
 import sys
 import time
-from types import SimpleNamespace
 
 import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from probe_sweep import FOLDS, SIZES, make_cache, make_tasks  # noqa: E402
+from probe_sweep import FOLDS, SIZES, make_cache, synthetic_context  # noqa: E402
 
-from medtransfer.probe.context import FeatureMatrix, ProbeContext  # noqa: E402
 from medtransfer.probe.heads import HEADS  # noqa: E402
 from medtransfer.probe.options import ProbeOptions  # noqa: E402
 from medtransfer.probe.selection import fast_mcc  # noqa: E402
@@ -39,19 +37,6 @@ CHANGED = {  # heads whose search changed, and how
     "hgb": "early-stopped on the fold's val rows (the loop: 100 fixed rounds)",
     "xgb": "early-stopped on the fold's val rows (the loop: 150 fixed rounds)",
 }
-
-
-def context(x: np.ndarray, y: np.ndarray, device: str) -> tuple[ProbeContext, list[Task]]:
-    ids = [f"s{i}" for i in range(len(y))]
-    splits = SimpleNamespace(classes=["0", "1"], groups={}, params={}, fingerprint="bench")
-    ctx = ProbeContext(backbone="bench", embedding="", data=FeatureMatrix.create(x, y, ids), splits=splits,
-                       options=ProbeOptions(device=device))
-    tasks = []
-    for shots, seed, fold, train, val, test in make_tasks(y):
-        names = lambda rows: [ids[r] for r in rows]  # noqa: E731
-        tasks.append(Task("full" if shots == 0 else "fewshot", shots, seed, fold, names(train), names(val),
-                          names(test), shots == 0))
-    return ctx, tasks
 
 
 def sample(tasks: list[Task], per_regime: int) -> list[int]:
@@ -80,7 +65,7 @@ def main() -> None:
     for size in args.sizes.split(","):
         n, d = SIZES[size]
         x16, y = make_cache(n, d)
-        ctx, tasks = context(x16.astype(np.float32), y, args.device)
+        ctx, tasks = synthetic_context(x16.astype(np.float32), y, ProbeOptions(device=args.device))
         picked = sample(tasks, args.sample)
         print(f"\n== cache {n} x {d}: {FOLDS} folds, {len(tasks)} tasks per head; loop on {len(picked)} tasks"
               f"{' (sampled, time extrapolated per shot count)' if len(picked) < len(tasks) else ''} ==")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import time
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -27,8 +28,11 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 
 from medtransfer.probe import batched
+from medtransfer.probe.context import FeatureMatrix, ProbeContext
 from medtransfer.probe.heads import get_head
+from medtransfer.probe.options import ProbeOptions
 from medtransfer.probe.selection import choose_on_val, fast_mcc
+from medtransfer.splits.tasks import Task
 
 SHOTS = (1, 2, 4, 8, 16)
 SEEDS = 10
@@ -60,6 +64,19 @@ def make_tasks(y: np.ndarray, seed: int = 0):
             for k in SHOTS:
                 tasks.append((k, s, fold, np.sort(np.concatenate([o[:k] for o in orders])), val, test))
     return tasks
+
+
+def synthetic_context(x: np.ndarray, y: np.ndarray, options: ProbeOptions) -> tuple[ProbeContext, list[Task]]:
+    """The probe context and tasks of ``make_tasks`` over a synthetic cache (probe_heads, probe_trees)."""
+    ids = [f"s{i}" for i in range(len(y))]
+    splits = SimpleNamespace(classes=["0", "1"], groups={}, params={}, fingerprint="bench")
+    ctx = ProbeContext(backbone="bench", embedding="", data=FeatureMatrix.create(x, y, ids), splits=splits,
+                       options=options)
+    tasks = []
+    for shots, seed, fold, train, val, test in make_tasks(y):
+        names = [[ids[r] for r in rows] for rows in (train, val, test)]
+        tasks.append(Task("full" if shots == 0 else "fewshot", shots, seed, fold, *names, shots == 0))
+    return ctx, tasks
 
 
 def run_grid(x, y, tasks, cs, max_iter):

@@ -21,14 +21,12 @@ import dataclasses
 import os
 import sys
 import time
-from types import SimpleNamespace
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from probe_sweep import FOLDS, SIZES, make_cache, make_tasks  # noqa: E402
+from probe_sweep import FOLDS, SIZES, make_cache, synthetic_context  # noqa: E402
 
-from medtransfer.probe.context import FeatureMatrix, ProbeContext  # noqa: E402
 from medtransfer.probe.heads import HEADS  # noqa: E402
 from medtransfer.probe.options import ProbeOptions  # noqa: E402
 from medtransfer.probe.selection import fast_mcc  # noqa: E402
@@ -44,18 +42,6 @@ CHANGED = {
     "hgb": "early stopping on val rows (loop: 100 fixed rounds) + halving over the round cap (33/100/300)",
     "xgb": "early stopping on val rows (loop: 150 fixed rounds) + halving over the round cap (33/100/300)",
 }
-
-
-def context(x: np.ndarray, y: np.ndarray, options: ProbeOptions) -> tuple[ProbeContext, list[Task]]:
-    ids = [f"s{i}" for i in range(len(y))]
-    splits = SimpleNamespace(classes=["0", "1"], groups={}, params={}, fingerprint="bench")
-    ctx = ProbeContext(backbone="bench", embedding="", data=FeatureMatrix.create(x, y, ids), splits=splits,
-                       options=options)
-    tasks = []
-    for shots, seed, fold, train, val, test in make_tasks(y):
-        names = [[ids[r] for r in rows] for rows in (train, val, test)]
-        tasks.append(Task("full" if shots == 0 else "fewshot", shots, seed, fold, *names, shots == 0))
-    return ctx, tasks
 
 
 def sample(tasks: list[Task], per_regime: int) -> list[int]:
@@ -86,7 +72,7 @@ def main() -> None:
     for size in args.sizes.split(","):
         n, d = SIZES[size]
         x16, y = make_cache(n, d)
-        ctx, tasks = context(x16.astype(np.float32), y, ProbeOptions())
+        ctx, tasks = synthetic_context(x16.astype(np.float32), y, ProbeOptions())
         picked = sample(tasks, args.sample)
         count = {k: sum(t.shots == k for t in tasks) for k in {t.shots for t in tasks}}
         print(f"\n== cache {n} x {d}: {FOLDS} folds, {len(tasks)} tasks per head; loop on {len(picked)} tasks "

@@ -8,7 +8,10 @@ import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
 from medtransfer import cache_schema
+from medtransfer.probe.context import FeatureMatrix, ProbeContext
+from medtransfer.probe.options import ProbeOptions
 from medtransfer.splits.schema import Fold, SplitsFile, save_splits
+from medtransfer.splits.tasks import tasks_for
 
 
 def make_features(n: int = 120, d: int = 16, n_classes: int = 2, separation: float = 3.0, seed: int = 0):
@@ -77,3 +80,19 @@ def setup(tmp_path: Path, n_classes: int = 2, variants: bool = False, **kwargs):
     write_store(tmp_path / "f.zarr", "tiny", ids, x, extra)
     make_splits_file(tmp_path / "splits.json", y, **kwargs)
     return tmp_path / "f.zarr", tmp_path / "splits.json", x, y
+
+
+def poisoned_contexts(tmp_path: Path, **options):
+    """Fold 0's tasks, with a clean context and one whose test rows (features and labels) are scrambled: a head
+    that tunes nothing on test rows gives the same choices on both (the leakage tests)."""
+    x, y = make_features(n=90, d=6)
+    splits = make_splits_file(tmp_path / "splits.json", y, n_folds=2, shots=(3,), seeds=1)
+    ids = list(splits.labels)
+    test_rows = np.array([ids.index(i) for fold in splits.folds[:1] for i in fold.test])
+    poisoned_x, poisoned_y = x.copy(), y.copy()
+    poisoned_x[test_rows] = np.random.default_rng(7).normal(scale=5.0, size=(len(test_rows), x.shape[1]))
+    poisoned_y[test_rows] = 1 - y[test_rows]
+    make = lambda xx, yy: ProbeContext(backbone="t", embedding="", data=FeatureMatrix.create(xx, yy, ids),  # noqa: E731
+                                       splits=splits, options=ProbeOptions(**options))
+    tasks = [t for t in tasks_for(splits, ("full", "fewshot")) if t.fold == splits.folds[0].fold]
+    return make(x, y), make(poisoned_x, poisoned_y), tasks

@@ -7,27 +7,9 @@ import dataclasses
 
 import numpy as np
 import pytest
-from probe_support import make_features, make_splits_file
+from probe_support import poisoned_contexts
 
-from medtransfer.probe.context import FeatureMatrix, ProbeContext
 from medtransfer.probe.heads import HEADS
-from medtransfer.probe.options import ProbeOptions
-from medtransfer.splits.tasks import tasks_for
-
-
-def _contexts(tmp_path, tune: str, preprocess: str = "standardize"):
-    x, y = make_features(n=90, d=6)
-    splits = make_splits_file(tmp_path / "splits.json", y, n_folds=2, shots=(3,), seeds=1)
-    ids = list(splits.labels)
-    test_rows = np.array([ids.index(i) for fold in splits.folds[:1] for i in fold.test])
-    poisoned_x, poisoned_y = x.copy(), y.copy()
-    poisoned_x[test_rows] = np.random.default_rng(7).normal(scale=5.0, size=(len(test_rows), x.shape[1]))
-    poisoned_y[test_rows] = 1 - y[test_rows]
-    options = ProbeOptions(tune=tune, preprocess=preprocess)
-    make = lambda xx, yy: ProbeContext(backbone="t", embedding="", data=FeatureMatrix.create(xx, yy, ids),  # noqa: E731
-                                       splits=splits, options=options)
-    tasks = [t for t in tasks_for(splits, ("full", "fewshot")) if t.fold == splits.folds[0].fold]
-    return make(x, y), make(poisoned_x, poisoned_y), tasks
 
 
 @pytest.mark.parametrize("tune", ["val", "cv"])
@@ -36,7 +18,7 @@ def test_test_rows_never_reach_tuning(name, tune, tmp_path, short_grids):
     spec = short_grids[name]
     if name == "mlp":  # two candidates, a short run: the path is what is checked
         spec = dataclasses.replace(spec, grid=spec.grid[:2])
-    clean, poisoned, tasks = _contexts(tmp_path, tune)
+    clean, poisoned, tasks = poisoned_contexts(tmp_path, tune=tune)
     a, b = list(spec.fit_tasks(clean, tasks)), list(spec.fit_tasks(poisoned, tasks))
     for fit_a, fit_b, task in zip(a, b, tasks, strict=True):
         assert not isinstance(fit_a, str) and not isinstance(fit_b, str), (fit_a, fit_b)
@@ -51,7 +33,7 @@ def test_batched_exact_heads_match_the_task_by_task_loop(name, preprocess, tmp_p
     """The closed-form / convex heads' batched paths give the scikit-learn loop's choices and probabilities."""
     from medtransfer.probe.sklearn_fit import fit_each_task
 
-    clean, _, tasks = _contexts(tmp_path, "val", preprocess)
+    clean, _, tasks = poisoned_contexts(tmp_path, tune="val", preprocess=preprocess)
     spec = HEADS[name]
     ours, loop = list(spec.fit_tasks(clean, tasks)), list(fit_each_task(spec, clean, tasks))
     for a, b in zip(ours, loop, strict=True):

@@ -9,16 +9,13 @@ import json
 
 import numpy as np
 import pytest
-from probe_support import make_features, make_splits_file, setup
+from probe_support import poisoned_contexts, setup
 
 from medtransfer.probe import run_probe
-from medtransfer.probe.context import FeatureMatrix, ProbeContext
 from medtransfer.probe.halving import rank_on_val, schedule
 from medtransfer.probe.heads import HEADS
-from medtransfer.probe.options import ProbeOptions
 from medtransfer.probe.selection import choose_on_val
 from medtransfer.probe.workers import fit_spread
-from medtransfer.splits.tasks import tasks_for
 
 TREES = ("rf", "extratrees", "hgb", "xgb")
 
@@ -30,20 +27,6 @@ def _small(name: str, trees: int = 18):
         return spec
     make = spec.make
     return dataclasses.replace(spec, make=lambda **p: make(**p).set_params(n_estimators=trees))
-
-
-def _contexts(tmp_path, **options):
-    x, y = make_features(n=90, d=6)
-    splits = make_splits_file(tmp_path / "splits.json", y, n_folds=2, shots=(3,), seeds=1)
-    ids = list(splits.labels)
-    test_rows = np.array([ids.index(i) for fold in splits.folds[:1] for i in fold.test])
-    poisoned_x, poisoned_y = x.copy(), y.copy()
-    poisoned_x[test_rows] = np.random.default_rng(7).normal(scale=5.0, size=(len(test_rows), x.shape[1]))
-    poisoned_y[test_rows] = 1 - y[test_rows]
-    make = lambda xx, yy: ProbeContext(backbone="t", embedding="", data=FeatureMatrix.create(xx, yy, ids),  # noqa: E731
-                                       splits=splits, options=ProbeOptions(**options))
-    tasks = [t for t in tasks_for(splits, ("full", "fewshot")) if t.fold == splits.folds[0].fold]
-    return make(x, y), make(poisoned_x, poisoned_y), tasks
 
 
 def test_schedule_follows_the_factor():
@@ -71,7 +54,7 @@ def test_test_rows_never_reach_halving(name, tune, tmp_path):
     """The whole grid (three halving stages): poisoned test rows change neither what halving kept nor what
     tuning chose, nor the tuning rows' probabilities."""
     spec = _small(name)
-    clean, poisoned, tasks = _contexts(tmp_path, tune=tune)
+    clean, poisoned, tasks = poisoned_contexts(tmp_path, tune=tune)
     a, b = list(spec.fit_tasks(clean, tasks)), list(spec.fit_tasks(poisoned, tasks))
     for fit_a, fit_b in zip(a, b, strict=True):
         assert not isinstance(fit_a, str), fit_a
@@ -85,7 +68,7 @@ def test_the_chosen_forest_is_the_forest_fitted_at_once(tmp_path):
     from medtransfer.probe.sklearn_fit import fit_estimator, full_proba
 
     spec = _small("rf")
-    ctx, _, tasks = _contexts(tmp_path)
+    ctx, _, tasks = poisoned_contexts(tmp_path)
     task = next(t for t in tasks if t.regime == "fewshot")
     (fit,) = spec.fit_tasks(ctx, [task])
     params = {k: fit.params[k] for k in spec.grid[0]}
@@ -100,7 +83,7 @@ def test_the_chosen_forest_is_the_forest_fitted_at_once(tmp_path):
 @pytest.mark.parametrize("name", TREES)
 def test_one_worker_or_two_give_the_same_results(name, tmp_path):
     spec = _small(name)
-    one, _, tasks = _contexts(tmp_path)
+    one, _, tasks = poisoned_contexts(tmp_path)
     two = dataclasses.replace(one, options=dataclasses.replace(one.options, workers=2))
     a, b = fit_spread(spec, one, tasks), fit_spread(spec, two, tasks)
     for fit_a, fit_b in zip(a, b, strict=True):
