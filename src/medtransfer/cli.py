@@ -727,6 +727,7 @@ def methods(
 
 
 @app.command()
+@user_errors
 def backbones(
     json_output: Annotated[bool, typer.Option("--json", help="Print every entry's weights, preprocessing, "
                                               "embedding, feature variants and PEFT presets as JSON.")] = False,
@@ -736,7 +737,9 @@ def backbones(
     from medtransfer.backbones import backbone_markdown, backbone_table
     from medtransfer.render import backbones_table
 
-    if markdown and not json_output:
+    if markdown and json_output:
+        raise MedtransferError("--json and --markdown print the same entries two ways: pass one of them")
+    if markdown:
         typer.echo(backbone_markdown())
         return
     with table_output(json_output) as emit:

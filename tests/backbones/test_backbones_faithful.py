@@ -357,6 +357,8 @@ def test_backbones_json_and_markdown_cli():
     assert all(r["sources"] for n, r in rows.items() if not n.startswith("test-"))
     md = runner.invoke(app, ["backbones", "--markdown"])
     assert md.exit_code == 0 and md.output.strip() == backbone_markdown().strip()
+    both = runner.invoke(app, ["backbones", "--json", "--markdown"])
+    assert both.exit_code == 2 and "pass one of them" in both.output and "Traceback" not in both.output
 
 
 def test_readme_table_is_generated():
