@@ -52,6 +52,11 @@ class Affine:
         return centred * self.a if self.a.ndim == 1 else centred @ self.a
 
 
+def _inverse_scale(sd: np.ndarray, dtype) -> np.ndarray:
+    """1 / std, with constant features left unscaled (as scikit-learn's StandardScaler does)."""
+    return (1.0 / np.where(sd > 1e-12, sd, 1.0)).astype(dtype)
+
+
 def fit_affine(x_train: np.ndarray, steps: tuple[str, ...]) -> Affine:
     """The fitted (non-l2) steps as one affine map; ``x_train`` already l2-normalized when l2 is asked for."""
     dim = x_train.shape[1]
@@ -64,7 +69,7 @@ def fit_affine(x_train: np.ndarray, steps: tuple[str, ...]) -> Affine:
     a = np.ones(dim, dtype=x_train.dtype)
     if "standardize" in steps:
         sd = x_train.std(0)
-        a = (1.0 / np.where(sd > 1e-12, sd, 1.0)).astype(x_train.dtype)
+        a = _inverse_scale(sd, x_train.dtype)
     if pca:
         _, _, vt = np.linalg.svd((x_train - mu) * a, full_matrices=False)
         return Affine(mu, (a[:, None] * vt[: pca[0]].T).astype(x_train.dtype))
@@ -95,7 +100,7 @@ def fit_affines(x_all: np.ndarray, rows_of: list[np.ndarray], steps: tuple[str, 
     affines = []
     for j, rows in enumerate(rows_of):
         mu, sd = (first[j] + shift).astype(x_all.dtype), np.sqrt(var[j])
-        a = (1.0 / np.where(sd > 1e-12, sd, 1.0)).astype(x_all.dtype)
+        a = _inverse_scale(sd, x_all.dtype)
         if any(step.startswith("pca") for step in steps):
             affines.append(fit_affine(x_all[rows], steps))  # the SVD is per subset anyway
         else:
