@@ -453,6 +453,29 @@ def extract(
     extract_many(manifest, backbone, store, options, on_result=report)
 
 
+results_app = typer.Typer(help="Maintain results folders.", no_args_is_help=True)
+app.add_typer(results_app, name="results")
+
+
+@results_app.command("compact")
+@user_errors
+def results_compact(
+    folders: Annotated[list[Path], typer.Argument(help="Results folders (probe/adapt --out, or a study's "
+                                                  "results/<task>).")],
+) -> None:
+    """Fold a results folder's part files (one per finished job) into one, and write results.parquet,
+    results.csv and predictions.parquet (the union as one file each). Safe while jobs are writing: parts they
+    commit meanwhile are kept and read as usual."""
+    from medtransfer.results import compact_results
+
+    for folder in folders:
+        done = compact_results(folder)
+        console.print(f"{folder}: {done.parts_before} part(s) -> {done.parts_after}; {done.rows} rows "
+                      f"({done.superseded} superseded by newer writes), {done.predictions} predictions, "
+                      f"{done.removed_leftovers} leftover(s) of killed writers removed, {done.seconds:.1f} s",
+                      highlight=False)
+
+
 cache_app = typer.Typer(help="Inspect and check feature stores.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
 

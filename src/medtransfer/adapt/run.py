@@ -36,7 +36,14 @@ from medtransfer.backbones.registry import load_backbone
 from medtransfer.data.manifest import Manifest, load_manifest
 from medtransfer.device import resolve_device
 from medtransfer.errors import MedtransferError
-from medtransfer.results import ResultRow, check_results_folder, config_hash, write_atomically, write_results
+from medtransfer.results import (
+    ResultRow,
+    check_results_folder,
+    config_hash,
+    export_tables,
+    write_atomically,
+    write_results,
+)
 from medtransfer.splits.schema import SplitsFile, load_splits
 from medtransfer.splits.tasks import Task, tasks_for
 
@@ -150,6 +157,8 @@ def run_adapt(
     splits_file = splits if isinstance(splits, SplitsFile) else load_splits(splits)
     adapt_method = get_method(method)
     task_label = str(overrides.pop("task", "") or "")
+    # each task's row is a part file; ``export=False`` (a study's jobs) leaves folding them to the study
+    export = bool(overrides.pop("export", True))
     settings = resolve_settings(adapt_method, config=config, options=options, overrides=overrides)
     run = settings.run
     if not isinstance(manifest, Manifest):
@@ -203,6 +212,8 @@ def run_adapt(
             _save_done(task_dir, row, prediction)
         rows.append(row)
         write_results(out, [row], prediction)
+    if export:
+        export_tables(out)
     return pd.DataFrame([r.as_record() for r in rows])
 
 

@@ -50,12 +50,11 @@ from medtransfer.probe.workers import fit_spread
 from medtransfer.results import (
     KEY,
     KEY_DEFAULTS,
-    PREDICTIONS_FILE,
-    RESULTS_FILE,
     ResultRow,
     check_results_folder,
     config_hash,
-    read_table,
+    export_tables,
+    read_union,
     write_results,
 )
 from medtransfer.splits.schema import load_splits
@@ -79,6 +78,7 @@ def run_probe(
     options: ProbeOptions | None = None,
     task: str = "",
     force: bool = False,
+    export: bool = True,
     **choices: object,
 ) -> pd.DataFrame:
     """Fit every (backbone, embedding, head, task) and write the results table under ``out``; returns its rows.
@@ -91,7 +91,9 @@ def run_probe(
     results folder's name).
 
     Each (backbone, embedding, head) is written to ``out`` as soon as it finishes, so a killed run keeps what
-    it did; a rerun skips those whose rows are all there, ok, with the same settings (``force``: fit anyway)."""
+    it did; a rerun skips those whose rows are all there, ok, with the same settings (``force``: fit anyway).
+    Each write is a part file (``medtransfer.results``); ``export`` folds them at the end and refreshes
+    results.parquet / results.csv (a study's jobs leave that to the study, so that no job reads every part)."""
     if options is not None and choices:
         raise MedtransferError("pass either options=ProbeOptions(...) or its fields as keywords, not both")
     options = options or ProbeOptions.create(**choices)
@@ -152,6 +154,8 @@ def run_probe(
                     written.append(pd.DataFrame([{**KEY_DEFAULTS, **r.as_record()} for r in rows])[KEY])
     table, predicted = _this_call(out, pd.concat(written, ignore_index=True))
     summarize(table, predicted).to_csv(Path(out) / SUMMARY_FILE, index=False)
+    if export:
+        export_tables(out)
     return table
 
 
@@ -171,9 +175,8 @@ def _finished(earlier: pd.DataFrame) -> set[tuple]:
 
 def _this_call(out: str | Path, keys: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """The rows (and predictions) of this call's keys as the folder now holds them: fitted now or earlier."""
-    table = read_table(Path(out) / RESULTS_FILE)
+    table, predicted = read_union(out)
     table = table.merge(keys.drop_duplicates(), on=KEY, how="inner")
-    predicted = read_table(Path(out) / PREDICTIONS_FILE)
     if predicted is not None:
         predicted = predicted.merge(keys.drop_duplicates(), on=KEY, how="inner")
     return table.reset_index(drop=True), predicted

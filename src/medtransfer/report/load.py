@@ -22,6 +22,7 @@ WHERE = ["task", "backbone", *STRATEGY]
 KEYS = [*WHERE, "seed", "fold"]
 METRICS = ["mcc", "pr_auc", "roc_auc", "balanced_accuracy"]
 TABLE_NAMES = ("results.parquet", "results.csv")
+PARTS_FOLDER = "parts"  # a results folder of part files (``medtransfer.results.store``)
 
 def backbone_family(backbone: str) -> str:
     """The backbone's ``BackboneSpec.family`` ("cnn" or "vit") from the backbone registry; an open spec
@@ -62,11 +63,26 @@ class Results:
 
 def find_tables(results_dir: Path) -> list[Path]:
     """Result dirs holding a table: the dir itself, else its sub-dirs (a parent of several task dirs)."""
-    if (results_dir / TABLE_NAMES[0]).exists() or (results_dir / TABLE_NAMES[1]).exists():
+    names = (*TABLE_NAMES, PARTS_FOLDER)
+    if any((results_dir / name).exists() for name in names):
         return [results_dir]
     # Up to three levels down (e.g. results/<task>/<stage>/), never a walk through a whole image data set.
-    found = {p.parent for depth in (1, 2, 3) for name in TABLE_NAMES for p in results_dir.glob("*/" * depth + name)}
+    found = {p.parent for depth in (1, 2, 3) for name in names for p in results_dir.glob("*/" * depth + name)}
     return sorted(found)
+
+
+def _read_folder(run_dir: Path, problems: list[str]) -> tuple[pd.DataFrame | None, pd.DataFrame | None | bool]:
+    """Rows and predictions of a folder of part files, read through the results store (the newest row of a key
+    wins, with its own predictions); a folder of the one-table layout is read as before (predictions: False)."""
+    if not (run_dir / PARTS_FOLDER).is_dir():
+        return _read_table(run_dir, problems), False
+    from medtransfer.results import read_union
+
+    try:
+        return read_union(run_dir)
+    except MedtransferError as exc:
+        problems.append(f"{run_dir}: unreadable ({exc})")
+        return None, None
 
 
 def _read_table(run_dir: Path, problems: list[str]) -> pd.DataFrame | None:
@@ -260,7 +276,7 @@ def load_results(results_dirs: list[Path] | list[str]) -> Results:
             )
         for run_dir in run_dirs:
             sources.append(run_dir)
-            table = _read_table(run_dir, problems)
+            table, parts_predictions = _read_folder(run_dir, problems)
             if table is None:
                 continue
             if table.empty:
@@ -269,7 +285,7 @@ def load_results(results_dirs: list[Path] | list[str]) -> Results:
             norm = _normalise(table, run_dir, problems)
             if norm is not None:
                 frames.append(norm)
-                found = _read_predictions(run_dir, problems)
+                found = _read_predictions(run_dir, problems, parts_predictions)
                 if found is not None:
                     predictions.append(found)
     columns = [*KEYS, *METRICS, "pct_trainable", "status", "error", "weights", "degenerate", "source"]
@@ -289,17 +305,26 @@ def load_results(results_dirs: list[Path] | list[str]) -> Results:
 PREDICTION_KEY = ["source", "backbone", "method", "regime", "shots", "seed", "fold", "fraction"]
 
 
-def _read_predictions(run_dir: Path, problems: list[str]) -> pd.DataFrame | None:
-    """``predictions.parquet`` beside a results table (what the CIs resample), typed like the results' keys."""
+def _read_predictions(run_dir: Path, problems: list[str],
+                      from_parts: pd.DataFrame | None | bool = False) -> pd.DataFrame | None:
+    """The test predictions of a results folder (what the CIs resample), typed like the results' keys:
+    ``from_parts`` when read with the rows from part files, else ``predictions.parquet`` beside the table."""
     path = run_dir / "predictions.parquet"
-    if not path.exists():
+    if from_parts is not False:
+        table = from_parts
+        if table is None:
+            problems.append(f"{run_dir}: no test predictions, so its rows have no 95% CI")
+            return None
+    elif not path.exists():
         problems.append(f"{run_dir}: no predictions.parquet, so its rows have no 95% CI")
         return None
-    try:
-        table = pd.read_parquet(path)
-    except Exception as exc:  # noqa: BLE001 - an unreadable file is a problem to list, not a crash
-        problems.append(f"{path}: unreadable ({type(exc).__name__}: {first_line(exc, 120, default='no message')})")
-        return None
+    else:
+        try:
+            table = pd.read_parquet(path)
+        except Exception as exc:  # noqa: BLE001 - an unreadable file is a problem to list, not a crash
+            problems.append(f"{path}: unreadable ({type(exc).__name__}: "
+                            f"{first_line(exc, 120, default='no message')})")
+            return None
     if "predicted" not in table and "probability" in table and "probability_0" not in table:
         table = table.assign(predicted=(table["probability"] >= 0.5).astype(int))  # binary, adapt's 0.5 rule
     table = table.assign(source=str(run_dir), fraction=table.get("fraction", 0.0))

@@ -91,7 +91,7 @@ def _probe(params: dict) -> dict:
     table = run_probe(
         params["store"], params["splits_path"], [params["backbone"]], params["out"], heads=[params["head"]],
         weights=params["weights"], regimes=tuple(params["regimes"]), progress=False, device=params["device"],
-        **params["options"],
+        export=False, **params["options"],
     )
     return {"rows": len(table), "failed_rows": int((table["status"] != "ok").sum())}
 
@@ -105,7 +105,7 @@ def _adapt(params: dict) -> dict:
         out=params["out"], weights=params["weights"], options=params["options"], regimes=(regime,),
         folds=(params["fold"],), shots=(params["shots"],) if regime == "fewshot" else None,
         seeds=(params["seed"],) if regime != "full" else None, device=params["device"], resume=True,
-        pixel_cache=params["pixel_cache"], frames=params["frames"], progress=False, log=_quiet,
+        pixel_cache=params["pixel_cache"], frames=params["frames"], progress=False, log=_quiet, export=False,
         **params["config"],
     )
     return {"rows": len(table), "failed_rows": int((table["status"] != "ok").sum())}

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medtransfer.errors import MedtransferError
-from medtransfer.results import BASE_KEY, RESULTS_FILE, read_table
+from medtransfer.results import BASE_KEY, read_rows
 from medtransfer.splits import SplitsFile, SplitSpec, Task, load_splits, make_splits, tasks_for
 from medtransfer.study.spec import AdaptConfigSpec, StudySpec, TaskSpec
 
@@ -61,12 +61,9 @@ def result_key(backbone: str, method: str, task: Task) -> tuple:
 
 def table_keys(results: Path, *, redo_failed: bool = False) -> set[tuple]:
     """Keys of the rows under ``results`` (failed rows left out with ``redo_failed``)."""
-    path = results / RESULTS_FILE
-    if not path.is_file():
+    table = read_rows(results, columns=["status"])
+    if table is None:
         return set()
-    table = read_table(path)
-    if "fraction" not in table.columns:
-        table = table.assign(fraction=0.0)
     if redo_failed and "status" in table.columns:
         table = table[table["status"] == "ok"]
     return {(str(b), str(m), str(r), int(s), int(sd), int(f), round(float(fr), 9))
@@ -98,13 +95,14 @@ def task_splits(study: StudySpec, task: TaskSpec) -> SplitsFile | None:
 
 
 def check_results_folder(study: StudySpec, task: TaskSpec, splits: SplitsFile) -> None:
-    path = study.results_path(task.name) / RESULTS_FILE
-    if not path.is_file():
+    folder = study.results_path(task.name)
+    table = read_rows(folder, columns=["splits"])
+    if table is None or "splits" not in table:
         return
-    held = set(read_table(path, columns=["splits"])["splits"].dropna()) - {""}
+    held = set(table["splits"].dropna().astype(str)) - {""}
     if held and held != {splits.fingerprint}:
         raise MedtransferError(
-            f"tasks.{task.name}: results folder {path.parent} holds rows of splits {', '.join(sorted(held))}, "
+            f"tasks.{task.name}: results folder {folder} holds rows of splits {', '.join(sorted(held))}, "
             f"but the study's splits are {splits.fingerprint}: their folds differ; set paths.results elsewhere"
         )
 

@@ -54,8 +54,19 @@ def run_study(study: StudySpec, *, executor: str = "local", retries: int | None 
         _drive(plan, pending, engine, retries, summary, console)
     finally:
         engine.close()
+        _export_results(study, console)
         summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _export_results(study: StudySpec, console: Console) -> None:
+    """Each job wrote its rows as a part file; fold every task's parts and refresh its one-file tables."""
+    from medtransfer.results import export_tables, has_results
+
+    for task in study.tasks:
+        folder = study.results_path(task.name)
+        if has_results(folder) and not export_tables(folder):
+            console.print(f"{folder}: another process is compacting it; results.csv is refreshed when it ends")
 
 
 def _drive(plan: Plan, pending: list[Job], engine, retries: int, summary: RunSummary, console: Console) -> None:
