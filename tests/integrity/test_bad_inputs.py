@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from probe.probe_support import setup
@@ -41,26 +42,37 @@ def _label_past_classes(work: Path) -> None:
 
 def _truncate(name: str):
     def corrupt(work: Path) -> None:
-        path = work / "results" / name
+        path = next((work / "results").glob(name))
         path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
     return corrupt
 
 
 def _damage_results_tables(work: Path) -> None:
-    """results.parquet truncated and its CSV copy gone: report and summary have nothing to fall back to."""
-    _truncate("results.parquet")(work)
+    """The rows part truncated and the one-file copies gone: report and summary have nothing to fall back to."""
+    _truncate(ROWS_PART)(work)
     (work / "results" / "results.csv").unlink()
 
 
 def _garble(name: str):
     def corrupt(work: Path) -> None:
-        path = work / "results" / name
+        path = next((work / "results").glob(name))
         data = bytearray(path.read_bytes())
         data[8:200] = b"\x00" * 192
         path.write_bytes(bytes(data))
     return corrupt
 
 
+def _without_key_columns(work: Path) -> None:
+    """A results table of the one-table layout lacking regime, shots, seed and fold (issue 28 point 1)."""
+    folder = work / "results"
+    table = pd.read_parquet(folder / "results.parquet").drop(columns=["regime", "shots", "seed", "fold"])
+    shutil.rmtree(folder)
+    folder.mkdir()
+    table.to_parquet(folder / "results.parquet", index=False)
+
+
+ROWS_PART = "parts/*.rows.json"
+PREDICTIONS_PART = "parts/*.predictions.parquet"
 PROBE = ("probe", "--store", "{w}/f.zarr", "--splits", "{w}/splits.json", "--backbone", "tiny", "--out", "{w}/results",
          "--regime", "full")
 
@@ -75,10 +87,11 @@ CASES = [
     ("splits-seeds-negative", None, ("splits", "{m}", "--out", "{w}/new.json", "--shots", "2", "--seeds", "-1")),
     ("splits-shots-text", None, ("splits", "{m}", "--out", "{w}/new.json", "--shots", "two")),
     ("probe-labels-past-classes", _label_past_classes, PROBE),
-    ("probe-truncated-results", _truncate("results.parquet"), PROBE),
-    ("probe-garbled-results", _garble("results.parquet"), PROBE),
-    ("probe-truncated-predictions", _truncate("predictions.parquet"), PROBE),
-    ("probe-garbled-predictions", _garble("predictions.parquet"), PROBE),
+    ("probe-truncated-results", _truncate(ROWS_PART), PROBE),
+    ("probe-garbled-results", _garble(ROWS_PART), PROBE),
+    ("probe-truncated-predictions", _truncate(PREDICTIONS_PART), PROBE),
+    ("probe-garbled-predictions", _garble(PREDICTIONS_PART), PROBE),
+    ("probe-results-without-key-columns", _without_key_columns, PROBE),
     ("summary-damaged-results", _damage_results_tables, ("summary", "{w}/results")),
     ("report-damaged-results", _damage_results_tables, ("report", "{w}/results", "--out", "{w}/results/rep")),
     ("probe-unknown-head", None, (*PROBE, "--head", "nosuch")),

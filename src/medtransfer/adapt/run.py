@@ -164,7 +164,8 @@ def run_adapt(
     if not isinstance(manifest, Manifest):
         manifest = load_manifest(manifest, label_column=splits_file.label_column, frames=run.frames)
     splits_file.check_manifest(manifest.fingerprint)
-    check_results_folder(out, splits_file.fingerprint)  # wrong or unreadable --out: stops before any training
+    # wrong or unreadable --out: stops before any training
+    check_results_folder(out, splits_file.fingerprint, predictions=export)
     torch_device = resolve_device(run.device)
     autocast_dtype(settings.config.precision, torch_device)  # fp16 off CUDA: refused before any work
     tasks = settings.selection.select(splits_file)

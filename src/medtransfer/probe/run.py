@@ -98,7 +98,8 @@ def run_probe(
         raise MedtransferError("pass either options=ProbeOptions(...) or its fields as keywords, not both")
     options = options or ProbeOptions.create(**choices)
     splits = load_splits(splits_path)
-    earlier = check_results_folder(out, splits.fingerprint)  # wrong or unreadable --out: stops before any fit
+    # wrong or unreadable --out: stops before any fit
+    earlier = check_results_folder(out, splits.fingerprint, predictions=export)
     head_specs = resolve_heads(options.heads)
     resolve_device(options.device)  # a bad --device is one line before any work, not after the first fits
     if list(backbones) == ["all"]:
