@@ -5,12 +5,14 @@ key (4), degenerate heads flagged (5), n=1 and the small items (7). The report a
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 import medtransfer.probe.run as probe_run
 from medtransfer.probe.heads import resolve_heads
+from medtransfer.results import read_rows
 
 
 @pytest.fixture(scope="module")
@@ -54,12 +56,21 @@ def _counting(monkeypatch, calls: list, die_on: str | None = None):
     monkeypatch.setattr(probe_run, "resolve_heads", wrapped)
 
 
+def _as_one_table(folder: Path, table: pd.DataFrame) -> None:
+    """``folder`` holding only ``table``, in the one-table layout older versions wrote (no parts)."""
+    import shutil
+
+    shutil.rmtree(folder / "parts")
+    (folder / ".splits").unlink()
+    table.to_parquet(folder / "results.parquet", index=False)
+
+
 def test_probe_writes_each_head_and_skips_it_on_rerun(cli, work, tmp_path, monkeypatch):
     calls: list[str] = []
     _counting(monkeypatch, calls, die_on="centroid")
     killed = _probe(cli, work, tmp_path, "--head", "logreg", "--head", "centroid")  # Ctrl-C: click aborts
     assert killed.exit_code == 130  # what a shell reports for Ctrl-C
-    written = pd.read_parquet(tmp_path / "results.parquet")
+    written = read_rows(tmp_path)  # killed before its end: parts only, no one-file export
     assert set(written["method"]) == {"logreg"} and len(written) == 4  # 2 folds x (full + 2-shot)
     _counting(monkeypatch, calls)
     calls.clear()
@@ -94,7 +105,7 @@ def test_weights_are_part_of_the_key_and_shown(cli, work, tmp_path, small_manife
     columns = {f for f in ResultRow.__dataclass_fields__} - {"extra"}
     write_results(tmp_path, [ResultRow(**{k: v for k, v in r.items() if k in columns})
                              for r in table.to_dict("records")])
-    both = pd.read_parquet(tmp_path / "results.parquet")
+    both = read_rows(tmp_path)
     assert sorted(both["weights"].unique()) == ["checkpoint.pt", "random"] and len(both) == 4
     assert set(both["task"]) == {"cxr"}
     summary = cli("summary", tmp_path)
@@ -109,13 +120,14 @@ def test_older_tables_without_the_new_key_columns_still_read(cli, work, tmp_path
     assert _probe(cli, work, tmp_path, "--regime", "full").exit_code == 0
     old = pd.read_parquet(tmp_path / "results.parquet").drop(
         columns=["weights", "embedding", "peft_targets", "config", "task", "degenerate"])
-    old.to_parquet(tmp_path / "results.parquet", index=False)
     predictions = pd.read_parquet(tmp_path / "predictions.parquet")
+    _as_one_table(tmp_path, old)  # a folder as versions before part files wrote it
     predictions.drop(columns=["weights", "embedding", "preprocessing", "peft_targets"]).to_parquet(
         tmp_path / "predictions.parquet", index=False)
+    assert cli("summary", tmp_path).exit_code == 0
     assert _probe(cli, work, tmp_path, "--regime", "full").exit_code == 0  # old rows (weights "") kept beside
     assert cli("summary", tmp_path).exit_code == 0
-    table = pd.read_parquet(tmp_path / "results.parquet")
+    table = read_rows(tmp_path)
     assert sorted(table["weights"].unique()) == ["", "random"]
 
 
@@ -151,7 +163,7 @@ def test_small_items(cli, work, tmp_path):
               "--out", tmp_path / "one", "--regime", "full")
     assert one.exit_code == 0
     table = pd.read_parquet(tmp_path / "one" / "results.parquet")
-    table[table["fold"] == 0].to_parquet(tmp_path / "one" / "results.parquet", index=False)
+    _as_one_table(tmp_path / "one", table[table["fold"] == 0])
     summary = cli("summary", tmp_path / "one").output
     assert "(n=1)" in summary and "nan" not in summary
     listed = cli("backbones").output

@@ -186,15 +186,15 @@ def test_a_results_folder_refuses_rows_of_another_splits_file(pipeline, small_ma
 
 
 def test_replaced_rows_take_their_predictions_with_them(tmp_path):
-    from medtransfer.results import PREDICTIONS_FILE, ResultRow, write_results
+    from medtransfer.results import ResultRow, read_union, write_results
 
     key = {"backbone": "b", "method": "m", "regime": "full", "shots": 0, "seed": 0, "fold": 0}
     predictions = pd.DataFrame([{**key, "fraction": 0.0, "id": "a", "label": 1, "probability": 0.9}])
     write_results(tmp_path, [ResultRow(**key, mcc=0.5, splits="s1")], predictions)
     write_results(tmp_path, [ResultRow(**key, status="failed", error="boom", splits="s1")], None)
-    table = pd.read_parquet(tmp_path / "results.parquet")
+    table, predictions = read_union(tmp_path)
     assert len(table) == 1 and table["status"].iloc[0] == "failed"
-    assert pd.read_parquet(tmp_path / PREDICTIONS_FILE).empty, "the failed row's stale predictions are gone"
+    assert predictions is None, "the failed row's stale predictions are gone"
 
 
 def test_a_store_refuses_another_studys_images_under_the_same_ids(pipeline, small_manifest, tmp_path, cli):

@@ -199,3 +199,19 @@ def test_concurrent_writers_and_compaction_during_writes_equal_an_uninterrupted_
     compact_results(out)
     assert len(pd.read_parquet(out / RESULTS_FILE)) == 48
     assert len(pd.read_parquet(out / "predictions.parquet")) == 48 * 50
+
+
+def test_results_compact_through_the_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from medtransfer.cli import app
+
+    for fold in range(3):
+        write_results(tmp_path, [_row(fold, fold / 10)], _predictions(fold, 0.5))
+    result = CliRunner().invoke(app, ["results", "compact", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "3 part(s) -> 1; 3 rows (0 superseded" in result.output
+    assert sorted(pd.read_csv(tmp_path / "results.csv")["fold"]) == [0, 1, 2]
+    empty = CliRunner().invoke(app, ["results", "compact", str(tmp_path / "nothing")])
+    assert empty.exit_code == 2
+    assert empty.output.strip().splitlines()[-1].startswith("error: no results in")
