@@ -43,7 +43,7 @@ def _job(index: int, key: tuple, n_predictions: int, rng: np.random.Generator, s
         "fraction": fraction, "id": [f"img{i:05d}" for i in range(n_predictions)],
         "patient": [f"p{i // 2:05d}" for i in range(n_predictions)], "label": labels,
         "probability": probability, "predicted": (probability >= 0.5).astype(int)})
-    return row, predictions
+    return [row], predictions
 
 
 def writes() -> None:
@@ -58,9 +58,9 @@ def writes() -> None:
                 write_results(out, *_job(i, ("b", "lora-r8", "fewshot", 4, i, 0, 0.0), TEST_ROWS, rng))
             times = []
             for extra in range(5):
-                row, predictions = _job(0, ("b", "lora-r8", "fewshot", 8, extra, 1, 0.0), TEST_ROWS, rng)
+                rows, predictions = _job(0, ("b", "lora-r8", "fewshot", 8, extra, 1, 0.0), TEST_ROWS, rng)
                 start = time.perf_counter()
-                write_results(out, [row], predictions)
+                write_results(out, rows, predictions)
                 times.append(time.perf_counter() - start)
         median = statistics.median(times)
         baseline = baseline or median
