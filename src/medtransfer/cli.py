@@ -827,13 +827,13 @@ def study_init(
 def study_plan(
     study: StudyFile,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
-    estimate: Annotated[bool, typer.Option(help="Calibrate each backbone (cached per device) and estimate "
-                                                "device-hours.")] = True,
+    estimate: Annotated[bool, typer.Option(help="Estimate device-hours from the cost model (builds no model).")] = True,
     redo_failed: Annotated[bool, typer.Option("--redo-failed", help="Count failed rows as not done.")] = False,
-    calibration_batch: Annotated[int, typer.Option(
-        min=0, help="Images per calibration batch for backbones not calibrated yet on this device (0: 32 on "
-                    "CUDA, 4 on CPU); 1 calibrates large models on a CPU quickly (the estimate then errs high).",
-    )] = 0,
+    device_profile: Annotated[str | None, typer.Option(
+        help="A40, A100, H100, H200, L40S, cpu or a profile `study calibrate` stored (default: the study's "
+             "[run] device on this host).")] = None,
+    pack: Annotated[int, typer.Option(min=1, help="Few-shot runs trained together per model (adapt --pack); "
+                                                  "the estimate shows the grid with and without packing.")] = 1,
 ) -> None:
     """The job graph: jobs per kind and task, how many are done, and the estimated device-hours."""
     import json
@@ -842,9 +842,8 @@ def study_plan(
     from medtransfer.study.status import plan_summary
 
     spec = load_study(study)
-    note = None if json_output else (lambda name: console.print(f"calibrating {name} ...", highlight=False))
-    summary = plan_summary(spec, with_estimate=estimate, redo_failed=redo_failed,
-                           calibration_batch=calibration_batch, on_backbone=note)
+    summary = plan_summary(spec, with_estimate=estimate, redo_failed=redo_failed, device_profile=device_profile,
+                           pack=pack)
     if json_output:
         typer.echo(json.dumps(summary, indent=1))
         return
@@ -856,11 +855,43 @@ def study_plan(
         console.print(f"  task {task}: {counts['jobs']} jobs, {counts['done']} done", highlight=False)
     if "estimate" in summary:
         est = summary["estimate"]
-        parts = ", ".join(f"{kind} {hours:.1f}" for kind, hours in est["hours_by_kind"].items())
-        console.print(f"estimated device-hours on {est['device']}: {est['total_hours']:.1f} ({parts}); "
-                      f"still to run: {est['pending_hours']:.1f}", highlight=False)
+        parts = ", ".join(f"{kind} {hours:,.1f}" for kind, hours in est["hours_by_kind"].items())
+        methods = ", ".join(f"{m} {h:,.1f}" for m, h in est["adapt_hours_by_method"].items())
+        console.print(f"estimated device-hours on {est['profile']}: {est['total_hours']:,.1f} ({parts}); "
+                      f"still to run: {est['pending_hours']:,.1f}", highlight=False, markup=False)
+        console.print(f"  adapt by method: {methods}", highlight=False, markup=False)
+        if est["pack"] > 1:
+            console.print(f"  packed {est['pack']} few-shot runs per model: {est['packed_total_hours']:,.1f}",
+                          highlight=False)
+        pub = est["published"]
+        console.print(f"  published benchmark: ~{pub['gpu_hours']:,.0f} {pub['profile']} GPU-hours; this grid on "
+                      f"{pub['profile']}: {pub['ours_on_that_profile']:,.1f}", highlight=False)
+        others = ", ".join(f"{name} {hours:,.1f}" for name, hours in est["hours_by_profile"].items())
+        console.print(f"  on every profile: {others}", highlight=False, markup=False)
         for line in est["assumptions"]:
             console.print(f"  assumes: {line}", highlight=False, markup=False)
+
+
+@study_app.command("calibrate")
+@user_errors
+def study_calibrate(
+    study: StudyFile,
+    batch_size: Annotated[int, typer.Option(min=0, help="Images per timed batch (0: 32 on CUDA, 4 on CPU).")] = 0,
+    name: Annotated[str, typer.Option(help="Profile name to store (default: '<device> (calibrated)').")] = "",
+) -> None:
+    """Measure each backbone's throughput on this host's device and store it as a profile `study plan` uses."""
+    from medtransfer.study import load_study
+    from medtransfer.study.cost import profiles_file
+    from medtransfer.study.estimate import calibrate
+
+    spec = load_study(study)
+    profile = calibrate(list(spec.backbones), spec.device, batch_size=batch_size, name=name,
+                        on_backbone=lambda b: console.print(f"calibrating {b} ...", highlight=False))
+    for backbone, rates in profile.measured.items():
+        figures = ", ".join(f"{mode} {tflops:.3g} TFLOP/s" for mode, tflops in rates.items())
+        console.print(f"  {backbone}: {figures}", highlight=False)
+    console.print(f"profile {profile.name!r} -> {profiles_file()}; `medtransfer study plan {study} --device-profile "
+                  f"'{profile.name}'`", highlight=False, markup=False)
 
 
 @study_app.command("run")

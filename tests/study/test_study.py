@@ -144,17 +144,16 @@ def test_a_raising_job_is_retried_then_recorded_and_the_rest_completes(data, tmp
 
 def test_plan_prints_jobs_and_an_estimate_with_its_assumptions(reference, cli, tmp_path, monkeypatch):
     monkeypatch.setenv("MEDTRANSFER_CACHE", str(tmp_path / "cache"))
-    result = cli("study", "plan", reference[0] / "study.toml", "--json", "--calibration-batch", "2")
+    result = cli("study", "plan", reference[0] / "study.toml", "--json", "--device-profile", "A100")
     summary = json.loads(result.stdout)
     assert summary["jobs"] == summary["done"] == N_JOBS
     estimate = summary["estimate"]
     assert estimate["total_hours"] > 0 and estimate["pending_hours"] == 0
-    assert any("random weights, batches of 2 images" in line for line in estimate["assumptions"])
-    assert set(estimate["throughput"]) == {"test-tiny-cnn", "test-tiny-vit"}
-    calibrated = json.loads((tmp_path / "cache" / "calibration.json").read_text())
-    assert len(calibrated) == 2, "one calibration per backbone on this device, cached"
-    text = cli("study", "plan", reference[0] / "study.toml").stdout  # from the cache: same figures
-    assert f"{N_JOBS} jobs" in text and f"estimated device-hours on {estimate['device']}" in text
+    assert any("device profile A100" in line for line in estimate["assumptions"])
+    assert set(estimate["gflops"]) == {"test-tiny-cnn", "test-tiny-vit"}
+    assert not (tmp_path / "cache").exists(), "the plan measures nothing and writes no cache"
+    text = cli("study", "plan", reference[0] / "study.toml", "--device-profile", "A100").stdout
+    assert f"{N_JOBS} jobs" in text and "estimated device-hours on A100" in text
 
 
 def test_benchmark_preset_plans_the_published_grid(cli, tmp_path):

@@ -1,147 +1,173 @@
-"""Cost of a study in device-hours, from a short calibration of each backbone on the current device.
+"""Cost of a study in device-hours from the cost model (``cost.py``), and ``study calibrate``.
 
-Calibration times a few batches of forward (no grad, eval) and forward + backward (all parameters trainable)
-at the backbone's input size with *random* weights (throughput does not depend on the weights' values) and
-caches images/s per (device, backbone, input size, precision) in ``~/.cache/medtransfer/calibration.json``.
+``estimate`` multiplies each job's images by its backbone's FLOPs per image and divides by the chosen device
+profile's throughput: no model is built. ``calibrate`` times forward and forward + backward of each backbone
+on the device it runs on (a GPU node) and stores the achieved TFLOP/s as a profile the plan then uses.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import platform
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from medtransfer.study.cost import (
+    MODES,
+    PUBLISHED_GPU_HOURS,
+    DeviceProfile,
+    all_profiles,
+    backbone_flops,
+    flops_table,
+    save_profile,
+    select_profile,
+)
 from medtransfer.study.plan import Plan
-
-
-def default_cache() -> Path:
-    """``$MEDTRANSFER_CACHE/calibration.json`` (read at each call, so a test or a job can point it elsewhere)."""
-    return Path(os.environ.get("MEDTRANSFER_CACHE", Path.home() / ".cache" / "medtransfer")) / "calibration.json"
 
 
 @dataclass
 class Estimate:
-    device: str
-    hours_by_kind: dict[str, float]
+    profile: str
+    hours_by_kind: dict[str, float]  # extract, adapt, probe
+    adapt_hours_by_method: dict[str, float]
     pending_hours: float
     total_hours: float
-    throughput: dict[str, dict[str, float]]  # backbone -> forward / train images per second
+    pack: int
+    packed_total_hours: float  # the same grid with few-shot runs packed ``pack`` per model
+    hours_by_profile: dict[str, float]  # total hours of the same grid on every known profile
+    published: dict[str, float | str]
+    gflops: dict[str, dict[str, float]]  # backbone -> mode -> GFLOPs per image
     assumptions: list[str] = field(default_factory=list)
 
 
-def device_name(device: str = "auto") -> tuple[str, str]:
-    """(torch device string, a stable human name of it for the cache key)."""
-    import torch
-
-    from medtransfer.device import resolve_device
-
-    resolved = resolve_device(device)
-    if resolved.type == "cuda":
-        return str(resolved), torch.cuda.get_device_name(resolved)
-    return str(resolved), f"cpu {platform.processor() or platform.machine()} x{os.cpu_count()} threads " \
-                          f"{torch.get_num_threads()}"
-
-
-def calibrate(backbone: str, device: str = "auto", *, batch_size: int = 0, cache: Path | None = None,
-              refresh: bool = False) -> dict[str, float]:
-    """Images per second of ``backbone`` forward and forward + backward on ``device`` (cached).
-
-    ``batch_size`` 0: 32 on CUDA, 4 on CPU. A smaller batch calibrates large models on a CPU in reasonable
-    time; per-image throughput at batch 1 is lower than at the training batch, so the estimate errs high."""
-    cache = cache or default_cache()
-    import torch
-
-    from medtransfer.backbones import get_spec, load_backbone
-    from medtransfer.device import resolve_precision
-
-    torch_device, name = device_name(device)
-    spec = get_spec(backbone)
-    autocast = resolve_precision("auto", torch.device(torch_device))
-    key = f"{name} | {backbone} | {spec.preprocessing.input_size} px | {autocast}"
-    table = json.loads(cache.read_text()) if cache.is_file() else {}
-    if key in table and not refresh:
-        return table[key]
-    batch = batch_size or (32 if torch_device.startswith("cuda") else 4)
-    model = load_backbone(backbone, "random").model.to(torch_device)
-    size = spec.preprocessing.input_size
-    images = torch.randn(batch, 3, size, size, device=torch_device)
-
-    def timed(train: bool) -> float:
-        model.train(train)
-        for parameter in model.parameters():
-            parameter.requires_grad_(train)
-        seconds = []
-        for _ in range(3):  # the first is warm-up (allocator, kernels), the rest timed
-            start = time.perf_counter()
-            with torch.autocast(torch.device(torch_device).type, dtype=autocast, enabled=autocast is not None), \
-                    torch.set_grad_enabled(train):
-                out = model(images)
-                if train:
-                    out.float().pow(2).mean().backward()
-            if torch_device.startswith("cuda"):
-                torch.cuda.synchronize()
-            seconds.append(time.perf_counter() - start)
-        return batch / (sum(seconds[1:]) / len(seconds[1:]))
-
-    measured = {"forward": timed(False), "train": timed(True), "batch": batch}
-    table = json.loads(cache.read_text()) if cache.is_file() else {}
-    table[key] = measured
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    temporary = cache.with_name(f".tmp-{os.getpid()}-{cache.name}")
-    temporary.write_text(json.dumps(table, indent=1, sort_keys=True))
-    temporary.replace(cache)
-    return measured
-
-
-def estimate(plan: Plan, *, cache: Path | None = None, batch_size: int = 0, on_backbone=None) -> Estimate:
-    """Device-hours of every job and of the pending ones (probe fits on cached features are not counted);
-    ``batch_size``: the calibration batch of backbones not calibrated yet on this device (0: the default)."""
+def _job_tflop(job, flops: dict, pack: int) -> tuple[float, float, str]:
+    """(TFLOP of the job, of it packed, the mode it runs in); packing shares a frozen backbone's forward
+    passes of the val and test images, which every few-shot run of one fold evaluates alike."""
     from medtransfer.adapt.methods import get_method
 
-    torch_device, name = device_name(plan.study.device)
-    throughput = {}
-    for backbone in plan.study.backbones:
-        if on_backbone is not None:
-            on_backbone(backbone)
-        throughput[backbone] = calibrate(backbone, plan.study.device, batch_size=batch_size, cache=cache)
-    hours = {"extract": 0.0, "adapt": 0.0}
-    pending = 0.0
+    if job.kind == "extract":
+        work = job.work["forward"] * flops["forward"]
+        return work / 1e12, work / 1e12, "forward"
+    method = get_method(job.work["method"])
+    frozen = method.backbone_eval
+    mode = "forward" if frozen else ("train_full" if job.work["method"] == "fft" else "train_frozen")
+    # a frozen backbone without augmentation embeds each image once, not per epoch (adapt.run ``embeds_once``)
+    epochs = 1 if frozen else job.work["epochs"]
+    train = epochs * job.work["train"] * flops[mode]
+    evaluate = (epochs * job.work["val"] + job.work["test"]) * flops["forward"]
+    shared = evaluate / pack if frozen and job.params.get("regime") == "fewshot" else evaluate
+    return (train + evaluate) / 1e12, (train + shared) / 1e12, mode
+
+
+def estimate(plan: Plan, *, profile: str | None = None, pack: int = 1) -> Estimate:
+    """Device-hours of every job on ``profile`` (default: the study's device on this host), and of the pending
+    ones; probe fits on cached features run on CPU and are counted as 0 device-hours."""
+    chosen = select_profile(profile, plan.study.device)
+    table = flops_table()
+    flops = {backbone: backbone_flops(backbone, table) for backbone in plan.study.backbones}
+    hours = {"extract": 0.0, "adapt": 0.0, "probe": 0.0}
+    by_method: dict[str, float] = {}
+    pending = packed = 0.0
+    tflop_by_mode: dict[tuple[str, str], tuple[float, float]] = {}
     for job in plan.jobs:
-        speed = throughput.get(job.backbone)
-        if speed is None or job.kind not in hours:
+        if job.kind not in ("extract", "adapt"):
             continue
-        if job.kind == "extract":
-            seconds = job.work["forward"] / speed["forward"]
-        else:
-            frozen = get_method(job.work["method"]).backbone_eval  # a frozen backbone costs forward passes only
-            train_speed = speed["forward"] if frozen else speed["train"]
-            seconds = job.work["epochs"] * (job.work["train"] / train_speed + job.work["val"] / speed["forward"])
-            seconds += job.work["test"] / speed["forward"]
-        hours[job.kind] += seconds / 3600
-        pending += seconds / 3600 * (job.job_id not in plan.done)
-    assumptions = [
-        f"device {torch_device} ({name}); throughput measured with random weights, batches of "
-        f"{_batches(throughput)} images, autocast as `--precision auto`",
-        "adapt: every run trains its maximum epochs (early stopping only shortens it), PEFT methods cost a full "
-        "forward + backward (activations are back-propagated through the frozen layers too), lp a forward",
-        "extract: one forward per image; probe fits on cached features run on CPU in seconds and are not counted",
-        "image decoding, data loading and the full regime's refits are not counted",
+        work, work_packed, mode = _job_tflop(job, flops[job.backbone], pack)
+        seconds = work / chosen.tflops(job.backbone, mode) / 3600
+        hours[job.kind] += seconds
+        if job.kind == "adapt":
+            by_method[job.work["method"]] = by_method.get(job.work["method"], 0.0) + seconds
+        pending += seconds * (job.job_id not in plan.done)
+        packed += work_packed / chosen.tflops(job.backbone, mode) / 3600
+        total, total_packed = tflop_by_mode.get((job.backbone, mode), (0.0, 0.0))
+        tflop_by_mode[(job.backbone, mode)] = (total + work, total_packed + work_packed)
+    by_profile = {name: sum(work / p.tflops(backbone, mode) for (backbone, mode), (work, _) in
+                            tflop_by_mode.items()) / 3600 for name, p in all_profiles().items()}
+    published = dict(PUBLISHED_GPU_HOURS)
+    published["ours_on_that_profile"] = by_profile.get(PUBLISHED_GPU_HOURS["profile"], 0.0)
+    return Estimate(
+        profile=chosen.name, hours_by_kind=hours, adapt_hours_by_method=by_method, pending_hours=pending,
+        total_hours=sum(hours.values()), pack=pack, packed_total_hours=packed,
+        hours_by_profile=by_profile, published=published,
+        gflops={b: {m: f[m] / 1e9 for m in MODES} for b, f in flops.items()},
+        assumptions=_assumptions(chosen, pack, plan))
+
+
+def _assumptions(profile: DeviceProfile, pack: int, plan: Plan) -> list[str]:
+    if profile.measured:
+        rate = f"throughput measured by `study calibrate` ({', '.join(sorted(profile.measured))}); other " \
+               "backbones at the median measured TFLOP/s"
+    else:
+        rate = f"peak {profile.peak_tflops:g} TFLOP/s ({profile.peak_source}) x efficiency {profile.efficiency:g}, " \
+               f"an ASSUMPTION (not measured: run `medtransfer study calibrate` on the device)"
+    lines = [
+        f"device profile {profile.name}: {rate}",
+        "FLOPs per image from the architecture at its input size (torch FlopCounterMode: matmuls and "
+        "convolutions); fft trains all weights, PEFT methods back-propagate activations through frozen weights, "
+        "lp embeds each image once through a frozen backbone",
+        "adapt: every run trains its maximum epochs (early stopping only shortens it); few-shot runs at small "
+        "batches reach less than the profile's efficiency, which this model does not lower",
+        f"packing {pack} few-shot runs per model shares a frozen backbone's val/test forward passes (lp); "
+        "PEFT runs keep their FLOPs (each run's adapters change the activations), packing only fills the GPU",
+        "probe fits on cached features run on CPU in seconds and count 0 device-hours; image decoding and data "
+        "loading are not counted",
+        f"published benchmark: ~{PUBLISHED_GPU_HOURS['gpu_hours']:,.0f} {PUBLISHED_GPU_HOURS['profile']} GPU-hours "
+        "for its grid (as issue 26 quotes it)",
     ]
     if plan.estimated:
-        assumptions.append(f"tasks without a manifest yet ({', '.join(sorted(plan.estimated))}): sizes from "
-                           "tasks.*.expected_images / expected_centers")
-    return Estimate(device=name, hours_by_kind=hours, pending_hours=pending, total_hours=sum(hours.values()),
-                    throughput=throughput, assumptions=assumptions)
+        lines.append(f"tasks without a manifest yet ({', '.join(sorted(plan.estimated))}): sizes from "
+                     "tasks.*.expected_images / expected_centers")
+    return lines
 
 
-def _batches(throughput: dict[str, dict[str, float]]) -> str:
-    """The calibration batch sizes, with the backbones of each when they differ (``4 (resnet50), 1 (dinov2-l)``)."""
-    by_batch: dict[int, list[str]] = {}
-    for backbone, measured in throughput.items():
-        by_batch.setdefault(int(measured["batch"]), []).append(backbone)
-    if len(by_batch) <= 1:
-        return str(next(iter(by_batch), 0))
-    return ", ".join(f"{batch} ({', '.join(names)})" for batch, names in sorted(by_batch.items(), reverse=True))
+def calibrate(backbones: list[str], device: str = "auto", *, batch_size: int = 0, name: str = "",
+              on_backbone=None) -> DeviceProfile:
+    """Time forward / forward + backward of each backbone on ``device`` and store the achieved TFLOP/s as the
+    profile ``name`` (default: "<device> (calibrated)", which `study plan` then picks on that host).
+
+    Random weights (throughput does not depend on their values); ``batch_size`` 0: 32 on CUDA, 4 on CPU."""
+    import torch
+
+    from medtransfer.backbones import load_backbone
+    from medtransfer.device import resolve_device, resolve_precision
+    from medtransfer.study.cost import BUILTIN_PROFILES, local_profile_name
+
+    torch_device = resolve_device(device)
+    autocast = resolve_precision("auto", torch_device)
+    batch = batch_size or (32 if torch_device.type == "cuda" else 4)
+    base = local_profile_name(device).removesuffix(" (calibrated)")
+    measured: dict[str, dict[str, float]] = {}
+    for backbone in backbones:
+        if on_backbone is not None:
+            on_backbone(backbone)
+        flops = backbone_flops(backbone)
+        model = load_backbone(backbone, "random").model.to(torch_device)
+        size = flops["input_size"]
+        measured[backbone] = {}
+        for mode in MODES:
+            model.train(mode != "forward")
+            for parameter in model.parameters():
+                parameter.requires_grad_(mode == "train_full")
+            seconds = []
+            for _ in range(3):  # the first is warm-up (allocator, kernels), the rest timed
+                images = torch.randn(batch, 3, size, size, device=torch_device,
+                                     requires_grad=mode == "train_frozen")
+                start = time.perf_counter()
+                with torch.autocast(torch_device.type, dtype=autocast, enabled=autocast is not None), \
+                        torch.set_grad_enabled(mode != "forward"):
+                    out = model(images)
+                    if mode != "forward":
+                        out.float().sum().backward()
+                if torch_device.type == "cuda":
+                    torch.cuda.synchronize()
+                seconds.append(time.perf_counter() - start)
+            images_per_second = batch / (sum(seconds[1:]) / len(seconds[1:]))
+            measured[backbone][mode] = images_per_second * flops[mode] / 1e12
+        del model
+    known = BUILTIN_PROFILES.get(base)
+    peak = known.peak_tflops if known else 0.0
+    efficiency = (sum(m["train_frozen"] for m in measured.values()) / len(measured) / peak) if peak else 0.0
+    profile = DeviceProfile(
+        name=name or f"{base} (calibrated)", peak_tflops=0.0, efficiency=efficiency,
+        peak_source=known.peak_source if known else f"{torch_device}: no datasheet figure",
+        efficiency_source=f"measured by study calibrate, batch {batch}, autocast {autocast}", measured=measured)
+    save_profile(profile)
+    return profile

@@ -10,8 +10,9 @@ from medtransfer.study.spec import StudySpec
 
 
 def plan_summary(study: StudySpec, *, with_estimate: bool = True, redo_failed: bool = False,
-                 calibration_batch: int = 0, on_backbone=None) -> dict:
-    """Jobs per kind (total, done), per task, and the device-hour estimate with its assumptions."""
+                 device_profile: str | None = None, pack: int = 1) -> dict:
+    """Jobs per kind (total, done), per task, and the device-hour estimate with its assumptions (cost model:
+    no model is built); ``pack``: few-shot runs trained together per model (``adapt --pack``)."""
     plan = build_plan(study, redo_failed=redo_failed)
     by_task: dict[str, dict[str, int]] = {}
     for job in plan.jobs:
@@ -25,7 +26,7 @@ def plan_summary(study: StudySpec, *, with_estimate: bool = True, redo_failed: b
     if with_estimate:
         from medtransfer.study.estimate import estimate
 
-        summary["estimate"] = asdict(estimate(plan, batch_size=calibration_batch, on_backbone=on_backbone))
+        summary["estimate"] = asdict(estimate(plan, profile=device_profile, pack=pack))
     return summary
 
 
