@@ -54,7 +54,11 @@ def _cpu_profile() -> DeviceProfile:
     return DeviceProfile("cpu", 0.064 * cores, 0.3, f"assumed 64 GFLOP/s fp32 per core x {cores} cores (AVX2 FMA)")
 
 
-# dense figures: NVIDIA's datasheets quote bf16 tensor TFLOPS "with sparsity" (*); the dense peak is half of it
+# dense figures: NVIDIA's datasheets quote bf16 tensor TFLOPS "with sparsity" (*); the dense peak is half of it.
+# Where the datasheet was read: A100 and its matrix/sparse BF16 split in the copy of the datasheet
+# (nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf) tabulated at glennklockwood.com/garden/processors/A100;
+# H100 SXM "BFLOAT16 Tensor Core 1,979 TFLOPS*, * shown with sparsity, 1/2 lower without" in the datasheet copy at
+# archive-lib.hpctech.co.jp/gpuproduct/nvidia-h100.html (989.4 dense in glennklockwood.com/garden/processors/h100)
 BUILTIN_PROFILES: dict[str, DeviceProfile] = {p.name: p for p in (
     DeviceProfile("A40", 149.7, ASSUMED_GPU_EFFICIENCY,
                   "NVIDIA A40 datasheet: BF16 Tensor Core 149.7 | 299.4* TFLOPS"),
