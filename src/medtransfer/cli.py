@@ -895,10 +895,10 @@ def study_report(
     out: Annotated[Path, typer.Option(help="Folder for index.html and tables/.")] = Path("report"),
 ) -> None:
     """The HTML report over every task of the study."""
-    from medtransfer.report import build_report
     from medtransfer.study import load_study
+    from medtransfer.study.report import study_report as report_study
 
-    page = build_report([load_study(study).results], out)
+    page = report_study(load_study(study), out)
     console.print(f"report -> {page}")
 
 
