@@ -4,8 +4,8 @@ SIGKILLed driver, retried-then-failed jobs, bad input as one line, presets and p
 from __future__ import annotations
 
 import json
-import shutil
 import os
+import shutil
 import signal
 import subprocess
 import sys
