@@ -314,11 +314,15 @@ def manifest_from_folders_command(
     patient_regex: Annotated[
         str | None, typer.Option(help="Regex on the file name; its 'patient' group (or first group) is the patient.")
     ] = None,
+    center_regex: Annotated[
+        str | None, typer.Option(help="Regex on the path below ROOT; its 'center' group (or first group) is the "
+                                 "center, e.g. '^[^/]+/([^/]+)/' for ROOT/<class>/<center>/<image>.")
+    ] = None,
 ) -> None:
     """One row per image in class sub-folders; a split level above the classes becomes a `split` column."""
     from medtransfer.data.from_folders import manifest_from_folders
 
-    result = manifest_from_folders(root, patient_regex=patient_regex, out=out)
+    result = manifest_from_folders(root, patient_regex=patient_regex, center_regex=center_regex, out=out)
     console.print(f"{result.summary()} -> {out}", highlight=False)
 
 
