@@ -194,7 +194,7 @@ def test_force_dicom_reads_files_without_the_preamble(cli, tmp_path):
     base = ("manifest", "from-dicom", export, "--labels", tmp_path / "labels.csv", "--label-column", "label")
     refused = cli(*base, "--out", tmp_path / "plain.csv")
     text = " ".join((refused.output + refused.stderr).split())
-    assert "--force-dicom reads such files" in text or refused.exit_code == 2, text
+    assert refused.exit_code == 2 and "4 unreadable" in text and "--force-dicom reads such files" in text, text
     result = cli(*base, "--force-dicom", "--out", tmp_path / "m.csv")
     assert result.exit_code == 0, result.output
     manifest = pd.read_csv(tmp_path / "m.csv", dtype=str)
@@ -213,6 +213,30 @@ def test_force_dicom_reads_files_without_the_preamble(cli, tmp_path):
                "--workers", "0", "--force-dicom")
     assert done.exit_code == 0, done.output
     assert "4 of 4 images computed" in done.output
+
+
+def test_adapt_force_dicom_trains_on_files_without_the_preamble(cli, tmp_path):
+    from adapt_support import TINY_CNN, register_tiny_backbones
+
+    register_tiny_backbones()
+    export = tmp_path / "export"
+    export.mkdir()
+    patients = [f"P{i}" for i in range(12)]
+    for patient in patients:
+        _no_preamble_copy(export / f"{patient}.dcm", patient)
+    pd.DataFrame({"PatientID": patients, "label": ["a", "b"] * 6}).to_csv(tmp_path / "labels.csv", index=False)
+    assert cli("manifest", "from-dicom", export, "--labels", tmp_path / "labels.csv", "--label-column", "label",
+               "--force-dicom", "--out", tmp_path / "m.csv").exit_code == 0
+    assert cli("splits", tmp_path / "m.csv", "--folds", "2", "--val-fraction", "0.5", "--out",
+               tmp_path / "s.json").exit_code == 0
+    adapt = ("adapt", tmp_path / "m.csv", "--splits", tmp_path / "s.json", "--backbone", TINY_CNN, "--weights",
+             "random", "--method", "lp", "--epochs", "1", "--folds", "0", "--regime", "full", "--image-size", "32",
+             "--out", tmp_path / "a")
+    refused = cli(*adapt)
+    assert refused.exit_code == 2 and "pass --force-dicom" in refused.stderr, refused.output
+    done = cli(*adapt, "--force-dicom")
+    assert done.exit_code == 0, done.output
+    assert (pd.read_csv(tmp_path / "a" / "results.csv")["status"] == "ok").all()
 
 
 def test_from_folders_takes_the_center_from_the_layout(cli, tmp_path):
