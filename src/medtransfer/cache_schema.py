@@ -45,6 +45,7 @@ from medtransfer.cache_rows import storage_errors
 from medtransfer.cache_store import Group, Store, store_format, strings
 from medtransfer.data.fingerprint import file_fingerprint
 from medtransfer.errors import MedtransferError
+from medtransfer.registry import did_you_mean, squash_name
 from medtransfer.vocabulary import EMBEDDING_KINDS
 
 SCHEMA = "medtransfer.features/2"
@@ -451,11 +452,16 @@ def find_group(path: str | Path, backbone: str, weights: str | None = None) -> s
     infos = list_groups(path)
     matches = [i for i in infos if i.backbone == backbone and (weights is None or i.weights == weights)]
     if not matches:
-        present = sorted({i.backbone for i in infos}) or ["none"]
-        raise MedtransferError(
-            f"backbone {backbone!r} is not in store {path} (it holds: {', '.join(present)}); "
-            f"run `medtransfer extract MANIFEST --backbone {backbone} --store {path}`"
-        )
+        held = sorted({i.backbone for i in infos})
+        where = f"backbone {backbone!r} is not in store {path} (it holds: {', '.join(held) or 'none'})"
+        same = [b for b in held if squash_name(b) == squash_name(backbone)]  # resnet-18 for resnet18
+        if same:
+            raise MedtransferError(f"{where}{did_you_mean(backbone, same)}")
+        from medtransfer.backbones import get_spec  # only here: a name no backbone has is refused as such
+
+        if ":" not in backbone:  # an open spec (timm:, hf:) is resolved by extract itself, perhaps online
+            get_spec(backbone)  # an unknown name: "unknown backbone ... (did you mean ...)", not an extract hint
+        raise MedtransferError(f"{where}; run `medtransfer extract MANIFEST --backbone {backbone} --store {path}`")
     complete = [i for i in matches if i.complete]
     if not complete:
         raise MedtransferError(

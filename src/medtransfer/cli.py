@@ -36,6 +36,9 @@ app = typer.Typer(
 # soft wrap: a long line (a path) is left for the terminal to wrap, never broken with a newline in a log
 console = Console(soft_wrap=True)
 
+ForceDicom = Annotated[bool, typer.Option(
+    "--force-dicom", help="Read DICOM files that lack the 128-byte preamble and file meta header (pydicom "
+    "force=True, as viewers do); without it they are refused as not DICOM.")]
 JsonOutput = Annotated[bool, typer.Option(
     "--json", help="Print the table's rows as a JSON array (stable keys) on stdout and nothing else there; "
     "progress and messages go to stderr.")]
@@ -289,13 +292,14 @@ def manifest_from_dicom_command(
     modality: Annotated[str, typer.Option(help="Keep these modalities only, e.g. CR,DX.")] = "",
     view: Annotated[str, typer.Option(help="Keep these ViewPosition values only, e.g. PA,AP.")] = "",
     workers: Annotated[int, typer.Option(help="Header-reading threads; 0 picks by core count.")] = 0,
+    force_dicom: ForceDicom = False,
 ) -> None:
     """One row per DICOM image: patient from PatientID, center, study date; non-image objects skipped, counted."""
     from medtransfer.data.from_dicom import DicomJoin, manifest_from_dicom, write_import
 
     spec = DicomJoin(join=join, labels_key=labels_key, label_column=label_column, center_column=center_column,
                      center_tag=center_tag, modalities=_text_list(modality), views=_text_list(view))
-    result = manifest_from_dicom(root, labels, spec, workers=workers or None)
+    result = manifest_from_dicom(root, labels, spec, workers=workers or None, force_dicom=force_dicom)
     console.print(f"scanned {root}: {result.scan.summary()}", highlight=False)
     manifest_path, side = write_import(result, out)
     console.print(f"{result.summary()} -> {manifest_path}", highlight=False)
@@ -310,11 +314,15 @@ def manifest_from_folders_command(
     patient_regex: Annotated[
         str | None, typer.Option(help="Regex on the file name; its 'patient' group (or first group) is the patient.")
     ] = None,
+    center_regex: Annotated[
+        str | None, typer.Option(help="Regex on the path below ROOT; its 'center' group (or first group) is the "
+                                 "center, e.g. '^[^/]+/([^/]+)/' for ROOT/<class>/<center>/<image>.")
+    ] = None,
 ) -> None:
     """One row per image in class sub-folders; a split level above the classes becomes a `split` column."""
     from medtransfer.data.from_folders import manifest_from_folders
 
-    result = manifest_from_folders(root, patient_regex=patient_regex, out=out)
+    result = manifest_from_folders(root, patient_regex=patient_regex, center_regex=center_regex, out=out)
     console.print(f"{result.summary()} -> {out}", highlight=False)
 
 
@@ -426,6 +434,7 @@ def extract(
     commit_seconds: Annotated[
         float, typer.Option(help="Commit new rows at least this often (and every 64 rows): what a kill can lose.")
     ] = 30.0,
+    force_dicom: ForceDicom = False,
 ) -> None:
     """Embed every image once with each frozen backbone; re-running computes only what is missing.
 
@@ -448,7 +457,7 @@ def extract(
         weights=weights, label_column=label_column, batch_size=batch_size, device=device, precision=precision,
         num_workers=None if workers < 0 else workers, embeddings=(*embedding, *(["last4"] if layers else [])),
         fmt=format, pixel_cache=pixel_cache, pixel_size=pixel_size or None, frames=frames, repair=repair,
-        commit_seconds=commit_seconds, resize=resize,
+        commit_seconds=commit_seconds, resize=resize, force_dicom=force_dicom,
     )
     extract_many(manifest, backbone, store, options, on_result=report)
 
@@ -689,6 +698,7 @@ def adapt(
     task: Annotated[str, typer.Option(
         help="Name of the prediction task, recorded on every row (the report groups by it; default: the --out "
         "folder's name).")] = "",
+    force_dicom: ForceDicom = False,
     json_output: JsonOutput = False,
 ) -> None:
     """Train a backbone (full fine-tuning, linear probe or a PEFT method) on the splits file's tasks."""
@@ -708,7 +718,7 @@ def adapt(
             grad_accumulation=grad_accumulation, optimizer=optimizer, balance=balance, early_stopping=early_stopping,
             patience=patience, augment=augment, hflip=hflip or None, train_norms=train_norms or None, refit=refit,
             precision=precision, compile=compile or None, num_workers=workers, frames=frames, image_size=image_size,
-            task=task,
+            task=task, force_dicom=force_dicom or None,
         )
         emit(fold_table(table, f"{backbone} + {table['method'].iloc[0]}"))
         console.print(f"results -> {out / 'results.csv'}")
@@ -949,10 +959,10 @@ def study_report(
     out: Annotated[Path, typer.Option(help="Folder for index.html and tables/.")] = Path("report"),
 ) -> None:
     """The HTML report over every task of the study."""
-    from medtransfer.report import build_report
     from medtransfer.study import load_study
+    from medtransfer.study.report import study_report as report_study
 
-    page = build_report([load_study(study).results], out)
+    page = report_study(load_study(study), out)
     console.print(f"report -> {page}")
 
 

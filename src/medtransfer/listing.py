@@ -67,7 +67,9 @@ def show(listing: Listing, console: Console) -> None:
 
 
 def _natural_widths(listing: Listing) -> list[int]:
-    return [max([cell_len(c.name), *(cell_len(row[i]) for row in listing.rows)])
+    """Widest cell per column; a multi-line cell counts its longest line (rich shows it on several lines; the
+    plain layout joins them, so a row stays one line)."""
+    return [max([cell_len(c.name), *(max(cell_len(part) for part in row[i].split("\n")) for row in listing.rows)])
             for i, c in enumerate(listing.columns)]
 
 
@@ -109,7 +111,7 @@ def plain_text(listing: Listing) -> str:
 
     lines = [listing.title] if listing.title else []
     lines += [line([c.name for c in listing.columns]), "  ".join("-" * w for w in widths)]
-    lines += [line(row) for row in listing.rows]
+    lines += [line(tuple(" ".join(c.split()) if "\n" in c else c for c in row)) for row in listing.rows]
     if listing.caption:
         lines.append(listing.caption)
     return "\n".join(lines)

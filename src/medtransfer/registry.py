@@ -1,15 +1,42 @@
 """One name -> entry table for the backbone, probe-head and adapt-method registries.
 
 Each registry refuses a second entry under a name (a silent overwrite would let one module replace another's
-backbone, head or method unnoticed) and turns an unknown name into a user error that lists the known ones.
+backbone, head or method unnoticed) and turns an unknown name into a user error that names the nearest known
+ones (``did_you_mean``, shared by every name lookup) and lists them all.
 It is a ``dict`` so that callers and tests keep reading it as one (``in``, ``.values()``, ``monkeypatch.setitem``).
 """
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from typing import Protocol, TypeVar
 
 from medtransfer.errors import MedtransferError
+
+
+def squash_name(name: str) -> str:
+    """Case, dashes, underscores and dots do not tell names apart for a typo (``ResNet-18`` ~ ``resnet18``)."""
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def nearest_names(name: str, known: Iterable[str], n: int = 3) -> list[str]:
+    """Up to ``n`` known names closest to ``name``: exact matches once squashed first, then difflib's."""
+    known = list(dict.fromkeys(known))
+    squashed = {}
+    for k in known:
+        squashed.setdefault(squash_name(k), k)
+    same = [k for k in known if squash_name(k) == squash_name(name)]
+    close = difflib.get_close_matches(squash_name(name), list(squashed), n=n, cutoff=0.6)
+    return list(dict.fromkeys([*same, *(squashed[c] for c in close)]))[:n]
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`` (did you mean resnet18?)`` for an error message, or "" when no known name is close."""
+    near = nearest_names(name, known)
+    if not near:
+        return ""
+    return f" (did you mean {', '.join(near[:-1]) + ' or ' if len(near) > 1 else ''}{near[-1]}?)"
 
 
 class Named(Protocol):
@@ -40,5 +67,6 @@ class Registry(dict[str, T]):
         """The entry called ``name``; an unknown name is a user error naming the known ones."""
         if name not in self:
             known = sorted(self) if self.sort_known else list(self)
-            raise MedtransferError(f"unknown {self.kind} {name!r}; known: {', '.join(known)}{self.known_suffix}")
+            raise MedtransferError(f"unknown {self.kind} {name!r}{did_you_mean(name, known)}; known: "
+                                   f"{', '.join(known)}{self.known_suffix}")
         return self[name]

@@ -110,14 +110,22 @@ def key_summary_table(summary: pd.DataFrame, weights: dict[str, str]) -> Listing
 def methods_table(rows: list[dict], references: tuple[str, ...]) -> Listing:
     """``medtransfer methods``: ``adapt.catalog.method_catalog`` rows; the % trainable per reference backbone is
     ``pct_trainable`` in the records (a mapping, so the keys stay the same whatever ``--reference`` names)."""
+    # one line per row (issue 30): the options cell names each option and its default; their help, one line per
+    # option below the table (the same help text shared by several methods is said once)
+    helps: dict[tuple[str, str], list[str]] = {}
+    for row in rows:
+        for o in row["options"]:
+            helps.setdefault((o["name"], o["help"]), []).append(row["method"])
+    caption = "options:\n" + "\n".join(f"  {name} ({', '.join(methods)}): {text}"
+                                       for (name, text), methods in helps.items()) if helps else ""
     listing = Listing(
         title="Adaptation methods (medtransfer adapt --method NAME [--option NAME=VALUE ...]; % trainable includes "
               "a 2-class head)",
         columns=(Column("method", key=True), Column("paper"), Column("lr", justify="right"), Column("trains"),
-                 Column("options (default: help)"), Column("families"),
-                 *(Column(f"% {r}", justify="right") for r in references)))
+                 Column("options (default)"), Column("families"),
+                 *(Column(f"% {r}", justify="right") for r in references)), caption=caption)
     for row in rows:
-        options = "\n".join(f"{o['name']} = {o['default']}: {o['help']}" for o in row["options"]) or "-"
+        options = ", ".join(f"{o['name']}={o['default']}" for o in row["options"]) or "-"
         shares = [f"{row[r]:.3f}" if row.get(r) is not None else "n/a" for r in references]
         listing.add([row["method"], row["paper"], f"{row['lr']:g}", row["trains"], options,
                      ", ".join(row["families"]) or "-", *shares],

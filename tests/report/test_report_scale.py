@@ -37,6 +37,9 @@ def big_page(tmp_path_factory) -> tuple:
                             "roc_auc": 0.5 if constant else 0.8, "balanced_accuracy": 0.7, "status": "ok",
                             "error": "", "weights": "random", "degenerate": constant, "task": "cxr-icu",
                             "pct_trainable": 0.5 if head == "lora-r8" else np.nan,
+                            # issue 30 (3): the adapt run trained on train, the probes refit on train+val, so
+                            # lora-r8 is paired with none of them; two repeats of 5 folds reach p < 0.05
+                            "trained_on": "train" if head == "lora-r8" else "train+val", "repeat": seed,
                         })
     folder = tmp_path_factory.mktemp("scale")
     table = pd.DataFrame(rows)
@@ -58,7 +61,7 @@ def test_large_tables_collapse_and_cis_stay_in_range(big_page) -> None:
     assert summary["pr_auc_ci_high"].max() <= 1.0 and summary["mcc_ci_low"].min() >= -1.0
     text = page.read_text()
     assert text.count('<details class="more" data-backbone=') == len(BACKBONES)  # a table per backbone
-    assert "All " in text and " pairs</summary>" in text
+    assert "All " in text and " pairs (tested first, by p)</summary>" in text
     assert 'id="weights"' in text and "Random (untrained) weights" in text
     assert "degenerate: one class predicted" in text
 
@@ -73,6 +76,26 @@ def test_page_at_head_all_scale_is_short_and_renders(big_page, tmp_path) -> None
         visible_rows = browser.evaluate(
             "Array.from(document.querySelectorAll('table.pairwise tbody tr')).filter(function (r) {"
             " return !r.closest('details:not([open])'); }).length", session)
+        # issue 30 (3): the significant-pairs table starts with tested pairs, smallest Holm p first; the untested
+        # pairs have their own table; a long note wraps instead of running off the page
+        first = browser.evaluate(
+            "(function () { var t = Array.from(document.querySelectorAll('table.pairwise')).filter(function (x) {"
+            " return !x.closest('details'); })[0];"
+            " return Array.from(t.tBodies[0].rows).map(function (r) { return [r.cells[8].dataset.v,"
+            " r.cells[9].textContent]; }); })()", session)
+        assert first and all(p != "" for p, _ in first), first
+        holm = [float(p) for p, _ in first]
+        assert holm == sorted(holm) and all(winner not in ("tie", "not paired") for _, winner in first)
+        untested = browser.evaluate(
+            "Array.from(document.querySelectorAll('details.untested table.pairwise tbody tr')).map(function (r) {"
+            " return r.cells[7].textContent; })", session)
+        assert untested and set(untested) == {"–"}
+        notes = browser.evaluate(
+            "(function () { var d = document.querySelector('details.untested'); d.open = true;"
+            " var c = d.querySelector('td.note'); return [getComputedStyle(c).whiteSpace,"
+            " c.getBoundingClientRect().width, c.getBoundingClientRect().height]; })()", session)
+        assert notes[0] == "normal" and notes[1] <= 28 * 14 + 20 and notes[2] > 30, notes  # wrapped: 2+ lines
+        browser.evaluate("document.querySelector('details.untested').open = false", session)
         shot = browser.screenshot(session, ARTIFACTS / "report-head-all.png")
         print(f"\nreport at --head all scale: {height} px tall, screenshot {shot}")
         assert height < 12000, height  # the 21,837 px page of the issue, collapsed

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
+import pandas as pd
 import pytest
 import torch
 
@@ -218,3 +220,21 @@ def test_study_report_covers_every_task(reference, cli, tmp_path):
     assert result.exit_code == 0
     page = (tmp_path / "report" / "index.html").read_text()
     assert "alpha" in page and "beta" in page
+    # issue 30 (5): adapt runs the study leaves out on purpose (folds = [0]) are no missing problems
+    missing = (tmp_path / "report" / "tables" / "missing.txt").read_text()
+    assert "missing" not in missing and "not run for" not in missing, missing
+
+
+def test_study_report_lists_planned_runs_that_are_absent(reference, cli, tmp_path):
+    copy = tmp_path / "study"
+    shutil.copytree(reference[0], copy)
+    table_path = copy / "results" / "alpha" / "results.parquet"
+    table = pd.read_parquet(table_path)
+    table[~((table["method"] == "lp") & (table["backbone"] == "test-tiny-cnn"))].to_parquet(table_path)
+    result = cli("study", "report", copy / "study.toml", "--out", tmp_path / "report")
+    assert result.exit_code == 0, result.output
+    missing = (tmp_path / "report" / "tables" / "missing.txt").read_text().splitlines()
+    assert [line for line in missing if "missing" in line] == [
+        "alpha/test-tiny-cnn/lp 2-shot: missing seed 0 fold 0 (planned by the study)",
+        "alpha/test-tiny-cnn/lp full: missing seed 0 fold 0 (planned by the study)",
+    ], missing

@@ -92,7 +92,7 @@ def _cached_dataset(pixel_cache: str | Path, paths: list[str], preprocessing: Pr
 
 def load_pixels(table, ids: list[str], preprocessing: Preprocessing, *, num_workers: int = 0,
                 progress: bool = True, pixel_cache: str | Path | None = None,
-                log: Callable[[str], None] = print) -> PixelStore:
+                log: Callable[[str], None] = print, force_dicom: bool = False) -> PixelStore:
     """Preprocess the manifest rows ``ids`` (``table``: the manifest's table) into a PixelStore."""
     by_id = dict(zip(table["id"].astype(str), table["image"].astype(str), strict=True))
     missing = [i for i in ids if i not in by_id]
@@ -101,7 +101,7 @@ def load_pixels(table, ids: list[str], preprocessing: Preprocessing, *, num_work
     paths = [by_id[i] for i in ids]
     dataset, source = _cached_dataset(pixel_cache, paths, preprocessing, log) if pixel_cache else (None, "")
     if dataset is None:
-        dataset = ImageDataset(paths, list(range(len(ids))), unnormalized(preprocessing))
+        dataset = ImageDataset(paths, list(range(len(ids))), unnormalized(preprocessing), force_dicom=force_dicom)
         source = f"decoded from the image files ({preprocessing.input_size} px, 8-bit in memory)"
     loader = DataLoader(dataset, batch_size=32, num_workers=num_workers, collate_fn=_collate)
     size = preprocessing.input_size

@@ -84,6 +84,7 @@ class RunOptions:
     progress: bool = True
     log: Callable[[str], None] = print
     frames: str = "refuse"  # the multi-frame policy the splits file was made with (``medtransfer.data.frames``)
+    force_dicom: bool = False  # read DICOM files without the preamble / file meta (``--force-dicom``)
 
 
 def task_name(task: Task) -> str:
@@ -184,7 +185,8 @@ def run_adapt(
                                                                   adapt_method.default_augment) == "none")
     needed = sorted({i for t in tasks for i in (*t.train, *t.val, *t.test)})
     store = load_pixels(manifest.table, needed, spec.preprocessing, num_workers=settings.config.num_workers,
-                        progress=run.progress, pixel_cache=run.pixel_cache, log=run.log)
+                        progress=run.progress, pixel_cache=run.pixel_cache, log=run.log,
+                        force_dicom=run.force_dicom)
     store.to_device_if_small(torch_device)
     job = AdaptJob(pristine=loaded.model, spec=spec, method=adapt_method, options=settings.options,
                    config=settings.config, splits=splits_file, store=store, device=torch_device,

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from medtransfer.errors import MedtransferError, first_line
-from medtransfer.registry import Registry
+from medtransfer.registry import Registry, did_you_mean
 
 # torchvision's ImageNet statistics: ``ImageClassification`` defaults, pytorch/vision
 # torchvision/transforms/_presets.py (the ``transforms()`` of every ``*_Weights.IMAGENET1K_*`` enum)
@@ -257,7 +257,8 @@ def get_spec(name: str) -> BackboneSpec:
         return _OPEN_SPEC_CACHE[name]
     opens = ", ".join(f"{p}:<name>" for p in sorted(OPEN_SPEC_RESOLVERS))
     raise MedtransferError(
-        f"unknown backbone {name!r}; known: {', '.join(sorted(REGISTRY))}, or an open spec ({opens}) "
+        f"unknown backbone {name!r}{did_you_mean(name, REGISTRY)}; known: {', '.join(sorted(REGISTRY))}, or an "
+        f"open spec ({opens}) "
         "(see `medtransfer backbones`)"
     )
 

@@ -30,19 +30,43 @@ MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
 RGB_AFTER_DECODING = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT")
 
 
-def read_header(path: Path):
+FORCE_HINT = "re-export it as a DICOM Part 10 file, or pass --force-dicom to read it as viewers do"
+
+
+def read_header(path: Path, *, force: bool = False):
     """The dataset with its large values (the pixel data) left on disk until used: frame counts, LUTs and the
-    transfer syntax cost a header read. A file without the DICOM file meta header is refused in our words."""
+    transfer syntax cost a header read. A file without the DICOM file meta header is refused in our words, or
+    with ``force`` read anyway (pydicom's ``dcmread(force=True)``, as viewers do)."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     try:
-        return pydicom.dcmread(path, defer_size="64 KB")
+        dataset = pydicom.dcmread(path, defer_size="64 KB", force=force)
     except InvalidDicomError:
         raise MedtransferError(
             f"cannot decode image {path}: not a DICOM file with a file meta header (no 'DICM' prefix at byte 128); "
-            "re-export it as a DICOM Part 10 file"
+            f"{FORCE_HINT}"
         ) from None
+    return with_transfer_syntax(dataset) if force else dataset
+
+
+def with_transfer_syntax(dataset):
+    """A dataset read with force=True and no file meta has no Transfer Syntax UID, which pixel decoding needs:
+    the encoding pydicom detected while reading it (``Dataset.original_encoding``: implicit VR?, little endian?)
+    names it, since files without meta are uncompressed (pydicom 3 docs, "Reading files without File Meta")."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    meta = getattr(dataset, "file_meta", None)
+    if meta is not None and "TransferSyntaxUID" in meta:
+        return dataset
+    implicit, little = dataset.original_encoding
+    if implicit is None:  # nothing was read: not DICOM after all
+        return dataset
+    dataset.file_meta = meta if meta is not None else FileMetaDataset()
+    dataset.file_meta.TransferSyntaxUID = (ImplicitVRLittleEndian if implicit else
+                                           ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+    return dataset
 
 
 def frame_count(header) -> int:
@@ -53,11 +77,11 @@ def frame_count(header) -> int:
         return 1
 
 
-def load_dicom(path: Path, frame: int | None, frames_hint: str) -> np.ndarray:
+def load_dicom(path: Path, frame: int | None, frames_hint: str, *, force: bool = False) -> np.ndarray:
     """Display values of ``frame`` (None: the file must hold one frame) as float32 in [0, 1]."""
     from pydicom.pixels import pixel_array
 
-    header = read_header(path)
+    header = read_header(path, force=force)
     if not any(keyword in header for keyword in PIXEL_KEYWORDS):
         raise MedtransferError(f"DICOM file has no pixel data: {path}")
     n_frames = frame_count(header)

@@ -9,6 +9,7 @@ reason, so that nothing is dropped silently.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -60,8 +61,10 @@ class DicomScan:
         return ", ".join(parts)
 
 
-def scan_dicom_tree(root: str | Path, *, workers: int | None = None, progress: bool = True) -> DicomScan:
-    """Scan ``root`` recursively (files with any or no suffix, hidden files excluded)."""
+def scan_dicom_tree(root: str | Path, *, workers: int | None = None, progress: bool = True,
+                    force: bool = False) -> DicomScan:
+    """Scan ``root`` recursively (files with any or no suffix, hidden files excluded); ``force``: read files
+    without the DICM preamble too (pydicom ``force=True``)."""
     root = Path(root)
     if not root.is_dir():
         raise MedtransferError(f"not a folder: {root}")
@@ -82,7 +85,7 @@ def scan_dicom_tree(root: str | Path, *, workers: int | None = None, progress: b
     non_image: Counter = Counter()
     unreadable: list[tuple[str, str]] = []
     with ThreadPoolExecutor(max_workers=n_workers) as pool:
-        results = pool.map(_read_header, candidates)
+        results = pool.map(functools.partial(_read_header, force=force), candidates)
         for path, outcome in tqdm(zip(candidates, results, strict=True), total=len(candidates), unit="file",
                                   desc="scan DICOM headers", disable=not progress):
             kind, value = outcome
@@ -96,17 +99,19 @@ def scan_dicom_tree(root: str | Path, *, workers: int | None = None, progress: b
     return DicomScan(images=images, non_image=non_image, other_files=other, unreadable=unreadable)
 
 
-def _read_header(path: Path) -> tuple[str, object]:
+def _read_header(path: Path, force: bool = False) -> tuple[str, object]:
     """("image", fields) | ("non-image", kind) | ("unreadable", reason)."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     try:
-        dataset = pydicom.dcmread(path, stop_before_pixels=True)
+        dataset = pydicom.dcmread(path, stop_before_pixels=True, force=force)
     except InvalidDicomError:
-        return "unreadable", "not a DICOM file (no DICM preamble)"
+        return "unreadable", "not a DICOM file (no DICM preamble; --force-dicom reads such files)"
     except Exception as exc:  # truncated or malformed headers raise many types; the user needs path and reason
         return "unreadable", f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+    if force and (dataset.original_encoding[0] is None or not len(dataset)):  # forced, yet nothing DICOM in it
+        return "unreadable", "not a DICOM file (read with --force-dicom: no DICOM element in it)"
     modality = str(getattr(dataset, "Modality", "") or "").upper()
     sop_class = getattr(dataset, "SOPClassUID", None)
     class_name = str(getattr(sop_class, "name", "") or "")  # pydicom's UID dictionary (pydicom/_uid_dict.py)

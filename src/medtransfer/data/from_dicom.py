@@ -88,11 +88,13 @@ def manifest_from_dicom(
     out: str | Path | None = None,
     workers: int | None = None,
     progress: bool = True,
+    force_dicom: bool = False,
 ) -> DicomImport:
-    """Scan ``root``, join ``labels`` and, with ``out``, write the manifest and ``<out>.unmatched.csv``."""
+    """Scan ``root``, join ``labels`` and, with ``out``, write the manifest and ``<out>.unmatched.csv``;
+    ``force_dicom``: read files without the DICM preamble too (then extract and adapt need --force-dicom)."""
     table = labels if isinstance(labels, pd.DataFrame) else read_label_table(labels)
     _check_join(table, join)  # before the scan: a wrong column name should not cost a scan of the tree
-    scan = scan_dicom_tree(root, workers=workers, progress=progress)
+    scan = scan_dicom_tree(root, workers=workers, progress=progress, force=force_dicom)
     result = join_labels(scan, table, join, root=Path(root))
     if out is not None:
         write_import(result, out)

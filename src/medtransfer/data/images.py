@@ -22,16 +22,18 @@ DICOM_SUFFIXES = {".dcm", ".dicom"}
 FRAMES_HINT = "choose a frame with --frames first|middle, or one row per frame with --frames all"
 
 
-def load_image(path: str | Path) -> np.ndarray:
+def load_image(path: str | Path, *, force_dicom: bool = False) -> np.ndarray:
     """Return the image as float32 in [0, 1]; raise MedtransferError naming the file if it cannot be read.
 
-    ``path`` is a file or a frame locator (``<file>#f0003``: frame 3 of a multi-frame file).
+    ``path`` is a file or a frame locator (``<file>#f0003``: frame 3 of a multi-frame file). ``force_dicom``:
+    read a DICOM file that lacks the 128-byte preamble and file meta header (``--force-dicom``).
     """
     path, frame = split_locator(path)
     if not path.is_file():
         raise MedtransferError(f"image not found: {path}")
     try:
-        array = load_dicom(path, frame, FRAMES_HINT) if is_dicom(path) else _load_pillow(path, frame)
+        array = load_dicom(path, frame, FRAMES_HINT, force=force_dicom) if is_dicom(path) else \
+            _load_pillow(path, frame)
     except MedtransferError:
         raise
     # RuntimeError also covers pydicom's error for transfer syntaxes it cannot decode (a RuntimeError subclass)

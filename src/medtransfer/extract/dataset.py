@@ -14,10 +14,11 @@ from medtransfer.extract.preprocess import to_input
 class ImageDataset(Dataset):
     """Item i -> (i, input tensor, error message or ""), so the main process can name the failing image."""
 
-    def __init__(self, paths: list[str], rows: list[int], preprocessing: Preprocessing):
+    def __init__(self, paths: list[str], rows: list[int], preprocessing: Preprocessing, *, force_dicom: bool = False):
         self.paths = paths
         self.rows = rows
         self.preprocessing = preprocessing
+        self.force_dicom = force_dicom  # read DICOM files without the preamble / file meta (``--force-dicom``)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -25,7 +26,7 @@ class ImageDataset(Dataset):
     def __getitem__(self, item: int) -> tuple[int, torch.Tensor, str]:
         row = self.rows[item]
         try:
-            return item, to_input(load_image(self.paths[row]), self.preprocessing), ""
+            return item, to_input(load_image(self.paths[row], force_dicom=self.force_dicom), self.preprocessing), ""
         except MedtransferError as exc:
             size = self.preprocessing.input_size
             return item, torch.zeros(3, size, size), str(exc)

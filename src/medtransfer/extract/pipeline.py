@@ -104,6 +104,7 @@ class ExtractOptions:
     # part of the group's preprocessing attrs, so another choice is another group, never an overwrite
     resize: str = "upstream"
     frames: str = "refuse"  # multi-frame policy: refuse, first, middle, all (``medtransfer.data.frames``)
+    force_dicom: bool = False  # read DICOM files without the 128-byte preamble / file meta (pydicom force=True)
     progress: bool = True
 
     def checked(self) -> ExtractOptions:
@@ -185,7 +186,7 @@ def _fill_pixel_cache(options: ExtractOptions, names: list[str], store: str | Pa
     path = default_pixel_cache_path(store) if options.pixel_cache is True else Path(options.pixel_cache)
     size = options.pixel_size or max((options.preprocessing or get_spec(n).preprocessing).input_size for n in names)
     cache, _ = fill_pixel_cache(path, paths, size=size, dtype=options.pixel_dtype, num_workers=workers,
-                                progress=options.progress)
+                                progress=options.progress, force_dicom=options.force_dicom)
     return cache
 
 
@@ -403,13 +404,15 @@ def _dataset(job: _Job, plan: cache_rows.RowPlan, prep: Preprocessing):
     rows = plan.compute
     all_paths = plan.files
     if job.cache is None:
-        return ImageDataset([str(all_paths[r]) for r in rows], list(range(len(rows))), prep)
+        return ImageDataset([str(all_paths[r]) for r in rows], list(range(len(rows))), prep,
+                            force_dicom=job.options.force_dicom)
     all_shas = plan.shas
     cache = job.cache
     missing = [r for r in rows if str(all_shas[r]) not in cache.index]
     if missing:  # rows left pending by an earlier run of another manifest: add their images to the cache
         cache, _ = fill_pixel_cache(cache.path, [str(all_paths[r]) for r in missing], size=cache.size,
-                                    dtype=cache.dtype, num_workers=job.workers, progress=job.options.progress)
+                                    dtype=cache.dtype, num_workers=job.workers, progress=job.options.progress,
+                                    force_dicom=job.options.force_dicom)
     pixel_rows = cache.rows_for_shas([str(all_shas[r]) for r in rows]).tolist()
     if raw_ok(prep, cache.size):
         return PixelBatchDataset(cache.path, cache.size, cache.dtype, pixel_rows, job.options.batch_size)

@@ -156,15 +156,16 @@ def open_pixel_cache(path: str | Path, size: int, dtype: str | None = None) -> P
 
 
 class _DecodeDataset(Dataset):
-    def __init__(self, paths: list[str], size: int, max_value: int, dtype: str):
+    def __init__(self, paths: list[str], size: int, max_value: int, dtype: str, force_dicom: bool = False):
         self.paths, self.size, self.max_value, self.dtype = paths, size, max_value, dtype
+        self.force_dicom = force_dicom
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, item: int):
         try:
-            image = load_image(self.paths[item])
+            image = load_image(self.paths[item], force_dicom=self.force_dicom)
             square = resize_square(image, self.size)
             pixels = torch.from_numpy(
                 np.rint(square.numpy() * self.max_value).astype(np.int32)
@@ -185,6 +186,7 @@ def fill_pixel_cache(
     num_workers: int = 0,
     progress: bool = True,
     after_chunk: Callable[[int], None] | None = None,
+    force_dicom: bool = False,
 ) -> tuple[PixelCache, int]:
     """Decode and resize the images not yet cached (by content); returns the cache and how many were decoded.
 
@@ -213,7 +215,7 @@ def fill_pixel_cache(
         filler.flush()
         if plan.compute:
             _decode_rows([plan.files[r] for r in plan.compute], plan.compute, filler, size=size, dtype=dtype,
-                         num_workers=num_workers, progress=progress)
+                         num_workers=num_workers, progress=progress, force_dicom=force_dicom)
         filler.finish(f"pixel cache {path}")
     return open_pixel_cache(path, size, dtype), len(plan.compute)
 
@@ -238,9 +240,10 @@ def _pixel_group(root: zarr.Group, path: Path, *, size: int, dtype: str, chunk_r
 
 
 def _decode_rows(paths: list[str], rows: list[int], filler: cache_rows.ChunkFiller, *, size: int, dtype: str,
-                 num_workers: int, progress: bool) -> None:
+                 num_workers: int, progress: bool, force_dicom: bool = False) -> None:
     """Decode ``paths`` (the files of ``rows``) into the filler, which commits each chunk once complete."""
-    loader = DataLoader(_DecodeDataset(paths, size, PIXEL_DTYPES[dtype], dtype), batch_size=filler.plan.chunk_rows,
+    loader = DataLoader(_DecodeDataset(paths, size, PIXEL_DTYPES[dtype], dtype, force_dicom),
+                        batch_size=filler.plan.chunk_rows,
                         num_workers=num_workers)
     start = time.perf_counter()
     with tqdm(total=len(rows), desc=f"decode -> pixel cache {size}px", unit="img", disable=not progress) as bar:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -114,6 +115,7 @@ def run_probe(
     y_all = np.array([splits.labels[i] for i in all_ids], dtype=int)
     finished = set() if force or earlier is None else _finished(earlier)
     written: list[pd.DataFrame] = []
+    skipped = 0  # fits whose rows --out already holds, ok, with these settings
     # one bar over every fit of the call, so its ETA covers every backbone and head still to come
     bar = tqdm(total=len(keys) * len(options.embeddings) * len(head_specs) * len(tasks), desc="probe", unit="fit",
                disable=not progress)
@@ -129,6 +131,7 @@ def run_probe(
                     columns = [_columns(ctx, head, t) for t in tasks]
                     if all(_row_key(c) in finished for c in columns):
                         bar.update(len(tasks))
+                        skipped += len(tasks)
                         written.append(pd.DataFrame([{**KEY_DEFAULTS, **c} for c in columns])[KEY])
                     else:
                         todo.append(head)
@@ -153,6 +156,9 @@ def run_probe(
                                   f"{len(tasks)} tasks in {time.perf_counter() - start:.1f} s")
                     write_results(out, rows, pd.concat(predictions, ignore_index=True) if predictions else None)
                     written.append(pd.DataFrame([{**KEY_DEFAULTS, **r.as_record()} for r in rows])[KEY])
+    if skipped and progress:  # said, not silent: a rerun that fits nothing must not look like a no-op bug
+        tqdm.write(f"skipped {skipped} finished fit(s): {out} already holds their rows with these settings "
+                   "(--force fits them again)", file=sys.stderr)
     table, predicted = _this_call(out, pd.concat(written, ignore_index=True))
     summarize(table, predicted).to_csv(Path(out) / SUMMARY_FILE, index=False)
     if export:

@@ -16,7 +16,7 @@ from medtransfer.errors import MedtransferError
 from medtransfer.listing import Listing, plain_text
 from medtransfer.render import key_summary_table
 from medtransfer.report.html import PageData, render_page
-from medtransfer.report.load import Results, is_cnn, load_results
+from medtransfer.report.load import Expected, Results, is_cnn, load_results
 from medtransfer.report.stats import FriedmanResult, friedman_by_regime, pairwise_tests, summary_table
 from medtransfer.report.tables import write_tables
 
@@ -44,14 +44,16 @@ def _figures(results: Results, summary: pd.DataFrame, tests: list[FriedmanResult
     return out
 
 
-def build_report(results_dirs: list[Path] | list[str] | Path | str, out: Path | str) -> Path:
+def build_report(results_dirs: list[Path] | list[str] | Path | str, out: Path | str,
+                 expected: Expected | None = None) -> Path:
     """Read every results table under `results_dirs`, write `out/index.html` + `out/tables/*`.
 
     Raises MedtransferError only when a dir does not exist or holds no results table at all; crashed runs and
-    missing metrics are listed on the page instead.
+    missing metrics are listed on the page instead. ``expected``: the result keys a study planned per task, so
+    that only planned runs count as missing (``load_results``).
     """
     dirs = [results_dirs] if isinstance(results_dirs, (str, Path)) else list(results_dirs)
-    results = _readable(load_results(dirs))
+    results = _readable(load_results(dirs, expected))
     summary = report_summary(results.ok, results.predictions)
     pairs = pairwise_tests(results.ok)
     cd = friedman_by_regime(results.ok)

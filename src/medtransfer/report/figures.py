@@ -140,17 +140,39 @@ def _method_legend(fig: plt.Figure, colours: dict[str, str], methods: list[str])
                ncol=1 if len(methods) <= 16 else 2)
 
 
+def shared_backbones(data: pd.DataFrame) -> tuple[list[str], dict[str, int]]:
+    """The backbones every method of ``data`` ran on, and how many backbones each method ran on."""
+    per_method = data.groupby("method")["backbone"].agg(lambda b: set(b))
+    shared = sorted(set.intersection(*per_method)) if len(per_method) else []
+    return shared, {m: len(b) for m, b in per_method.items()}
+
+
 def method_boxplots(ok: pd.DataFrame, task: str, colours: dict[str, str]) -> Figure | None:
-    """Spread of MCC per method over folds, seeds and backbones: how reliable each method is."""
+    """Spread of MCC per method over folds, seeds and backbones: how reliable each method is.
+
+    A box pooled over three backbones next to one from a single backbone compares backbones, not methods: the
+    boxes pool only the backbones every method ran on; when no backbone is shared by all, each box is labelled
+    with the number of backbones it pools, and the caption says so."""
     data = ok[(ok["task"] == task) & (ok["regime"] == "full")]
     if data.empty:
         return None
+    all_backbones = sorted(data["backbone"].unique())
+    shared, n_backbones = shared_backbones(data)
+    if shared:
+        data = data[data["backbone"].isin(shared)]
+        left_out = sorted(set(all_backbones) - set(shared))
+        pooled = (f" Pooled over the backbone(s) every method ran on ({', '.join(shared)})"
+                  + (f"; left out: {', '.join(left_out)} (not run with every method)." if left_out else "."))
+    else:
+        pooled = (" No backbone ran with every method, so boxes pool different backbones: the label under each "
+                  "box says how many of the task's backbones it pools.")
     methods = sorted(data["method"].unique())
+    labels = methods if shared else [f"{m}\n({n_backbones[m]} of {len(all_backbones)})" for m in methods]
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(max(4.5, 1.1 * len(methods) + 2), 4.0))
         values = [data.loc[data["method"] == m, "mcc"].dropna().to_numpy() for m in methods]
         box = ax.boxplot(values, patch_artist=True, widths=0.6, medianprops={"color": "black"})
-        ax.set_xticks(range(1, len(methods) + 1), methods)
+        ax.set_xticks(range(1, len(methods) + 1), labels)
         for patch, method in zip(box["boxes"], methods, strict=True):
             patch.set_facecolor(colours[method])
             patch.set_alpha(0.75)
@@ -165,7 +187,7 @@ def method_boxplots(ok: pd.DataFrame, task: str, colours: dict[str, str]) -> Fig
         "boxplot",
         task,
         f"{task}: MCC per method",
-        "Full-data regime; each dot is one (backbone, seed, fold) run.",
+        f"Full-data regime; each dot is one (backbone, seed, fold) run.{pooled}",
         uri,
         tuple(sorted(data["backbone"].unique())),
     )

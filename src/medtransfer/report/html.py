@@ -46,6 +46,7 @@ th::after { content: " \\2195"; color: #aaa; font-size: 11px; }
 th[aria-sort=ascending]::after { content: " \\25B2"; color: var(--ink); }
 th[aria-sort=descending]::after { content: " \\25BC"; color: var(--ink); }
 td.num { text-align: right; }
+td.note { white-space: normal; min-width: 14em; max-width: 28em; }  /* long notes wrap, not run off the page */
 .warn { color: #a33; font-weight: 600; }
 details.more > summary { cursor: pointer; margin: 6px 0; color: var(--accent); }
 .weights { background: #fff; border-left: 4px solid var(--accent); padding: 6px 10px; margin: 6px 0; }
@@ -249,7 +250,7 @@ def pairwise_table_html(task_pairs: pd.DataFrame) -> str:
         ("note", "text"),
     ]
     body = []
-    for _, r in task_pairs.sort_values(["backbone", "p_holm"]).iterrows():
+    for _, r in _tested_first(task_pairs).iterrows():
         sig = r["winner"] not in ("tie", "not paired")
         cells = [
             f"<td>{esc(r['backbone'])}</td>",
@@ -262,7 +263,7 @@ def pairwise_table_html(task_pairs: pd.DataFrame) -> str:
             f'<td class="num" data-v="{_num(r["p"])}">{fmt_p(r["p"])}</td>',
             f'<td class="num" data-v="{_num(r["p_holm"])}">{fmt_p(r["p_holm"])}</td>',
             f'<td class="winner">{esc(r["winner"])}</td>',
-            f'<td>{esc(r.get("note", ""))}</td>',
+            f'<td class="note">{esc(r.get("note", ""))}</td>',
         ]
         cls = ' class="sig"' if sig else ""
         body.append(f'<tr{cls} data-backbone="{esc(r["backbone"])}">{"".join(cells)}</tr>')
@@ -272,18 +273,30 @@ def pairwise_table_html(task_pairs: pd.DataFrame) -> str:
     )
 
 
+def _tested_first(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Tested pairs by Holm-adjusted p (then p, then backbone), the pairs with no test ("not paired") after them."""
+    order = pairs.assign(_untested=pairs["p"].isna())
+    return order.sort_values(["_untested", "p_holm", "p", "backbone", "a", "b"], kind="stable").drop(
+        columns="_untested")
+
+
 def pairwise_html(pairs: pd.DataFrame) -> str:
-    """The paired tests; a large family shows its significant pairs (up to LARGE_TABLE) and keeps every pair
-    behind one click."""
+    """The paired tests, tested pairs first by p; a large family shows its significant pairs (up to LARGE_TABLE),
+    the pairs that could not be tested in a table of their own, and keeps every pair behind one click."""
     if not len(pairs):
         return '<p class="muted">Only one strategy: no pairs.</p>'
     if len(pairs) <= LARGE_TABLE:
         return pairwise_table_html(pairs)
-    significant = pairs[pairs["winner"] != "tie"].sort_values("p_holm").head(LARGE_TABLE)
-    shown = (f'<p class="muted">{len(pairs)} pairs: the {len(significant)} most significant shown.</p>'
-             + pairwise_table_html(significant)) if len(significant) else \
-        f'<p class="muted">{len(pairs)} pairs, none significant.</p>'
-    return (f'{shown}<details class="more"><summary>All {len(pairs)} pairs</summary>'
+    tested = pairs[pairs["p"].notna()]
+    significant = _tested_first(tested[~tested["winner"].isin(["tie", "not paired"])]).head(LARGE_TABLE)
+    shown = (f'<p class="muted">{len(pairs)} pairs, {len(tested)} tested: the {len(significant)} most '
+             "significant shown (smallest p first).</p>" + pairwise_table_html(significant)) if len(significant) \
+        else f'<p class="muted">{len(pairs)} pairs, {len(tested)} tested, none significant.</p>'
+    untested = pairs[pairs["p"].isna()]
+    if len(untested):
+        shown += (f'<details class="more untested"><summary>{len(untested)} pair(s) not tested (see the note: '
+                  f"trained on other rows, or no folds in common)</summary>{pairwise_table_html(untested)}</details>")
+    return (f'{shown}<details class="more"><summary>All {len(pairs)} pairs (tested first, by p)</summary>'
             f"{pairwise_table_html(pairs)}</details>")
 
 

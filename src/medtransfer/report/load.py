@@ -232,15 +232,41 @@ def _absent_metrics(ok: pd.DataFrame, problems: list[str]) -> list[str]:
     return found
 
 
-def _missing_folds(ok: pd.DataFrame, failed: pd.DataFrame) -> list[str]:
+# What a study planned per task: (backbone, method, regime, shots, seed, fold, fraction) keys, as written
+Expected = dict[str, set[tuple]]
+
+
+def _planned_but_absent(tried: pd.DataFrame, expected: Expected) -> list[str]:
+    """Keys a study planned that no row holds (ok or failed), one line per strategy: what the study left out on
+    purpose (adapt runs on ``folds = [0]`` only) is not planned, so it is not missing."""
+    problems: list[str] = []
+    for task in sorted(expected):
+        rows = tried[tried["task"] == task]
+        raw = [c if f"{c}_raw" not in rows else f"{c}_raw" for c in ("backbone", "method")]
+        held = {(str(b), str(m), str(r), int(s), int(sd), int(f), round(float(fr), 9))
+                for b, m, r, s, sd, f, fr in rows[[*raw, "regime", "shots", "seed", "fold", "fraction"]]
+                .itertuples(index=False)}
+        absent = pd.DataFrame(sorted(expected[task] - held),
+                              columns=["backbone", "method", "regime", "shots", "seed", "fold", "fraction"])
+        for (backbone, method, regime, shots, fraction), gaps in absent.groupby(
+                ["backbone", "method", "regime", "shots", "fraction"], sort=True):
+            problems.append(f"{_where((task, backbone, method, regime, shots, fraction))}: missing {_runs(gaps)} "
+                            "(planned by the study)")
+    return problems
+
+
+def _missing_folds(ok: pd.DataFrame, failed: pd.DataFrame, expected: Expected | None = None) -> list[str]:
     """Runs that died without writing a row: a strategy lacking (seed, fold) pairs that others in the same task and
-    data regime have, or a strategy not run for some backbone of its task.
+    data regime have, or a strategy not run for some backbone of its task. For the tasks of ``expected`` (a
+    study's plan) the plan says what is missing instead: the keys it planned that no row holds.
 
     Failed rows count as present here because they are already listed with their error. Regimes are compared
     only with themselves because few-shot runs usually have more seeds than full-data runs.
     """
-    problems: list[str] = []
-    tried = pd.concat([ok[KEYS], failed[KEYS]], ignore_index=True)
+    raw = [c for c in ("backbone_raw", "method_raw") if c in ok.columns and c in failed.columns]
+    tried = pd.concat([ok[KEYS + raw], failed[KEYS + raw]], ignore_index=True)
+    problems = _planned_but_absent(tried, expected) if expected else []
+    tried = tried[~tried["task"].isin(list(expected or {}))]
     regime = ["task", "regime", "shots", "fraction"]
     for _, group in tried.groupby(regime, sort=True):
         expected = set(zip(group["seed"], group["fold"], strict=True))
@@ -259,8 +285,11 @@ def _missing_folds(ok: pd.DataFrame, failed: pd.DataFrame) -> list[str]:
     return problems
 
 
-def load_results(results_dirs: list[Path] | list[str]) -> Results:
-    """Concatenate every results table under `results_dirs`; raise only if there is nothing to read."""
+def load_results(results_dirs: list[Path] | list[str], expected: Expected | None = None) -> Results:
+    """Concatenate every results table under `results_dirs`; raise only if there is nothing to read.
+
+    ``expected``: per task, the result keys a study planned (``study.report.expected_keys``); missing runs of
+    those tasks are the planned keys no row holds, not gaps against the other strategies."""
     problems: list[str] = []
     frames: list[pd.DataFrame] = []
     predictions: list[pd.DataFrame] = []
@@ -295,7 +324,7 @@ def load_results(results_dirs: list[Path] | list[str]) -> Results:
     problems.extend(_failures(failed))
     ok = data[~failed_mask]
     problems.extend(_absent_metrics(ok, problems))
-    problems.extend(_missing_folds(ok, failed))
+    problems.extend(_missing_folds(ok, failed, expected))
     ok = ok[ok["mcc"].notna()].drop_duplicates(subset=KEYS, keep="last").reset_index(drop=True)
     problems.extend(_degenerate(ok))
     return Results(ok=ok, failed=failed.reset_index(drop=True), problems=problems, sources=sources,

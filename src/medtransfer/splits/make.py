@@ -211,8 +211,17 @@ def _check_groups(labels: np.ndarray, patients: np.ndarray, n_splits: int, optio
         if n_patients < n_splits:
             raise MedtransferError(
                 f"a class has only {n_patients} patient(s) but {n_splits} splits were asked for; "
-                f"lower {option} or add data"
+                f"{_fewer_splits(option, n_patients)}"
             )
+
+
+def _fewer_splits(option: str, n_patients: int) -> str:
+    """The advice that gives fewer splits: fewer --folds, or a larger held-out fraction (1/k of the patients)."""
+    if n_patients < 2:
+        return "add data (at least 2 patients per class)"
+    if option == "--folds":
+        return f"lower --folds to {n_patients} or fewer, or add data"
+    return f"raise {option} to {1 / n_patients:.3g} or more, or add data"
 
 
 def _fractions(fold: Fold, manifest: Manifest, spec: SplitSpec, fold_index: int) -> dict[float, dict[int, list[str]]]:

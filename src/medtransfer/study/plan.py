@@ -72,7 +72,8 @@ def table_keys(results: Path, *, redo_failed: bool = False) -> set[tuple]:
 
 def split_spec(task: TaskSpec) -> SplitSpec:
     return SplitSpec(strategy=task.strategy, n_folds=task.folds, val_fraction=task.val_fraction,
-                     shots=tuple(task.shots), fewshot_seeds=task.seeds, seed=task.seed)
+                     shots=tuple(task.shots), fewshot_seeds=task.seeds, seed=task.seed,
+                     positive=task.positive)
 
 
 def task_splits(study: StudySpec, task: TaskSpec) -> SplitsFile | None:

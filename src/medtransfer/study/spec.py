@@ -46,6 +46,7 @@ class TaskSpec:
     seed: int = 0
     splits_file: Path | None = None
     frames: str = "refuse"  # multi-frame policy (``medtransfer.data.frames``), the same for splits, extract, adapt
+    positive: str | None = None  # binary tasks: the positive class, as `splits --positive` takes it
     # what the data set is expected to hold: lets `study plan` cost a grid before the manifest exists
     expected_images: int = 0
     expected_centers: int = 0
@@ -271,7 +272,7 @@ def load_study(path: str | Path) -> StudySpec:
 
 
 TASK_KEYS = ("manifest", "label_column", "strategy", "folds", "shots", "seeds", "val_fraction", "seed",
-             "splits_file", "frames", "expected_images", "expected_centers", "expected_classes")
+             "splits_file", "frames", "expected_images", "expected_centers", "expected_classes", "positive")
 
 
 def _tasks(source: Path, base: Path, table: object) -> tuple[TaskSpec, ...]:
@@ -308,11 +309,17 @@ def _tasks(source: Path, base: Path, table: object) -> tuple[TaskSpec, ...]:
             name=name, manifest=manifest, label_column=reader.get("label_column", str, "label"), strategy=strategy,
             folds=folds, shots=shots, seeds=seeds, val_fraction=val_fraction, seed=reader.get("seed", int, 0),
             splits_file=reader.path("splits_file", base, None), frames=frames,
+            positive=_text(reader.get("positive", (str, int), None, what="a class label (text or integer)")),
             expected_images=reader.get("expected_images", int, 0),
             expected_centers=reader.get("expected_centers", int, 0),
             expected_classes=reader.get("expected_classes", int, 2),
         ))
     return tuple(tasks)
+
+
+def _text(value: object) -> str | None:
+    """A label written as 1 or "1" in TOML names the same class (manifest labels are read as text)."""
+    return None if value is None else str(value)
 
 
 def _backbones(source: Path, table: object) -> tuple[str, ...]:
