@@ -23,6 +23,7 @@ from medtransfer.results.store import (
 
 __all__ = [
     "BASE_KEY", "CSV_FILE", "KEY", "KEY_DEFAULTS", "PARTS", "PREDICTIONS_FILE", "RESULTS_FILE", "Compacted",
-    "CompactionBusy",    "ResultRow", "check_results_folder", "compact_results", "config_hash", "export_tables", "has_results", "read_predictions",
-    "read_results", "read_rows", "read_table", "read_union", "with_key", "write_atomically", "write_results",
+    "CompactionBusy", "ResultRow", "check_results_folder", "compact_results", "config_hash", "export_tables",
+    "has_results", "read_predictions", "read_results", "read_rows", "read_table", "read_union", "with_key",
+    "write_atomically", "write_results",
 ]

@@ -32,7 +32,7 @@ import pandas as pd
 
 from medtransfer.errors import MedtransferError
 from medtransfer.results.files import HOST, TEMPORARY, read_table, unreadable, write_atomically
-from medtransfer.results.rows import BASE_KEY, KEY, KEY_DEFAULTS, ResultRow, with_key
+from medtransfer.results.rows import BASE_KEY, KEY, ResultRow, with_key
 
 PARTS = "parts"
 ROWS_SUFFIX = ".rows.json"
