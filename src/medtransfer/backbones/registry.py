@@ -41,6 +41,10 @@ class Preprocessing:
     # "pad-square": pad the shorter side to a square (with black), then resize
     resize: str = "squash"
     crop_fraction: float = 1.0  # center-crop only: resize to input_size / crop_fraction first
+    # center-crop only: how the crop's top / left offset is rounded, as the upstream processor does: "round"
+    # (torchvision ``transforms/functional.py`` ``center_crop``: ``int(round((h - crop_h) / 2.0))``) or "floor"
+    # (Hugging Face ``transformers/image_transforms.py`` ``center_crop``: ``(h - crop_h) // 2``)
+    crop_offset: str = "round"
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     interpolation: str = "bilinear"  # "bilinear" or "bicubic", as the published preprocessing does
