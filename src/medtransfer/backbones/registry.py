@@ -231,9 +231,11 @@ class LoadedBackbone:
 
 REGISTRY: Registry[BackboneSpec] = Registry("backbone")
 SEED_BACKBONES: tuple[str, ...] = (
-    # the published benchmark's backbones (``--backbone seed``)
+    # the published benchmark's backbones (``--backbone seed``): each has a model config in cosbidev/Deep-Sick
+    # src/configs/PEFT_runs/experiment/models/ (commit 99b9fb0); RAD-DINO has none there, so it is not one of them
+    # (and its ``--targets seed`` is refused)
     "resnet50", "densenet121", "dinov2-s", "dinov2-b", "dinov2-l", "clip-l", "biomedclip", "pubmedclip",
-    "medclip-resnet", "medclip-swin", "rad-dino",
+    "medclip-resnet", "medclip-swin",
 )  # fmt: skip
 OPEN_SPEC_RESOLVERS: dict[str, Callable[[str], BackboneSpec]] = {}
 """``prefix`` -> function turning ``"prefix:rest"`` into a spec (``timm:``, ``open_clip:``, ``hf:``)."""

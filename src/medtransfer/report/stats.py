@@ -6,7 +6,7 @@ resampled t-test (Nadeau & Bengio 2003, "Inference for the generalization error"
 52:239-281; Bouckaert & Frank 2004, "Evaluating the replicability of significance tests for comparing learning
 algorithms", PAKDD, LNCS 3056:3-12), for one k-fold split and for repeated CV (``splits --repeats``) alike:
 every fold's training rows hold most of the other folds' rows, so fold differences are correlated and a
-Wilcoxon signed-rank test over them is liberal (measured: 12.5% false positives at nominal 5% for 10-fold
+Wilcoxon signed-rank test over them is liberal (measured: 14% false positives at nominal 5% for 10-fold
 4-shot studies of equal methods; ``tests/stats/shared_training.py``). Only strategies of one data regime
 trained on the same rows (``trained_on``: a probe's train+val refit is not paired with a method trained on train)
 are compared; Holm controls the
