@@ -181,7 +181,7 @@ def splits(
         help=POSITIVE_HELP)] = None,
     repeats: Annotated[int, typer.Option(
         help="Repeated CV: redraw the folds N times (split seeds seed..seed+N-1), so that paired tests have more "
-        "than 5 folds to work with (with 5 folds no exact Wilcoxon test reaches p < 0.05).")] = 1,
+        "fold means to work with (the corrected resampled t-test then has N x k of them).")] = 1,
     shots_unit: Annotated[str, typer.Option(
         help="What few-shot k counts per class: image, or patient (k patients, all their images).")] = "image",
 ) -> None:

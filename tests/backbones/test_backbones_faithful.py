@@ -367,3 +367,22 @@ def test_readme_table_is_generated():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     rows = [r for r in backbone_table() if not r["name"].startswith("test-")]  # tests register tiny entries
     assert backbone_markdown(rows) in readme, "stale README table: regenerate with `medtransfer backbones --markdown`"
+
+
+def test_the_seed_set_and_seed_targets_agree():
+    """A backbone of ``--backbone seed`` (the benchmark's set) has the benchmark's ``--targets seed``; one
+    without seed targets (RAD-DINO: no model config in the benchmark) is not in the set."""
+    from medtransfer.backbones.registry import SEED_BACKBONES
+
+    assert "rad-dino" not in SEED_BACKBONES
+    for name in SEED_BACKBONES:
+        assert get_spec(name).targets.seed, name
+    with pytest.raises(MedtransferError, match="not in the published benchmark"):
+        preset_patterns(get_spec("rad-dino"), "seed")
+
+
+def test_densenet_seed_targets_are_the_dense_layers_first_convs_not_the_stem():
+    """README: ``conv1`` on DenseNet is every dense layer's first conv; the stem is ``features.conv0``."""
+    model = torchvision.models.densenet121()
+    wrapped = resolve_targets(model, preset_patterns(get_spec("densenet121"), "seed", model))
+    assert len(wrapped) == 58 and all(name.endswith(".conv1") and "denselayer" in name for name in wrapped)

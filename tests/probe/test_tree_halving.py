@@ -54,7 +54,7 @@ def test_test_rows_never_reach_halving(name, tune, tmp_path):
     """The whole grid (three halving stages): poisoned test rows change neither what halving kept nor what
     tuning chose, nor the tuning rows' probabilities."""
     spec = _small(name)
-    clean, poisoned, tasks = poisoned_contexts(tmp_path, tune=tune)
+    clean, poisoned, tasks, _ = poisoned_contexts(tmp_path, tune=tune)
     a, b = list(spec.fit_tasks(clean, tasks)), list(spec.fit_tasks(poisoned, tasks))
     for fit_a, fit_b in zip(a, b, strict=True):
         assert not isinstance(fit_a, str), fit_a
@@ -68,7 +68,7 @@ def test_the_chosen_forest_is_the_forest_fitted_at_once(tmp_path):
     from medtransfer.probe.sklearn_fit import fit_estimator, full_proba
 
     spec = _small("rf")
-    ctx, _, tasks = poisoned_contexts(tmp_path)
+    ctx, _, tasks, _ = poisoned_contexts(tmp_path)
     task = next(t for t in tasks if t.regime == "fewshot")
     (fit,) = spec.fit_tasks(ctx, [task])
     params = {k: fit.params[k] for k in spec.grid[0]}
@@ -83,7 +83,7 @@ def test_the_chosen_forest_is_the_forest_fitted_at_once(tmp_path):
 @pytest.mark.parametrize("name", TREES)
 def test_one_worker_or_two_give_the_same_results(name, tmp_path):
     spec = _small(name)
-    one, _, tasks = poisoned_contexts(tmp_path)
+    one, _, tasks, _ = poisoned_contexts(tmp_path)
     two = dataclasses.replace(one, options=dataclasses.replace(one.options, workers=2))
     a, b = fit_spread(spec, one, tasks), fit_spread(spec, two, tasks)
     for fit_a, fit_b in zip(a, b, strict=True):

@@ -16,7 +16,7 @@ import pandas as pd
 
 BACKBONES = ["resnet50", "dinov2-vitb14", "medclip-resnet"]
 SEEDS = [0, 1]
-FOLDS = list(range(10))  # paired tests pair fold means: 10 folds let an exact Wilcoxon reach p < 0.05
+FOLDS = list(range(10))  # paired tests pair fold means (corrected resampled t over 10 folds)
 PCT = {"logreg": np.nan, "knn": np.nan, "lora": 0.8, "fft": 100.0}
 
 

@@ -60,8 +60,32 @@ def test_equal_methods_give_at_most_five_percent_false_positives():
     assert np.mean(fold_level < 0.05) <= 0.05 + MONTE_CARLO
     naive = stats.wilcoxon(diff.reshape(N_STUDIES, -1), axis=1).pvalue  # every (seed, fold) run as a pair
     assert np.mean(naive < 0.05) > 0.15  # the pseudo-replication the issue measured (0.244)
-    # 5 folds: no exact test can reach 0.05
-    assert np.nanmin(paired_pvalues(np.abs(diff[:, :5].mean(axis=2)))) > 0.05
+
+
+SHARED_STUDIES = 1000
+SHARED_BOUND = 0.05 + 2 * np.sqrt(0.05 * 0.95 / SHARED_STUDIES)
+
+
+@pytest.mark.parametrize(("k", "repeats", "shots"), [(5, 1, 0), (10, 1, 0), (5, 1, 4), (10, 1, 4), (5, 3, 0),
+                                                      (10, 3, 4)])
+def test_equal_methods_on_shared_training_rows_stay_at_five_percent(k, repeats, shots):
+    """Real folds of one simulated data set, two equal methods fitted on each fold's (shared) training rows:
+    the paired test calls them different in at most 5% (+ 2 SE) of studies. The fold-level Wilcoxon the report
+    used for one split reached 12.5% here at 10-fold 4-shot (``benchmarks/stats_fpr.py``)."""
+    from shared_training import simulate_fold_differences
+
+    rng = np.random.default_rng([k, repeats, shots])
+    diff = simulate_fold_differences(rng, SHARED_STUDIES, k=k, repeats=repeats, shots=shots)
+    rate = np.mean(paired_pvalues(diff, n_repeats=repeats) < 0.05)
+    assert rate <= SHARED_BOUND, rate
+
+
+def test_the_paired_test_still_finds_a_real_difference():
+    """Not conservative into uselessness: a method with clearly better features wins in most 10-fold studies."""
+    from shared_training import simulate_fold_differences
+
+    diff = simulate_fold_differences(np.random.default_rng(5), 300, k=10, gap=0.8)
+    assert np.mean(paired_pvalues(diff) < 0.05) > 0.7  # measured 0.79 (an MCC gap of about 0.44)
 
 
 def test_repeated_cv_keeps_false_positives_at_most_five_percent():

@@ -275,6 +275,7 @@ RAD_DINO_PREPROCESSING = Preprocessing(
     mean=(0.5307, 0.5307, 0.5307),
     std=(0.2583, 0.2583, 0.2583),
     interpolation="bicubic",
+    crop_offset="floor",  # transformers' center_crop (BitImageProcessor)
 )
 RAD_DINO_CARD = "https://huggingface.co/microsoft/rad-dino (model card: 37x37 patch grid, so 518 px)"
 register(
@@ -373,7 +374,8 @@ def clip_l_config():
 PUBMEDCLIP_PROCESSOR = ("https://huggingface.co/flaviagiammarino/pubmed-clip-vit-base-patch32/blob/"
                         "8c9083276570b80ff91935dea11720b7ccfe113b/preprocessor_config.json")
 CLIP_PREPROCESSING = Preprocessing(
-    input_size=224, resize="center-crop", crop_fraction=1.0, mean=CLIP_MEAN, std=CLIP_STD, interpolation="bicubic"
+    input_size=224, resize="center-crop", crop_fraction=1.0, mean=CLIP_MEAN, std=CLIP_STD, interpolation="bicubic",
+    crop_offset="floor",  # transformers' center_crop (CLIPImageProcessor)
 )
 CLIP_L_REPO = "openai/clip-vit-large-patch14"
 register(

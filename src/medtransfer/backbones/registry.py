@@ -41,6 +41,10 @@ class Preprocessing:
     # "pad-square": pad the shorter side to a square (with black), then resize
     resize: str = "squash"
     crop_fraction: float = 1.0  # center-crop only: resize to input_size / crop_fraction first
+    # center-crop only: how the crop's top / left offset is rounded, as the upstream processor does: "round"
+    # (torchvision ``transforms/functional.py`` ``center_crop``: ``int(round((h - crop_h) / 2.0))``) or "floor"
+    # (Hugging Face ``transformers/image_transforms.py`` ``center_crop``: ``(h - crop_h) // 2``)
+    crop_offset: str = "round"
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     interpolation: str = "bilinear"  # "bilinear" or "bicubic", as the published preprocessing does
@@ -227,9 +231,11 @@ class LoadedBackbone:
 
 REGISTRY: Registry[BackboneSpec] = Registry("backbone")
 SEED_BACKBONES: tuple[str, ...] = (
-    # the published benchmark's backbones (``--backbone seed``)
+    # the published benchmark's backbones (``--backbone seed``): each has a model config in cosbidev/Deep-Sick
+    # src/configs/PEFT_runs/experiment/models/ (commit 99b9fb0); RAD-DINO has none there, so it is not one of them
+    # (and its ``--targets seed`` is refused)
     "resnet50", "densenet121", "dinov2-s", "dinov2-b", "dinov2-l", "clip-l", "biomedclip", "pubmedclip",
-    "medclip-resnet", "medclip-swin", "rad-dino",
+    "medclip-resnet", "medclip-swin",
 )  # fmt: skip
 OPEN_SPEC_RESOLVERS: dict[str, Callable[[str], BackboneSpec]] = {}
 """``prefix`` -> function turning ``"prefix:rest"`` into a spec (``timm:``, ``open_clip:``, ``hf:``)."""

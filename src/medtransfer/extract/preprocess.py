@@ -46,8 +46,8 @@ def chw_to_input(tensor: torch.Tensor, preprocessing: Preprocessing,
         tensor = _resize(tensor, (max(1, round(height * scale)), max(1, round(width * scale))), mode)
     if preprocessing.resize == "center-crop":
         tensor = _resize_shorter(tensor, round(size / preprocessing.crop_fraction), mode)
-        top = (tensor.shape[1] - size) // 2
-        left = (tensor.shape[2] - size) // 2
+        top, left = (_crop_offset(side - size, getattr(preprocessing, "crop_offset", "round"))
+                     for side in tensor.shape[1:])
         tensor = tensor[:, top : top + size, left : left + size]
     elif preprocessing.resize == "pad-square":
         height, width = tensor.shape[1:]
@@ -76,7 +76,20 @@ def _resize(tensor: torch.Tensor, size: tuple[int, int], mode: str = "bilinear")
     return out.clamp_(0.0, 1.0) if mode == "bicubic" else out
 
 
+def _crop_offset(excess: int, rule: str) -> int:
+    """Top / left of a centred crop that leaves ``excess`` pixels: torchvision rounds half of it (Python's
+    round, half to even), Hugging Face floors it (``Preprocessing.crop_offset``)."""
+    return int(round(excess / 2.0)) if rule == "round" else excess // 2
+
+
+def resized_shorter_size(height: int, width: int, shorter: int) -> tuple[int, int]:
+    """(h, w) with the shorter side ``shorter`` and the longer one truncated, as torchvision's ``resize``
+    (``transforms/functional.py`` ``_compute_resized_output_size``: ``int(size * long / short)``) and Hugging
+    Face's ``get_resize_output_image_size`` (``transformers/image_transforms.py``, the same ``int``) size it."""
+    if height <= width:
+        return shorter, int(shorter * width / height)
+    return int(shorter * height / width), shorter
+
+
 def _resize_shorter(tensor: torch.Tensor, shorter: int, mode: str = "bilinear") -> torch.Tensor:
-    height, width = tensor.shape[1:]
-    scale = shorter / min(height, width)
-    return _resize(tensor, (max(shorter, round(height * scale)), max(shorter, round(width * scale))), mode)
+    return _resize(tensor, resized_shorter_size(*tensor.shape[1:], shorter), mode)

@@ -10,7 +10,6 @@ Default: ``standardize``. Every fitted step is affine, so a fitted preprocessing
 from __future__ import annotations
 
 import re
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,59 +51,81 @@ class Affine:
         return centred * self.a if self.a.ndim == 1 else centred @ self.a
 
 
-def _inverse_scale(sd: np.ndarray, dtype) -> np.ndarray:
-    """1 / std, with constant features left unscaled (as scikit-learn's StandardScaler does)."""
-    return (1.0 / np.where(sd > 1e-12, sd, 1.0)).astype(dtype)
+def _is_constant(var: np.ndarray, mean: np.ndarray, n_rows: int) -> np.ndarray:
+    """Features indistinguishable from a constant on their rows: scikit-learn's rule, the roundoff bound of the
+    two-pass variance (Chan, Golub & LeVeque), ``sklearn/preprocessing/_data.py`` ``_is_constant_feature``."""
+    eps = np.finfo(np.float64).eps
+    return var <= n_rows * eps * var + (n_rows * mean * eps) ** 2
+
+
+def _inverse_scale(var: np.ndarray, mean: np.ndarray, n_rows: int, dtype) -> np.ndarray:
+    """1 / std, with constant features left unscaled (scale 1, as scikit-learn's StandardScaler: its
+    ``_handle_zeros_in_scale`` with the ``_is_constant_feature`` mask)."""
+    sd = np.sqrt(var)
+    return (1.0 / np.where(_is_constant(var, mean, n_rows) | ~(sd > 0), 1.0, sd)).astype(dtype)
+
+
+# a subset's variance under this fraction of its mean square came out of cancellation: recomputed in two passes
+_CANCELLATION = 1e-3
+
+
+def subset_moments(x_all: np.ndarray, rows_of: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Every subset's per-feature mean and (population) variance [J, D], float64, from that subset's rows only:
+    nothing outside a subset enters its numbers, not even through rounding (no shift shared across subsets), so
+    a task's preprocessing is bitwise the same whatever the other rows hold.
+
+    Sums and sums of squares of every subset come from two sparse products (job x row indicator times the
+    features, float64): one pass for all subsets. ``E[x^2] - E[x]^2`` loses digits where the variance is small
+    against the mean square (a feature nearly constant on the subset); there, and only there, the subset's rows
+    go through the corrected two-pass algorithm scikit-learn's StandardScaler uses (``sklearn/utils/extmath.py``
+    ``_incremental_mean_and_var``: squared deviations from the mean less the square of their sum / n), so a
+    feature constant on the subset comes out with a variance at rounding level, which ``_is_constant`` sees."""
+    x = x_all.astype(np.float64, copy=False)
+    counts = np.array([len(rows) for rows in rows_of], dtype=np.float64)[:, None]
+    job_of = np.repeat(np.arange(len(rows_of)), counts[:, 0].astype(int))
+    members = sparse.csr_matrix((np.ones(len(job_of)), (job_of, np.concatenate([*rows_of, np.zeros(0, int)]))),
+                                shape=(len(rows_of), len(x)))
+    with np.errstate(all="ignore"):  # an empty subset: NaN; a NaN row: NaN in its subsets only
+        mean = np.asarray(members @ x) / counts
+        square = np.asarray(members @ (x * x)) / counts
+        var = square - mean * mean
+        shaky = ~(var > _CANCELLATION * square) & (square > 0)
+    for j in np.flatnonzero(shaky.any(1)):
+        cols = np.flatnonzero(shaky[j])
+        deviation = x[np.ix_(rows_of[j], cols)] - mean[j, cols]
+        var[j, cols] = ((deviation * deviation).sum(0) - deviation.sum(0) ** 2 / counts[j]) / counts[j]
+    return mean, np.maximum(var, 0.0)
+
+
+def _check_steps(steps: tuple[str, ...]) -> int | None:
+    """The PCA width of ``steps`` (None without a pcaN step), refusing an order the affine form cannot hold."""
+    pca = [int(step[3:]) for step in steps if step.startswith("pca")]
+    if len(pca) > 1 or (pca and "standardize" in steps and steps.index("standardize") > steps.index(f"pca{pca[0]}")):
+        raise MedtransferError("preprocessing: at most one pcaN step, after standardize")
+    return pca[0] if pca else None
 
 
 def fit_affine(x_train: np.ndarray, steps: tuple[str, ...]) -> Affine:
     """The fitted (non-l2) steps as one affine map; ``x_train`` already l2-normalized when l2 is asked for."""
-    dim = x_train.shape[1]
-    pca = [int(step[3:]) for step in steps if step.startswith("pca")]
-    if len(pca) > 1 or (pca and "standardize" in steps and steps.index("standardize") > steps.index(f"pca{pca[0]}")):
-        raise MedtransferError("preprocessing: at most one pcaN step, after standardize")
-    if "standardize" not in steps and not pca:
-        return Affine(np.zeros(dim, dtype=x_train.dtype), np.ones(dim, dtype=x_train.dtype))
-    mu = x_train.mean(0)
-    a = np.ones(dim, dtype=x_train.dtype)
-    if "standardize" in steps:
-        sd = x_train.std(0)
-        a = _inverse_scale(sd, x_train.dtype)
-    if pca:
-        _, _, vt = np.linalg.svd((x_train - mu) * a, full_matrices=False)
-        return Affine(mu, (a[:, None] * vt[: pca[0]].T).astype(x_train.dtype))
-    return Affine(mu, a)
+    return fit_affines(x_train, [np.arange(len(x_train))], steps)[0]
 
 
 def fit_affines(x_all: np.ndarray, rows_of: list[np.ndarray], steps: tuple[str, ...]) -> list[Affine]:
-    """``fit_affine`` for many row subsets of one matrix. Standardisation takes every subset's mean and variance
-    from two sparse products (job x row indicator times features, after a global shift, in float64) instead
-    of numpy's passes over each subset: one call for every job, its cost the total number of rows."""
-    if "standardize" not in steps or not rows_of:
-        return [fit_affine(x_all[rows], steps) for rows in rows_of]
-    x = x_all.astype(np.float64, copy=False)
-    # a NaN feature row spoils only the subsets that hold it, as in the per-subset fit (the sparse products never
-    # touch rows outside a subset)
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        shift = np.nan_to_num(np.nanmean(x, 0))
-    centred = x - shift
-    # a sparse job x row indicator (a repeated row counts once per occurrence): cost ~ total rows x dim
-    job_of = np.repeat(np.arange(len(rows_of)), [len(rows) for rows in rows_of])
-    members = sparse.csr_matrix((np.ones(len(job_of)), (job_of, np.concatenate(rows_of))),
-                                shape=(len(rows_of), len(x)))
-    counts = np.asarray(members.sum(1))
-    first = np.asarray(members @ centred) / counts  # E[x - shift]
-    second = np.asarray(members @ (centred * centred)) / counts
-    var = np.maximum(second - first * first, 0.0)
+    """``fit_affine`` for many row subsets of one matrix, each from its own rows only (``subset_moments``): the
+    same numbers, bitwise, as fitting the subset alone, whatever the other rows of ``x_all`` hold."""
+    pca, dim, dtype = _check_steps(steps), x_all.shape[1], x_all.dtype
+    if "standardize" not in steps and pca is None:
+        return [Affine(np.zeros(dim, dtype=dtype), np.ones(dim, dtype=dtype)) for _ in rows_of]
+    means, variances = subset_moments(x_all, rows_of)
     affines = []
     for j, rows in enumerate(rows_of):
-        mu, sd = (first[j] + shift).astype(x_all.dtype), np.sqrt(var[j])
-        a = _inverse_scale(sd, x_all.dtype)
-        if any(step.startswith("pca") for step in steps):
-            affines.append(fit_affine(x_all[rows], steps))  # the SVD is per subset anyway
-        else:
-            affines.append(Affine(mu, a))
+        mu = means[j].astype(dtype)
+        a = (_inverse_scale(variances[j], means[j], len(rows), dtype) if "standardize" in steps
+             else np.ones(dim, dtype=dtype))
+        if pca is not None:  # the SVD of the subset's own standardized rows
+            _, _, vt = np.linalg.svd((x_all[rows] - mu) * a, full_matrices=False)
+            a = (a[:, None] * vt[:pca].T).astype(dtype)
+        affines.append(Affine(mu, a))
     return affines
 
 

@@ -62,7 +62,7 @@ class CentroidModel:
     def proba(self, jobs: Sequence[int], rows: np.ndarray) -> list[np.ndarray]:
         jobs = list(jobs)
         with cpu_threads():
-            xs = self.stack.rows(self.prep.ctx.x_all[rows])
+            xs = self.stack.rows(self.prep.ctx.x_all[rows], jobs)
             sq = self.stack.sq_norms(xs, jobs)[..., None]  # [n, J, 1]
             dots = torch.stack(self.stack.project(xs, jobs, [self.centroids[j].T for j in jobs]), dim=1)  # [n, J, K]
             norm2 = self.norm2[jobs][None]
@@ -72,7 +72,7 @@ class CentroidModel:
             out: list[np.ndarray | None] = [None] * len(jobs)
             for candidates, members in _by_key(jobs, lambda j: self.prep.jobs[j].candidates).items():
                 grid = [self.head.grid[c] for c in candidates]
-                metric = torch.as_tensor([METRICS.index(p["metric"]) for p in grid], device=xs.device)
+                metric = torch.as_tensor([METRICS.index(p["metric"]) for p in grid], device=xs.x.device)
                 temperature = self.prep.tensor([p["temperature"] for p in grid])[:, None, None, None]
                 where = [position for position, _ in members]
                 logits = -distance[:, :, where][metric] / temperature  # [P, n, G, K]
@@ -106,7 +106,7 @@ class KnnModel:
         jobs, n_classes = list(jobs), self.prep.ctx.n_classes
         out: list[np.ndarray | None] = [None] * len(jobs)
         with cpu_threads():
-            xs = self.stack.rows(self.prep.ctx.x_all[rows])
+            xs = self.stack.rows(self.prep.ctx.x_all[rows], jobs)
             sims = self.stack.project(xs, jobs, [self.unit[j].T for j in jobs])
             key = lambda j: (len(self.codes[j]), self.prep.jobs[j].candidates)  # noqa: E731
             for (n_train, candidates), members in _by_key(jobs, key).items():

@@ -55,7 +55,7 @@ class RidgeModel:
     def proba(self, jobs: Sequence[int], rows: np.ndarray) -> list[np.ndarray]:
         jobs = list(jobs)
         with cpu_threads():
-            xs = self.stack.rows(self.prep.ctx.x_all[rows])
+            xs = self.stack.rows(self.prep.ctx.x_all[rows], jobs)
             flat = [self.weights[j].permute(1, 0, 2).reshape(self.weights[j].shape[1], -1) for j in jobs]
             scores = self.stack.project(xs, jobs, flat)  # [n, P * Q] per job
             out = []

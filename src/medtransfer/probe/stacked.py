@@ -10,16 +10,30 @@ training rows) or its squared norm, and both fold onto the raw rows:
     ||z||^2  = x^2 @ a_j^2 - 2 x @ (a_j^2 mu_j) + ||a_j mu_j||^2       (diagonal A_j = diag(a_j))
 
 so the rows go through one ``[n, D] @ [D, sum_j m_j]`` product for every job together. Rows are shifted by a
-common origin first (the mean of the jobs' training means: training rows only), which leaves every result
-unchanged and keeps the cancellation in ``||z||^2`` small when features sit far from zero.
+common origin first, which leaves every result unchanged in exact arithmetic and keeps the cancellation in
+``||z||^2`` small when features sit far from zero. The origin is the mean of the training means of the jobs
+being scored in that call (``rows(x, jobs)``): the driver scores one fold's jobs at a time, so it comes from that
+fold's training rows only and never, not even through rounding, from the fold's test rows (which other folds
+train on).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from medtransfer.probe.features import Affine
+
+
+@dataclass(frozen=True)
+class ShiftedRows:
+    """Rows to score, shifted by the origin of the jobs they are scored under."""
+
+    x: torch.Tensor  # [n, D]
+    origin: np.ndarray  # [D], float64
+    jobs: tuple[int, ...]
 
 
 class StackedAffines:
@@ -28,46 +42,50 @@ class StackedAffines:
     def __init__(self, affines: list[Affine], *, device: torch.device, dtype: torch.dtype):
         self.affines, self.device, self.dtype = affines, device, dtype
         self.diagonal = all(a.a.ndim == 1 for a in affines)
-        mu = np.stack([a.mu for a in affines]).astype(np.float64)
-        self.origin = mu.mean(0)
-        self.centre = self.tensor(mu - self.origin)  # [J, D]: each job's mean, in shifted coordinates
+        self.mu = np.stack([a.mu for a in affines]).astype(np.float64)  # [J, D]: each job's training mean
         self.scale = self.tensor(np.stack([a.a for a in affines])) if self.diagonal else None  # [J, D]
 
     def tensor(self, array) -> torch.Tensor:
         return torch.as_tensor(np.asarray(array), dtype=self.dtype, device=self.device)
 
-    def rows(self, x: np.ndarray) -> torch.Tensor:
-        """Raw rows in shifted coordinates: what ``project`` and ``sq_norms`` take."""
-        return self.tensor(np.asarray(x, dtype=np.float64) - self.origin)
+    def rows(self, x: np.ndarray, jobs) -> ShiftedRows:
+        """Raw rows in the shifted coordinates of ``jobs`` (the origin: the mean of their training means): what
+        ``project`` and ``sq_norms`` take, for those jobs."""
+        jobs = tuple(int(j) for j in jobs)
+        origin = self.mu[list(jobs)].mean(0)
+        return ShiftedRows(self.tensor(np.asarray(x, dtype=np.float64) - origin), origin, jobs)
+
+    def _centres(self, rows: ShiftedRows, jobs: list[int]) -> torch.Tensor:
+        """The jobs' means in the rows' shifted coordinates [J, D]; the jobs must be those the rows were shifted
+        for (another job's origin would bring other training rows into the rounding)."""
+        if not set(jobs) <= set(rows.jobs):
+            raise ValueError(f"rows were shifted for jobs {rows.jobs}, not {jobs}")
+        return self.tensor(self.mu[jobs] - rows.origin)
 
     def transform(self, job: int, x: np.ndarray) -> torch.Tensor:
         """Rows through one job's preprocessing, explicitly (its training rows)."""
         return self.tensor(self.affines[job](np.asarray(x, dtype=np.float64)))
 
-    def fold(self, job: int, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """z-space weights ``u`` [k, m] of one job as raw-feature weights [D, m] and offsets [m]."""
-        a = self.affines[job].a
-        v = self.scale[job][:, None] * u if self.diagonal else self.tensor(a) @ u
-        return v, -(self.centre[job] @ v)
-
-    def project(self, xs: torch.Tensor, jobs, us: list[torch.Tensor]) -> list[torch.Tensor]:
-        """``z_j @ u_j`` for every job of ``jobs`` ([n, m_j] each) from one GEMM over the shifted rows ``xs``."""
+    def project(self, rows: ShiftedRows, jobs, us: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``z_j @ u_j`` for every job of ``jobs`` ([n, m_j] each) from one GEMM over the shifted rows."""
         jobs = list(jobs)
+        centre, xs = self._centres(rows, jobs), rows.x
         if self.diagonal and len({tuple(u.shape) for u in us}) == 1:  # one broadcast for every job
             v = self.scale[jobs][:, :, None] * torch.stack(us)  # [J, D, m]
-            offset = -torch.einsum("jd,jdm->jm", self.centre[jobs], v).reshape(-1)
+            offset = -torch.einsum("jd,jdm->jm", centre, v).reshape(-1)
             v = v.permute(1, 0, 2).reshape(v.shape[1], -1)
-        else:
-            folded = [self.fold(j, u) for j, u in zip(jobs, us, strict=True)]
-            v = torch.cat([f[0] for f in folded], dim=1)
-            offset = torch.cat([f[1] for f in folded])
+        else:  # each job's z-space weights [k, m] as raw-feature weights [D, m] and offsets [m]
+            vs = [self.scale[j][:, None] * u if self.diagonal else self.tensor(self.affines[j].a) @ u
+                  for j, u in zip(jobs, us, strict=True)]
+            v = torch.cat(vs, dim=1)
+            offset = torch.cat([-(c @ vj) for c, vj in zip(centre, vs, strict=True)])
         out = xs @ v + offset
         return list(torch.split(out, [u.shape[1] for u in us], dim=1))
 
-    def sq_norms(self, xs: torch.Tensor, jobs) -> torch.Tensor:
+    def sq_norms(self, rows: ShiftedRows, jobs) -> torch.Tensor:
         """``||z_j||^2`` of every row under every job of ``jobs``: [n, J]."""
         jobs = list(jobs)
-        c = self.centre[jobs]
+        c, xs = self._centres(rows, jobs), rows.x
         if self.diagonal:
             a2 = self.scale[jobs] ** 2
             return torch.cat([xs * xs, xs], dim=1) @ torch.cat([a2, -2 * a2 * c], dim=1).T + (a2 * c * c).sum(1)[None]

@@ -15,7 +15,7 @@ import pandas as pd
 
 from medtransfer.aggregate import CI_METHOD
 from medtransfer.report.load import regime_label
-from medtransfer.report.stats import ALPHA, FriedmanResult, min_wilcoxon_p
+from medtransfer.report.stats import ALPHA, FriedmanResult
 
 if TYPE_CHECKING:
     from medtransfer.report.figures import Figure
@@ -396,19 +396,12 @@ def task_section(task: str, data: PageData) -> str:
         f'<div class="figs">{"".join(figure_html(f) for f in figs)}</div>',
         f"<h3>Paired tests ({n_sig} of {len(pairs)} significant)</h3>",
         '<p class="muted">Paired on fold means (each strategy\'s seeds averaged within a fold, as they share its '
-        "test set): Wilcoxon signed-rank for one k-fold split, the corrected resampled t-test (Nadeau &amp; Bengio "
-        "2003) for repeated CV; only methods of the same data regime trained on the same rows are paired (a "
-        "probe's train+val refit is not paired with a method trained on train); Holm-corrected within each "
+        "test set) with the corrected resampled t-test (Nadeau &amp; Bengio 2003), which allows for the training "
+        "rows the folds share, for one k-fold split and repeated CV alike; only methods of the same data regime "
+        "trained on the same rows are paired (a probe's train+val refit is not paired with a method trained on train); "
+        "Holm-corrected within each "
         f"backbone; winner only when p (Holm) &lt; {ALPHA}.</p>",
     ]
-    wilcoxon = pairs[pairs["test"] == "wilcoxon"] if "test" in pairs else pairs
-    if len(wilcoxon) and min_wilcoxon_p(int(wilcoxon["n_pairs"].max())) >= ALPHA:
-        most = int(wilcoxon["n_pairs"].max())
-        parts.append(
-            f'<div class="card">Only {most} folds to pair: the smallest possible p is '
-            f"{min_wilcoxon_p(most):.3f}, so no difference can be significant. Make splits with --repeats N "
-            "(repeated cross-validation).</div>"
-        )
     parts.append(pairwise_html(pairs))
     parts.append("</section>")
     return "".join(parts)
