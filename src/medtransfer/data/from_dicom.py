@@ -77,6 +77,8 @@ class DicomImport:
         rows += [{"kind": "label row without image", "key": k, "path": "", "reason": "no image with this key"}
                  for k in self.labels_without_images]
         rows += [{"kind": "unreadable file", "key": "", "path": p, "reason": why} for p, why in self.scan.unreadable]
+        rows += [{"kind": "odd header (read anyway)", "key": "", "path": p, "reason": why}
+                 for p, why in self.scan.odd_headers]
         return pd.DataFrame(rows, columns=["kind", "key", "path", "reason"])
 
 
