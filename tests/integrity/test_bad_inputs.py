@@ -74,6 +74,7 @@ CASES = [
     ("splits-seeds-0", None, ("splits", "{m}", "--out", "{w}/new.json", "--shots", "2", "--seeds", "0")),
     ("splits-seeds-negative", None, ("splits", "{m}", "--out", "{w}/new.json", "--shots", "2", "--seeds", "-1")),
     ("splits-shots-text", None, ("splits", "{m}", "--out", "{w}/new.json", "--shots", "two")),
+    ("splits-out-is-a-folder", None, ("splits", "{m}", "--out", "{w}/results")),
     ("probe-labels-past-classes", _label_past_classes, PROBE),
     ("probe-truncated-results", _truncate("results.parquet"), PROBE),
     ("probe-garbled-results", _garble("results.parquet"), PROBE),
