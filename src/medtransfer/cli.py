@@ -498,6 +498,8 @@ def cache_verify(
         typer.echo(to_json([asdict(p) for p in problems]))
     for p in problems:
         typer.echo(f"{'warning' if p.kind == 'missing-file' else 'problem'}: {p.message}", err=True)
+        if p.repaired:
+            typer.echo(f"repaired: {p.repaired}", err=True)
     if repair and problems:
         typer.echo(f"repaired: run `medtransfer extract` again on {store} to recompute the rows marked not done",
                    err=True)
