@@ -28,7 +28,7 @@ from medtransfer.adapt.augment import AugmentSpec, augment_batch
 from medtransfer.adapt.config import AdaptConfig
 from medtransfer.adapt.data import PixelStore, normalize
 from medtransfer.adapt.methods import HEAD_PREFIX
-from medtransfer.backbones.registry import Preprocessing
+from medtransfer.backbones.registry import Preprocessing, checkpoint_refusal
 from medtransfer.device import resolve_precision
 from medtransfer.errors import MedtransferError
 from medtransfer.metrics import compute_metrics
@@ -211,11 +211,7 @@ def load_state(path: Path) -> dict:
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError for a forbidden global, RuntimeError/EOFError for a torn file
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise MedtransferError(
-            f"refusing the training state {path}: it is not a plain tensor/number state saved by medtransfer "
-            f"({reason[:160]}); delete it and run without --resume"
-        ) from None
+        raise MedtransferError(f"{checkpoint_refusal(path, exc)}; delete it and run without --resume") from None
     if not isinstance(saved, dict) or not set(saved) >= STATE_KEYS:
         raise MedtransferError(f"refusing the training state {path}: it lacks the fields medtransfer saves; "
                                "delete it and run without --resume")
