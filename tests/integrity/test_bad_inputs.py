@@ -113,6 +113,8 @@ CASES = [
     ("probe-unknown-regime", None, (*PROBE[:-2], "--regime", "sometimes")),
     ("probe-unknown-embedding", None, (*PROBE, "--embedding", "sideways")),
     ("probe-bad-preprocess", None, (*PROBE, "--preprocess", "pcaX")),
+    ("probe-pca-above-fewshot-rows", None, (*PROBE[:-2], "--regime", "fewshot", "--preprocess", "standardize+pca8")),
+    ("probe-pca-above-width", None, (*PROBE, "--preprocess", "pca40")),
     ("probe-bad-threshold", None, (*PROBE, "--threshold", "high")),
     ("probe-threshold-out-of-range", None, (*PROBE, "--threshold", "1.5")),
     ("probe-bad-tune", None, (*PROBE, "--tune", "maybe")),

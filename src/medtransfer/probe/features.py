@@ -57,6 +57,23 @@ def _inverse_scale(sd: np.ndarray, dtype) -> np.ndarray:
     return (1.0 / np.where(sd > 1e-12, sd, 1.0)).astype(dtype)
 
 
+def pca_components(steps: tuple[str, ...]) -> int:
+    """N of a ``pcaN`` step (0: none)."""
+    return next((int(step[3:]) for step in steps if step.startswith("pca")), 0)
+
+
+def check_pca_fits(steps: tuple[str, ...], n_rows: int, dim: int | None = None, what: str = "a fit") -> None:
+    """``pcaN`` needs N <= min(rows, features) of the rows it is fitted on (an SVD has no more components);
+    refused in one line rather than a broadcast error half-way through the fits."""
+    n, most = pca_components(steps), min(n_rows, dim if dim is not None else n_rows)
+    if n and n > most:
+        width = f" of {dim} feature(s)" if dim is not None else ""
+        raise MedtransferError(
+            f"--preprocess pca{n}: {what} trains on {n_rows} row(s){width}, so PCA has at most {most} components; "
+            f"use pca{most} or fewer (or leave few-shot regimes out)"
+        )
+
+
 def fit_affine(x_train: np.ndarray, steps: tuple[str, ...]) -> Affine:
     """The fitted (non-l2) steps as one affine map; ``x_train`` already l2-normalized when l2 is asked for."""
     dim = x_train.shape[1]
@@ -71,6 +88,7 @@ def fit_affine(x_train: np.ndarray, steps: tuple[str, ...]) -> Affine:
         sd = x_train.std(0)
         a = _inverse_scale(sd, x_train.dtype)
     if pca:
+        check_pca_fits(steps, x_train.shape[0], dim)
         _, _, vt = np.linalg.svd((x_train - mu) * a, full_matrices=False)
         return Affine(mu, (a[:, None] * vt[: pca[0]].T).astype(x_train.dtype))
     return Affine(mu, a)
