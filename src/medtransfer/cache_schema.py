@@ -30,6 +30,7 @@ their attributes are JSON text (``json.loads`` each value). A writer holds ``<st
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import math
 import re
@@ -79,6 +80,13 @@ def open_store(path: str | Path, mode: str = "r", fmt: str | None = None) -> Sto
             root = h5py.File(work or path, mode)
     except MedtransferError:
         raise
+    except OSError as exc:
+        if fmt == "hdf5" and mode != "r":  # a working copy that did not fit: nothing partial is left behind
+            cache_store.hdf5_work_path(path).unlink(missing_ok=True)
+        if exc.errno == errno.ENOSPC:
+            raise MedtransferError(f"cannot write to store {path}: the disk is full; nothing was written -- free "
+                                   "space and run the same command again") from None
+        raise MedtransferError(f"{path} is not a readable {fmt} feature store: {exc}") from exc
     except Exception as exc:  # zarr/h5py raise several types for something that is not a store
         raise MedtransferError(f"{path} is not a readable {fmt} feature store: {exc}") from exc
     if fmt == "hdf5" and mode != "r":
