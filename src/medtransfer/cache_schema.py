@@ -30,6 +30,7 @@ their attributes are JSON text (``json.loads`` each value). A writer holds ``<st
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import math
 import re
@@ -64,6 +65,8 @@ def open_store(path: str | Path, mode: str = "r", fmt: str | None = None) -> Sto
         if fmt == "zarr":
             if path.is_file():
                 raise MedtransferError(f"{path} is a file, not a Zarr folder (an HDF5 store needs a .h5 suffix)")
+            if mode != "r":
+                check_store_path(path, fmt)
             root = zarr.open_group(str(path), mode=mode)
         else:
             import h5py
@@ -78,6 +81,13 @@ def open_store(path: str | Path, mode: str = "r", fmt: str | None = None) -> Sto
             root = h5py.File(work or path, mode)
     except MedtransferError:
         raise
+    except OSError as exc:
+        if fmt == "hdf5" and mode != "r":  # a working copy that did not fit: nothing partial is left behind
+            cache_store.hdf5_work_path(path).unlink(missing_ok=True)
+        if exc.errno == errno.ENOSPC:
+            raise MedtransferError(f"cannot write to store {path}: the disk is full; nothing was written -- free "
+                                   "space and run the same command again") from None
+        raise MedtransferError(f"{path} is not a readable {fmt} feature store: {exc}") from exc
     except Exception as exc:  # zarr/h5py raise several types for something that is not a store
         raise MedtransferError(f"{path} is not a readable {fmt} feature store: {exc}") from exc
     if fmt == "hdf5" and mode != "r":
@@ -98,6 +108,16 @@ def open_store(path: str | Path, mode: str = "r", fmt: str | None = None) -> Sto
             )
         raise MedtransferError(f"{path} is not a medtransfer feature store (schema attribute: {schema!r})")
     return store
+
+
+def check_store_path(path: str | Path, fmt: str | None = None) -> None:
+    """Before a writer takes its lock: refuse a path that is neither a new path nor a store of the format (a
+    folder of other files would get a zarr.json stamped into it, a lock file beside it)."""
+    path = Path(path)
+    if store_format(path, fmt) == "zarr" and path.is_dir() and any(path.iterdir()) \
+            and not (path / "zarr.json").exists() and not (path / ".zgroup").exists():
+        raise MedtransferError(f"{path} is a folder with files in it but not a feature store (no zarr.json); "
+                               "give --store a new path or an existing store")
 
 
 # --------------------------------------------------------------------------------------------- groups
@@ -178,6 +198,7 @@ def create_group(
         store.delete_group(key)  # a kill while the group was being created: it holds nothing, start again
     if key in store:
         group = store[key]
+        require_consistent(group)
         existing = group.attrs
         if existing.get("dim") != dims["features"] or existing.get("dtype") != dtype:
             raise MedtransferError(
@@ -226,17 +247,37 @@ def repair_group(group: Group) -> list[str]:
 
 
 def read_array(group: Group, name: str, selection=slice(None)) -> np.ndarray:
-    """``group[name][selection]``; a chunk that cannot be decoded (truncated, zstd errors) -> one clear line."""
+    """``group[name][selection]``; a chunk that cannot be decoded (truncated, zstd errors) -> one clear line
+    naming the store, the group, the rows of the damaged chunk and the repair."""
     try:
         return np.asarray(group[name][selection])
     except MedtransferError:
         raise
     except Exception as exc:  # zarr/numcodecs/h5py raise many types for a damaged chunk
+        rows = _damaged_rows(group[name])
+        if rows and name == "chunk_done":
+            per = int(group.attrs.get("chunk_rows", 1))
+            where = (f"the done flags of chunks {rows.start}-{rows.stop - 1} (rows {rows.start * per}-"
+                     f"{rows.stop * per - 1})")
+        else:
+            where = f"rows {rows.start}-{rows.stop - 1} of array {name}" if rows else f"array {name}"
         raise MedtransferError(
-            f"store {group.store_path}, group {group.key}: array {name} has an unreadable chunk "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}); run "
-            f"`medtransfer cache verify {group.store_path} --repair` so the next extract recomputes those rows"
+            f"store {group.store_path}, group {group.key}: {where} cannot be read (a damaged chunk: "
+            f"{_reason(exc).removeprefix('unreadable (')}; run `medtransfer cache verify {group.store_path} --repair` "
+            "so that the next extract recomputes those rows"
         ) from None
+
+
+def _damaged_rows(array) -> range | None:
+    """The rows of the first storage chunk of ``array`` that does not decode (None: none found on a re-read)."""
+    step = _storage_chunk(array)
+    for start in range(0, int(array.shape[0]), step):
+        stop = min(int(array.shape[0]), start + step)
+        try:
+            np.asarray(array[start:stop])
+        except Exception:  # the damaged chunk, whatever the codec raised
+            return range(start, stop)
+    return None
 
 
 @dataclass(frozen=True)
@@ -345,6 +386,49 @@ def check_chunks(group: Group, *, repair: bool) -> list[str]:
     )
 
 
+FEATURE_DTYPES = ("float16", "float32")  # what ``create_group`` writes (``extract --precision`` picks one)
+
+
+def layout_contradictions(group: Group) -> list[str]:
+    """Where the arrays contradict the group's attributes (dtype, width, rank) or each other: a store rewritten
+    outside medtransfer (features re-cast to int8, an array 7 wide where ``dim`` says 512). Empty: consistent."""
+    attrs, found = group.attrs, []
+    dtype, dim = str(attrs.get("dtype")), attrs.get("dim")
+    if dtype not in FEATURE_DTYPES:
+        found.append(f"the group's dtype attribute is {dtype!r}, not one of {', '.join(FEATURE_DTYPES)}")
+    for name in feature_arrays(group):
+        if name not in group:
+            found.append(f"array {name} (listed in its embeddings) is missing")
+            continue
+        array = group[name]
+        shape, stored = tuple(array.shape), str(array.dtype)
+        if len(shape) != 2:
+            found.append(f"array {name} has shape {shape}, not rows x width")
+        elif stored != dtype:
+            found.append(f"array {name} is {stored} but the group's attributes say {dtype}")
+        elif name == "features" and shape[1] != dim:
+            found.append(f"array features is {shape[1]} wide but the group's attributes say dim {dim}")
+        elif shape[1] < 1:
+            found.append(f"array {name} has no columns")
+    for name in ROW_ARRAYS:
+        if name in group and len(group[name].shape) != 1:
+            found.append(f"array {name} has shape {tuple(group[name].shape)}, not one value per row")
+    if "chunk_done" in group and np.dtype(group["chunk_done"].dtype) != np.dtype(bool):
+        found.append(f"array chunk_done is {group['chunk_done'].dtype}, not bool")
+    return found
+
+
+def require_consistent(group: Group) -> None:
+    """Refuse (one line) a group whose arrays contradict its attributes, before any of it is read or reused."""
+    found = layout_contradictions(group)
+    if found:
+        raise MedtransferError(
+            f"store {group.store_path}, group {group.key}: {found[0]}; the store was changed outside medtransfer and "
+            f"is not trusted -- `medtransfer cache verify {group.store_path} --repair` drops the group (the next "
+            "extract computes it again)"
+        )
+
+
 def _embeddings(group: Group) -> list[str]:
     return [name.removeprefix("features_") for name in group.array_names() if name.startswith("features_")]
 
@@ -447,13 +531,21 @@ def list_groups(path: str | Path) -> list[GroupInfo]:
         return [group_info(store[key]) for key in store.group_names()]
 
 
+def orphan_folders(path: str | Path) -> list[str]:
+    with open_store(path) as store:
+        return store.orphan_folders()
+
+
 def find_group(path: str | Path, backbone: str, weights: str | None = None) -> str:
     """The key of the one complete group for ``backbone`` (and ``weights``); a clear error otherwise."""
     infos = list_groups(path)
     matches = [i for i in infos if i.backbone == backbone and (weights is None or i.weights == weights)]
     if not matches:
         held = sorted({i.backbone for i in infos})
-        where = f"backbone {backbone!r} is not in store {path} (it holds: {', '.join(held) or 'none'})"
+        orphans = orphan_folders(path)
+        damaged = (f"; {len(orphans)} group folder(s) lost their zarr.json (e.g. {orphans[0]}): run `medtransfer "
+                   f"cache verify {path} --repair` to drop them" if orphans else "")
+        where = f"backbone {backbone!r} is not in store {path} (it holds: {', '.join(held) or 'none'}{damaged})"
         same = [b for b in held if squash_name(b) == squash_name(backbone)]  # resnet-18 for resnet18
         if same:
             raise MedtransferError(f"{where}{did_you_mean(backbone, same)}")
@@ -467,6 +559,9 @@ def find_group(path: str | Path, backbone: str, weights: str | None = None) -> s
         raise MedtransferError(
             f"the features of {backbone!r} in {path} are incomplete (an interrupted extract?); run extract again"
         )
+    if len(complete) == 1:
+        with open_store(path) as store:  # before any work: a store altered outside medtransfer is refused here
+            require_consistent(store[complete[0].key])
     if len(complete) > 1:
         weights_differ = len({i.weights for i in complete}) > 1
         raise MedtransferError(
@@ -498,6 +593,7 @@ def read_features(path: str | Path, key: str, embedding: str | None = None) -> F
     name = feature_array(embedding)
     with open_store(path) as store:
         group = store[key]
+        require_consistent(group)
         if name not in group:
             present = ["default", *group.attrs.get("embeddings", [])]
             raise MedtransferError(
@@ -530,8 +626,9 @@ def store_info(path: str | Path) -> list[dict]:
 @dataclass(frozen=True)
 class VerifyProblem:
     key: str
-    kind: str  # "incomplete", "nonfinite", "unreadable", "fingerprint", "missing-file", "layout"
+    kind: str  # "incomplete", "nonfinite", "unreadable", "fingerprint", "missing-file", "layout", "altered"
     message: str
+    repaired: str = ""  # what ``--repair`` did about it (empty: nothing, or the next extract recomputes it)
 
 
 def verify_store(path: str | Path, check_files: bool = True, *, repair: bool = False) -> list[VerifyProblem]:
@@ -550,23 +647,19 @@ def verify_store(path: str | Path, check_files: bool = True, *, repair: bool = F
 
 def _verify(store: Store, check_files: bool, *, repair: bool) -> list[VerifyProblem]:
     problems: list[VerifyProblem] = []
-    for folder in _orphan_group_folders(store):
+    for folder in store.orphan_folders():
+        action = ""
+        if repair:  # its attributes (backbone, weights, preprocessing, chunking) are gone: it cannot be rebuilt
+            store.delete_orphan(folder)
+            action = f"dropped group {folder} (its attributes cannot be recovered); the next extract computes it again"
         problems.append(VerifyProblem(folder, "layout", f"{folder}: a group folder without its zarr.json (its metadata "
-                                      "was deleted); its features cannot be read -- delete the folder and extract "
-                                      "again"))
+                                      "was deleted); its features cannot be read -- `cache verify --repair` drops it "
+                                      "and the next extract computes it again", action))
     for key in store.group_names():
         group = store[key]
         with storage_errors(store.path):
             problems += _verify_group(store, group, check_files, repair=repair)
     return problems
-
-
-def _orphan_group_folders(store: Store) -> list[str]:
-    if store.fmt != "zarr":
-        return []
-    listed = set(store.group_names())
-    return sorted(p.name for p in store.path.iterdir()
-                  if p.is_dir() and not p.name.startswith(("_", ".")) and p.name not in listed)
 
 
 def _verify_group(store: Store, group: Group, check_files: bool, *, repair: bool) -> list[VerifyProblem]:
@@ -578,6 +671,14 @@ def _verify_group(store: Store, group: Group, check_files: bool, *, repair: bool
         if repair and _unfinished_creation(group):
             store.delete_group(key)
         return problems
+    altered = layout_contradictions(group)
+    if altered:
+        action = ""
+        if repair:
+            store.delete_group(key)
+            action = f"dropped group {key} (its data cannot be trusted); the next extract computes it again"
+        return [VerifyProblem(key, "altered", f"{key}: {altered[0]} -- the store was changed outside medtransfer",
+                              action)]
     chunk_rows = int(attrs["chunk_rows"])
     lengths = {name: group[name].shape[0] for name in (*ROW_ARRAYS, *feature_arrays(group))}
     n_flags = group["chunk_done"].shape[0]

@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -172,8 +173,21 @@ class Store:
 
     def group_names(self) -> list[str]:
         if self.fmt == "zarr":
-            return sorted(k for k in self._root.group_keys() if not k.startswith("_"))
+            with warnings.catch_warnings():  # zarr warns of a folder without zarr.json; ``orphan_folders`` names it
+                warnings.simplefilter("ignore")
+                return sorted(k for k in self._root.group_keys() if not k.startswith("_"))
         return sorted(k for k in self._root if not k.startswith("_"))
+
+    def orphan_folders(self) -> list[str]:
+        """Group folders of a Zarr store whose ``zarr.json`` is gone: zarr no longer sees them as groups."""
+        if self.fmt != "zarr":
+            return []
+        listed = set(self.group_names())
+        return sorted(p.name for p in self.path.iterdir()
+                      if p.is_dir() and not p.name.startswith(("_", ".")) and p.name not in listed)
+
+    def delete_orphan(self, name: str) -> None:
+        shutil.rmtree(self.path / name)
 
     def __contains__(self, key: str) -> bool:
         return key in self._root
@@ -188,6 +202,11 @@ class Store:
         del self._root[key]
 
     def create_group(self, key: str) -> Group:
+        if self.fmt == "zarr" and (self.path / key).exists():  # zarr would fail half-way and leave a bad zarr.json
+            raise MedtransferError(
+                f"store {self.path}: group {key} has a folder but no zarr.json (its metadata was deleted); run "
+                f"`medtransfer cache verify {self.path} --repair` to drop it, then extract again"
+            )
         self._root.create_group(key)
         return Group(None, self.fmt, key, self.path, owner=self)
 

@@ -530,6 +530,8 @@ def cache_verify(
         typer.echo(to_json([asdict(p) for p in problems]))
     for p in problems:
         typer.echo(f"{'warning' if p.kind == 'missing-file' else 'problem'}: {p.message}", err=True)
+        if p.repaired:
+            typer.echo(f"repaired: {p.repaired}", err=True)
     if repair and problems:
         typer.echo(f"repaired: run `medtransfer extract` again on {store} to recompute the rows marked not done",
                    err=True)
@@ -703,13 +705,14 @@ def adapt(
 ) -> None:
     """Train a backbone (full fine-tuning, linear probe or a PEFT method) on the splits file's tasks."""
     from medtransfer.adapt import run_adapt
+    from medtransfer.adapt.options import merge_option_values
     from medtransfer.render import fold_table
 
     with table_output(json_output) as emit:
         table = run_adapt(
             manifest, splits, backbone=backbone, method=method, out=out, weights=weights,
-            options={**_name_values(option or []), "rank": rank, "targets": targets, "alpha": alpha,
-                     "dropout": dropout},
+            options=merge_option_values(_name_values(option or []), {"rank": rank, "targets": targets,
+                                                                     "alpha": alpha, "dropout": dropout}),
             regimes=tuple(regime), shots=_int_list(shots) if shots else None,
             folds=_int_list(folds) if folds else None, seeds=_int_list(seeds) if seeds else None, device=device,
             resume=resume, pixel_cache=pixel_cache,

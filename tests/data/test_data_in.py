@@ -177,3 +177,34 @@ def test_splits_import_refuses_leaks_and_missing_ids(fold_manifest, cli, tmp_pat
     result = cli("splits", "import", fold_manifest, "--column", "fold", "--table", side, "--out", tmp_path / "y.json")
     assert result.exit_code == 2 and "2 manifest id(s) have no value" in result.stderr
     assert "img/29_0.png" in result.stderr and "img/29_1.png" in result.stderr
+
+
+@pytest.mark.parametrize("spelling", ["NaN", "NA", "null"])
+def test_a_label_written_as_nan_is_missing_not_a_class(dicom_tree, cli, tmp_path, spelling):
+    """Issue 28.2: a sheet's ``NaN`` / ``NA`` label made a third class (['NaN', 'no', 'yes']); those images are
+    unlabelled now, counted and listed in the side file, and the task stays binary."""
+    table = pd.read_csv(dicom_tree / "clinical.csv", dtype=str, keep_default_na=False)
+    table.loc[table["patient_id"] == "PID010", "outcome"] = spelling
+    table.to_csv(tmp_path / "clinical.csv", index=False)
+    out = tmp_path / "manifest.csv"
+    result = cli("manifest", "from-dicom", dicom_tree / "export", "--labels", tmp_path / "clinical.csv",
+                 "--labels-key", "patient_id", "--label-column", "outcome", "--out", out)
+    assert result.exit_code == 0, result.output
+    manifest = pd.read_csv(out, dtype=str, keep_default_na=False)
+    assert set(manifest["label"]) == {"no", "yes"} and "PID010" not in set(manifest["patient"])
+    side = pd.read_csv(out.with_name("manifest.unmatched.csv"), dtype=str, keep_default_na=False)
+    assert (side["reason"] == f"missing label {spelling!r}").sum() == 5  # 4 CR/DX images and the CT of PID010
+
+
+@pytest.mark.parametrize("spelling", ["NaN", "NA", "nan", "N/A", "None"])
+def test_a_manifest_label_written_as_nan_is_refused_in_one_line(small_manifest, cli, tmp_path, spelling):
+    """The manifest itself: a label spelled as a missing value is refused (it was a class of its own)."""
+    table = pd.read_csv(small_manifest, dtype=str, keep_default_na=False)
+    table.loc[3, "label"] = spelling
+    table["image"] = [str((small_manifest.parent / p).resolve()) for p in table["image"]]
+    table.to_csv(tmp_path / "m.csv", index=False)
+    result = cli("splits", tmp_path / "m.csv", "--out", tmp_path / "splits.json")
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and f"missing label {spelling!r}" in lines[0]
+    assert "row 5" in lines[0] and not (tmp_path / "splits.json").exists()

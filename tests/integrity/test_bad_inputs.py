@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import pandas as pd
 import pytest
 
 from probe.probe_support import setup
+
+PROGRESS = re.compile(r"^[\w -]*:\s+\d+%\|")  # a tqdm bar line (a damaged chunk is met once fitting began)
 
 
 def _tree_hash(root: Path) -> dict[str, str]:
@@ -73,6 +76,31 @@ def _without_key_columns(work: Path) -> None:
 
 ROWS_PART = "parts/*.rows.json"
 PREDICTIONS_PART = "parts/*.predictions.parquet"
+
+KEY = "tiny__random__8-00000000"  # the group ``setup`` writes
+
+
+def _rewrite_features(transform):
+    """The store's features re-written outside medtransfer (another dtype or width), attributes left as they were."""
+    def corrupt(work: Path) -> None:
+        import zarr
+
+        group = zarr.open_group(str(work / "f.zarr" / KEY), mode="r+")
+        values = transform(group["features"][:])
+        del group["features"]
+        group.create_array("features", data=values, chunks=(64, values.shape[1]))
+    return corrupt
+
+
+def _delete_group_metadata(work: Path) -> None:
+    (work / "f.zarr" / KEY / "zarr.json").unlink()
+
+
+def _truncate_feature_chunk(work: Path) -> None:
+    chunk = work / "f.zarr" / KEY / "features" / "c" / "1" / "0"
+    chunk.write_bytes(chunk.read_bytes()[: chunk.stat().st_size // 2])
+
+
 PROBE = ("probe", "--store", "{w}/f.zarr", "--splits", "{w}/splits.json", "--backbone", "tiny", "--out", "{w}/results",
          "--regime", "full")
 
@@ -86,6 +114,7 @@ CASES = [
     ("splits-seeds-0", None, ("splits", "{m}", "--out", "{w}/new.json", "--shots", "2", "--seeds", "0")),
     ("splits-seeds-negative", None, ("splits", "{m}", "--out", "{w}/new.json", "--shots", "2", "--seeds", "-1")),
     ("splits-shots-text", None, ("splits", "{m}", "--out", "{w}/new.json", "--shots", "two")),
+    ("splits-out-is-a-folder", None, ("splits", "{m}", "--out", "{w}/results")),
     ("probe-labels-past-classes", _label_past_classes, PROBE),
     ("probe-truncated-results", _truncate(ROWS_PART), PROBE),
     ("probe-garbled-results", _garble(ROWS_PART), PROBE),
@@ -98,6 +127,8 @@ CASES = [
     ("probe-unknown-regime", None, (*PROBE[:-2], "--regime", "sometimes")),
     ("probe-unknown-embedding", None, (*PROBE, "--embedding", "sideways")),
     ("probe-bad-preprocess", None, (*PROBE, "--preprocess", "pcaX")),
+    ("probe-pca-above-fewshot-rows", None, (*PROBE[:-2], "--regime", "fewshot", "--preprocess", "standardize+pca8")),
+    ("probe-pca-above-width", None, (*PROBE, "--preprocess", "pca40")),
     ("probe-bad-threshold", None, (*PROBE, "--threshold", "high")),
     ("probe-threshold-out-of-range", None, (*PROBE, "--threshold", "1.5")),
     ("probe-bad-tune", None, (*PROBE, "--tune", "maybe")),
@@ -108,11 +139,19 @@ CASES = [
     ("probe-fraction-not-in-splits", None, (*PROBE[:-2], "--regime", "fraction", "--fractions", "0.3")),
     ("probe-unknown-backbone", None, (*PROBE[:5], "--backbone", "nosuch", *PROBE[7:])),
     ("probe-missing-store", None, (*PROBE[:1], "--store", "{w}/none.zarr", *PROBE[3:])),
+    ("probe-int8-features", _rewrite_features(lambda x: x.astype("int8")), PROBE),
+    ("probe-features-narrower-than-dim", _rewrite_features(lambda x: x[:, :7]), PROBE),
+    ("probe-group-zarr-json-deleted", _delete_group_metadata, PROBE),
+    ("probe-truncated-zstd-chunk", _truncate_feature_chunk, PROBE),
+    ("probe-folder-not-a-store", None, (*PROBE[:1], "--store", "{w}/results", *PROBE[3:])),
+    ("extract-into-folder-not-a-store", None, ("extract", "{m}", "--backbone", "tiny-test-cnn", "--store",
+                                               "{w}/results")),
 ]
 
 
 @pytest.mark.parametrize(("edit", "argv"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_a_bad_input_is_one_error_line_exit_2_and_changes_nothing(prepared, small_manifest, tmp_path, cli, edit, argv):
+def test_a_bad_input_is_one_error_line_exit_2_and_changes_nothing(prepared, small_manifest, tmp_path, cli, edit, argv,
+                                                                   tiny_backbones):
     work = tmp_path / "w"
     shutil.copytree(prepared, work)
     if edit is not None:
@@ -120,7 +159,7 @@ def test_a_bad_input_is_one_error_line_exit_2_and_changes_nothing(prepared, smal
     before = _tree_hash(work)
     manifest_before = _tree_hash(small_manifest.parent)
     result = cli(*(a.format(w=work, m=small_manifest) for a in argv))
-    lines = result.stderr.strip().splitlines()
+    lines = [line for line in result.stderr.strip().splitlines() if not PROGRESS.match(line)]
     assert result.exit_code == 2, (result.exit_code, result.output)
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert "Traceback" not in result.output

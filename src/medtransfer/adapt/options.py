@@ -68,6 +68,21 @@ class MethodOptions:
         return json.dumps(self.record(), sort_keys=True, default=str)
 
 
+def merge_option_values(named: Mapping[str, Any], flags: Mapping[str, Any]) -> dict[str, Any]:
+    """``--option NAME=VALUE`` pairs and the dedicated flags (``--rank``, ``--dropout``; ``None`` when not given)
+    as one mapping: a flag not given never hides the same ``--option`` (``--option rank=4`` trained rank 8), and
+    one option given two ways with two values is refused."""
+    merged = dict(named)
+    for name, value in flags.items():
+        if value is None:
+            continue
+        if name in merged and str(merged[name]) != str(value):
+            raise MedtransferError(f"option {name} given twice: --{name.replace('_', '-')} {value} and --option "
+                                   f"{name}={merged[name]}; give it once")
+        merged[name] = value
+    return merged
+
+
 def _coerce(cls: type[MethodOptions], name: str, value: Any) -> Any:
     """``--option block_size=16`` arrives as text: convert it to the field's declared type."""
     if not isinstance(value, str):

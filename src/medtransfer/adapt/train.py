@@ -8,10 +8,12 @@ channels_last on CUDA, gradient accumulation, optional ``torch.compile``, and a 
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import resource
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +30,7 @@ from medtransfer.adapt.augment import AugmentSpec, augment_batch
 from medtransfer.adapt.config import AdaptConfig
 from medtransfer.adapt.data import PixelStore, normalize
 from medtransfer.adapt.methods import HEAD_PREFIX
-from medtransfer.backbones.registry import Preprocessing
+from medtransfer.backbones.registry import Preprocessing, checkpoint_refusal
 from medtransfer.device import resolve_precision
 from medtransfer.errors import MedtransferError
 from medtransfer.metrics import compute_metrics
@@ -203,6 +205,26 @@ def _full_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
+def save_state(state_path: Path, state: dict) -> None:
+    """Write the training state through a temporary renamed over it: a kill or a full disk leaves the last saved
+    epoch as it was, and a failed write is one line (torch.save raises RuntimeError "file write failed" when the
+    disk fills: its zip writer reports no errno), with the temporary removed."""
+    tmp = state_path.with_suffix(".tmp")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, state_path)
+    except (OSError, RuntimeError) as exc:
+        tmp.unlink(missing_ok=True)
+        text = str(exc)
+        # torch's zip writer reports a full disk as "file write failed", "iostream error" or "unexpected pos": no
+        # errno, so the free space decides
+        full = getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in text \
+            or shutil.disk_usage(state_path.parent).free < 64 * 2**20
+        reason = "the disk is full" if full else (getattr(exc, "strerror", None) or text.splitlines()[0][:160])
+        raise MedtransferError(f"cannot write the training state {state_path}: {reason}; the last saved epoch is "
+                               "kept -- free space and run the same command with --resume") from None
+
+
 def load_state(path: Path) -> dict:
     """The training state saved by ``fit``, read with ``weights_only=True``: tensors, numbers, strings and
     containers only, so a crafted ``state.pt`` in a results folder cannot run code (torch's restricted
@@ -211,11 +233,7 @@ def load_state(path: Path) -> dict:
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError for a forbidden global, RuntimeError/EOFError for a torn file
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise MedtransferError(
-            f"refusing the training state {path}: it is not a plain tensor/number state saved by medtransfer "
-            f"({reason[:160]}); delete it and run without --resume"
-        ) from None
+        raise MedtransferError(f"{checkpoint_refusal(path, exc)}; delete it and run without --resume") from None
     if not isinstance(saved, dict) or not set(saved) >= STATE_KEYS:
         raise MedtransferError(f"refusing the training state {path}: it lacks the fields medtransfer saves; "
                                "delete it and run without --resume")
@@ -339,16 +357,14 @@ def fit(
             tqdm.write(f"{desc} epoch {epoch + 1}/{config.epochs}: {shown}")
         if state_path is not None:
             checkpoint.folder.mkdir(parents=True, exist_ok=True)
-            tmp = state_path.with_suffix(".tmp")
-            torch.save({
+            save_state(state_path, {
                 "epoch": epoch + 1, "history": history, "elapsed": elapsed + time.perf_counter() - start,
                 "model": _full_state(module), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                 "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "best_state": best_state,
                 "best_epoch": best_epoch, "best_score": best_score, "bad_epochs": bad_epochs,
                 "settings": schedule.settings(),
-            }, tmp)
-            os.replace(tmp, state_path)
+            })
     if best_state is not None:
         module.load_state_dict(best_state, strict=False)
     module.eval()

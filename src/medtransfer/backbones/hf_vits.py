@@ -28,7 +28,9 @@ from medtransfer.backbones.registry import (
     BackboneSpec,
     PeftTargets,
     Preprocessing,
+    checkpoint_refusal,
     register,
+    unloadable_chain,
 )
 from medtransfer.backbones.vit import ViTEmbedder
 from medtransfer.errors import MedtransferError
@@ -81,8 +83,13 @@ def hf_from_pretrained(cls, repo_or_path: str | Path, what: str, hint: str = "",
     """
     local = Path(str(repo_or_path)).exists()
     with download_guard(what, url=None if local else f"https://huggingface.co/{repo_or_path}", hint=hint):
-        model, info = cls.from_pretrained(str(repo_or_path), output_loading_info=True,
-                                          **{"local_files_only": not local and hub_offline(), **kwargs})
+        try:
+            model, info = cls.from_pretrained(str(repo_or_path), output_loading_info=True,
+                                              **{"local_files_only": not local and hub_offline(), **kwargs})
+        except Exception as exc:  # an unloadable pytorch_model.bin (code inside, torn): refused in our words
+            if unloadable_chain(exc) is None:
+                raise
+            raise MedtransferError(checkpoint_refusal(what, exc)) from None
     missing = list(info.get("missing_keys") or []) + [str(m) for m in info.get("mismatched_keys") or []]
     if missing:
         raise MedtransferError(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import pickle
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -372,7 +374,7 @@ def read_state_dict(path: Path, wrappers: tuple[str, ...] = ("state_dict", "mode
             with torch.serialization.safe_globals([argparse.Namespace]):
                 state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt files
-        raise MedtransferError(f"cannot read checkpoint {path}: {first_line(exc, 160)}") from exc
+        raise MedtransferError(checkpoint_refusal(path, exc)) from None
     for key in wrappers:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -380,6 +382,34 @@ def read_state_dict(path: Path, wrappers: tuple[str, ...] = ("state_dict", "mode
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise MedtransferError(f"checkpoint {path} holds no state dict of tensors")
     return state
+
+
+def unloadable_chain(exc: BaseException) -> BaseException | None:
+    """The error in ``exc``'s chain that says a checkpoint file cannot be loaded as tensors (torch's weights-only
+    unpickler refusing a global, a torn pickle or zip), or None when the failure is about something else."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        text = str(seen)
+        if isinstance(seen, pickle.UnpicklingError | EOFError) or "Weights only load failed" in text \
+                or "PytorchStreamReader" in text or "invalid load key" in text:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def checkpoint_refusal(path: Path | str, exc: BaseException) -> str:
+    """Why a checkpoint is not loaded, in our words (torch's own message advises turning ``weights_only`` off,
+    which would run whatever code the file holds: https://pytorch.org/docs/stable/generated/torch.load.html)."""
+    cause = unloadable_chain(exc) or exc
+    text = str(cause)
+    if isinstance(cause, pickle.UnpicklingError) or "Weights only load failed" in text:
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        what = f" (e.g. {found.group(1)})" if found else ""
+        return (f"refusing checkpoint {path}: it holds code or Python objects that are not tensors{what}, and "
+                "loading those can run code; medtransfer loads tensors only -- re-save it as a state dict of tensors "
+                "(or .safetensors) where it was made")
+    return (f"cannot read checkpoint {path}: the file is damaged or not a torch/safetensors checkpoint "
+            f"({type(cause).__name__}: {first_line(cause, 120)})")
 
 
 def strip_ddp_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

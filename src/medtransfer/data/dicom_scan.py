@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
+import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -46,6 +48,7 @@ class DicomScan:
     non_image: Counter = field(default_factory=Counter)  # kind (e.g. "SR (Basic Text SR Storage)") -> files
     other_files: int = 0  # files skipped by their suffix (spreadsheets, text, ...)
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    odd_headers: list[tuple[str, str]] = field(default_factory=list)  # (path, pydicom's warning), files kept
 
     def summary(self) -> str:
         parts = [f"{len(self.images)} image file(s)"]
@@ -58,7 +61,14 @@ class DicomScan:
             parts.append(f"{len(self.unreadable)} unreadable: " + "; ".join(
                 f"{path} ({reason})" for path, reason in self.unreadable[:5]
             ) + (" ..." if len(self.unreadable) > 5 else ""))
+        if self.odd_headers:
+            files = len({path for path, _ in self.odd_headers})
+            parts.append(f"{files} file(s) with odd headers read anyway ({len(self.odd_headers)} pydicom "
+                         "warning(s), listed in the side file)")
         return ", ".join(parts)
+
+
+_current = threading.local()  # the file each scanning thread reads, so a warning can name it
 
 
 def scan_dicom_tree(root: str | Path, *, workers: int | None = None, progress: bool = True,
@@ -84,7 +94,17 @@ def scan_dicom_tree(root: str | Path, *, workers: int | None = None, progress: b
     rows: list[dict] = []
     non_image: Counter = Counter()
     unreadable: list[tuple[str, str]] = []
-    with ThreadPoolExecutor(max_workers=n_workers) as pool:
+    odd: list[tuple[str, str]] = []
+
+    def collect(message, category, filename, lineno, file=None, line=None) -> None:
+        odd.append((str(getattr(_current, "path", "")), f"{category.__name__}: {message}".splitlines()[0][:200]))
+
+    # pydicom warns (UserWarning) about every odd header it reads anyway; dozens of lines on a real tree. They
+    # are collected (per file, by the reading thread) and counted in one line instead. ``showwarning`` is
+    # process-wide, so it is swapped for the whole scan, not per thread.
+    with warnings.catch_warnings(), ThreadPoolExecutor(max_workers=n_workers) as pool:
+        warnings.simplefilter("always")
+        warnings.showwarning = collect
         results = pool.map(functools.partial(_read_header, force=force), candidates)
         for path, outcome in tqdm(zip(candidates, results, strict=True), total=len(candidates), unit="file",
                                   desc="scan DICOM headers", disable=not progress):
@@ -96,7 +116,8 @@ def scan_dicom_tree(root: str | Path, *, workers: int | None = None, progress: b
             else:
                 unreadable.append((str(path), value))
     images = pd.DataFrame(rows, columns=["path", *HEADER_FIELDS])
-    return DicomScan(images=images, non_image=non_image, other_files=other, unreadable=unreadable)
+    return DicomScan(images=images, non_image=non_image, other_files=other, unreadable=unreadable,
+                     odd_headers=sorted(set(odd)))
 
 
 def _read_header(path: Path, force: bool = False) -> tuple[str, object]:
@@ -104,6 +125,7 @@ def _read_header(path: Path, force: bool = False) -> tuple[str, object]:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    _current.path = path
     try:
         dataset = pydicom.dcmread(path, stop_before_pixels=True, force=force)
     except InvalidDicomError:
@@ -124,5 +146,8 @@ def _read_header(path: Path, force: bool = False) -> tuple[str, object]:
     for keyword in HEADER_FIELDS:
         value = getattr(dataset, keyword, "")
         fields[keyword] = "" if value is None else str(value).strip()
-    fields["NumberOfFrames"] = fields["NumberOfFrames"] or "1"
+    frames = fields["NumberOfFrames"] or "1"
+    if not frames.isdigit():  # an IS value pydicom keeps as text (e.g. '1A' in its own test files)
+        return "unreadable", f"NumberOfFrames {frames!r} is not a whole number (a damaged header)"
+    fields["NumberOfFrames"] = str(int(frames))
     return "image", fields

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from medtransfer.data.dicom_scan import HEADER_FIELDS, DicomScan, scan_dicom_tree
-from medtransfer.data.tables import read_label_table, require_columns
+from medtransfer.data.tables import is_missing, read_label_table, require_columns
 from medtransfer.errors import MedtransferError
 
 FILE_JOIN = "file"  # join on the file name without its suffix (AIforCOVID names each DICOM after its row)
@@ -77,6 +77,8 @@ class DicomImport:
         rows += [{"kind": "label row without image", "key": k, "path": "", "reason": "no image with this key"}
                  for k in self.labels_without_images]
         rows += [{"kind": "unreadable file", "key": "", "path": p, "reason": why} for p, why in self.scan.unreadable]
+        rows += [{"kind": "odd header (read anyway)", "key": "", "path": p, "reason": why}
+                 for p, why in self.scan.odd_headers]
         return pd.DataFrame(rows, columns=["kind", "key", "path", "reason"])
 
 
@@ -132,9 +134,11 @@ def join_labels(scan: DicomScan, table: pd.DataFrame, join: DicomJoin, *, root: 
         images["patient"] = images["key"]
     else:
         images["patient"] = images["PatientID"].where(images["PatientID"] != "", images["key"])
-    missing = images["label"] == ""
+    missing = images["label"].map(is_missing).astype(bool)  # NaN / NA / null in the sheet: missing, not a class
     unlabelled = images[missing].assign(
-        reason=["empty label" if k in label_of else "key not in the label table" for k in images.loc[missing, "key"]]
+        reason=[(f"missing label {label!r}" if label else "empty label") if k in label_of
+                else "key not in the label table"
+                for k, label in zip(images.loc[missing, "key"], images.loc[missing, "label"], strict=True)]
     )[["key", "path", "patient", "reason"]]
     images = images[~missing]
     if join.center_column:

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from medtransfer.data.frames import FRAME_POLICIES, frame_id, frame_locator, policy_frame, split_locator
 from medtransfer.data.images import count_frames
+from medtransfer.data.tables import is_missing
 from medtransfer.errors import MedtransferError
 
 REQUIRED_COLUMNS = ("image",)
@@ -108,12 +109,14 @@ def load_manifest(
     table["id"] = raw["id"].astype(str) if "id" in raw.columns else images
     table["image"] = [_resolve(path.parent, p) for p in images]
     labels = raw[label_column]
-    empty = labels.isna() | (labels.astype(str).str.strip() == "")
+    empty = labels.isna() | labels.map(is_missing)
     if empty.any():
         row = int(empty.to_numpy().nonzero()[0][0])
+        shown = "" if labels.isna().iloc[row] else str(labels.iloc[row]).strip()
         raise MedtransferError(
-            f"manifest {path.name}, row {row + 2}: empty label in column {label_column!r} "
-            f"({int(empty.sum())} row(s) in all); remove them or fill them"
+            f"manifest {path.name}, row {row + 2}: {'missing label ' + repr(shown) if shown else 'empty label'} "
+            f"in column {label_column!r} ({int(empty.sum())} row(s) with an empty or missing label in all; NaN, NA, "
+            "null and the like mean missing, not a class); remove them or fill them"
         )
     table["label"] = normalized_labels(labels.astype(str).str.strip().tolist())
     table["patient"] = raw["patient"].astype(str) if "patient" in raw.columns else table["id"]

@@ -9,6 +9,19 @@ import pandas as pd
 
 from medtransfer.errors import MedtransferError
 
+# How tables write a missing value: pandas' default ``na_values`` for ``read_csv`` (https://pandas.pydata.org/docs/
+# reference/api/pandas.read_csv.html, "By default the following values are interpreted as NaN"). Tables are read
+# as text (``keep_default_na=False``, so an id ``NA`` stays an id); a *label* spelled so is missing, not a class.
+MISSING_VALUES = frozenset({
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA",
+    "NULL", "NaN", "None", "n/a", "nan", "null",
+})
+
+
+def is_missing(value: object) -> bool:
+    """True for an empty cell, a null, or a text spelling of a missing value (``NaN``, ``NA``, ``null``, ...)."""
+    return value is None or (isinstance(value, float) and value != value) or str(value).strip() in MISSING_VALUES
+
 
 def read_label_table(path: str | Path) -> pd.DataFrame:
     """Every cell as text (ids such as ``007`` keep their zeros), empty cells as empty strings."""

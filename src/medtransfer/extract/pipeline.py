@@ -162,6 +162,7 @@ def extract_many(manifest_path: str | Path, backbones: list[str] | tuple[str, ..
     options = replace(options or ExtractOptions(), **overrides).checked()
     names = expand_backbones(backbones)
     fmt = cache_store.store_format(store, options.fmt)
+    cache_schema.check_store_path(store, fmt)  # a folder that is not a store: refused before any lock or work
     manifest = load_manifest(manifest_path, label_column=options.label_column, min_classes=1,
                              frames=options.frames)
     paths = manifest.table["image"].tolist()
@@ -292,6 +293,7 @@ def _reuse_without_building(job: _Job, name: str, start: float) -> ExtractResult
         if len(matches) != 1:
             return None
         group = store[matches[0]]
+        cache_schema.require_consistent(group)  # arrays altered outside medtransfer: refused, not reused
         if not all(f"features_{kind}" in group for kind in kinds) or not group.attrs.get("complete", False):
             return None
         cache_schema.check_chunks(group, repair=False)  # every done chunk read back, as the build path does

@@ -105,6 +105,23 @@ def _check_steps(steps: tuple[str, ...]) -> int | None:
     return pca[0] if pca else None
 
 
+def pca_components(steps: tuple[str, ...]) -> int:
+    """N of a ``pcaN`` step (0: none)."""
+    return next((int(step[3:]) for step in steps if step.startswith("pca")), 0)
+
+
+def check_pca_fits(steps: tuple[str, ...], n_rows: int, dim: int | None = None, what: str = "a fit") -> None:
+    """``pcaN`` needs N <= min(rows, features) of the rows it is fitted on (an SVD has no more components);
+    refused in one line rather than a broadcast error half-way through the fits."""
+    n, most = pca_components(steps), min(n_rows, dim if dim is not None else n_rows)
+    if n and n > most:
+        width = f" of {dim} feature(s)" if dim is not None else ""
+        raise MedtransferError(
+            f"--preprocess pca{n}: {what} trains on {n_rows} row(s){width}, so PCA has at most {most} components; "
+            f"use pca{most} or fewer (or leave few-shot regimes out)"
+        )
+
+
 def fit_affine(x_train: np.ndarray, steps: tuple[str, ...]) -> Affine:
     """The fitted (non-l2) steps as one affine map; ``x_train`` already l2-normalized when l2 is asked for."""
     return fit_affines(x_train, [np.arange(len(x_train))], steps)[0]
@@ -123,6 +140,7 @@ def fit_affines(x_all: np.ndarray, rows_of: list[np.ndarray], steps: tuple[str, 
         a = (_inverse_scale(variances[j], means[j], len(rows), dtype) if "standardize" in steps
              else np.ones(dim, dtype=dtype))
         if pca is not None:  # the SVD of the subset's own standardized rows
+            check_pca_fits(steps, len(rows), dim)
             _, _, vt = np.linalg.svd((x_all[rows] - mu) * a, full_matrices=False)
             a = (a[:, None] * vt[:pca].T).astype(dtype)
         affines.append(Affine(mu, a))

@@ -41,7 +41,7 @@ from medtransfer.device import resolve_device
 from medtransfer.errors import MedtransferError
 from medtransfer.metrics import compute_metrics, is_degenerate, predict_labels
 from medtransfer.probe.context import FeatureMatrix, HeadFit, ProbeContext, check_task
-from medtransfer.probe.features import l2_normalize, read_embedding
+from medtransfer.probe.features import check_pca_fits, l2_normalize, read_embedding
 from medtransfer.probe.halving import ETA
 from medtransfer.probe.heads import HeadSpec, resolve_heads
 from medtransfer.probe.options import ProbeOptions
@@ -111,6 +111,9 @@ def run_probe(
     tasks = tasks_for(splits, options.regimes, list(options.fractions) or None)
     if not tasks:
         raise MedtransferError("no tasks: the splits file has no folds (or none of the asked regimes)")
+    smallest = min(tasks, key=lambda t: len(t.train))  # pcaN must fit the smallest task: checked before any fit
+    check_pca_fits(options.steps, len(smallest.train),
+                   what=f"the {smallest.regime} task (shots {smallest.shots}, fold {smallest.fold})")
     all_ids = list(splits.labels)
     y_all = np.array([splits.labels[i] for i in all_ids], dtype=int)
     finished = set() if force or earlier is None else _finished(earlier)

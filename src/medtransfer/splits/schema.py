@@ -6,8 +6,10 @@ Written with sorted keys and no timestamps: the same inputs give byte-identical 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -120,10 +122,27 @@ def _fraction_key(fraction: float) -> str:
     return repr(float(fraction))
 
 
-def save_splits(splits: SplitsFile, path: str | Path) -> Path:
+def check_splits_path(path: str | Path) -> Path:
+    """Refuse, before any work, an output path that cannot be a splits file (an existing folder)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(splits.to_json())
+    if path.is_dir():
+        raise MedtransferError(f"--out {path} is a folder; give the splits file's name, e.g. {path / 'splits.json'}")
+    return path
+
+
+def save_splits(splits: SplitsFile, path: str | Path) -> Path:
+    """Written through a temporary beside it and renamed (a kill or a full disk never leaves half a file)."""
+    path = check_splits_path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.writing")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary.write_text(splits.to_json())
+        os.replace(temporary, path)
+    except OSError as exc:
+        reason = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        raise MedtransferError(f"cannot write splits file {path}: {reason}; nothing was written") from None
+    finally:
+        temporary.unlink(missing_ok=True)
     return path
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import itertools
+import re
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -27,6 +28,21 @@ else:  # the same parser, before it joined the standard library
 SCHEMA = "medtransfer.study/1"
 EXECUTORS = ("local", "ray", "slurm")
 JOB_KINDS = ("splits", "extract", "probe", "adapt")
+# Study and task names become file and folder names (<features>/<task>.zarr, <results>/<task>/) and the SLURM job
+# name: plain names only, so that no name leaves the study's folders or becomes a line of a generated script.
+PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+# sbatch --partition takes a comma-separated list of partition names (https://slurm.schedmd.com/sbatch.html)
+PARTITION = re.compile(r"[A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*")
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_plain_name(value: str, what: str, source: Path) -> str:
+    """``value`` if it is a plain name (letters, digits, ``-``, ``_``, ``.``; no ``..``, not only dots), else one
+    line saying why."""
+    if not PLAIN_NAME.fullmatch(value) or ".." in value or not value.strip("."):
+        raise MedtransferError(f"{source.name}: {what} {value!r} is not a plain name: use letters, digits, '-', '_' "
+                               "and '.' (no '..', no '/', no spaces or control characters)")
+    return value
 ADAPT_SELECTORS = ("method", "regimes", "shots", "seeds", "folds")
 ADAPT_REGIMES = ("full", "fewshot")
 
@@ -189,7 +205,15 @@ class _Reader:
             if isinstance(value, int) and kind is float:
                 return float(value)
             raise self.error(f"{self.key(name)} must be {what or getattr(kind, '__name__', kind)}, got {value!r}")
+        if isinstance(value, str):
+            self.no_control(name, value)
         return value
+
+    def no_control(self, name: str, value: str) -> None:
+        """No study value holds a newline or another control character: values reach paths and job scripts."""
+        if CONTROL.search(value):
+            raise self.error(f"{self.key(name)} holds a control character (newline, tab, ...): {value!r}; "
+                             "study values must be one plain line")
 
     def ints(self, name: str, default: tuple[int, ...] | None = ()) -> tuple[int, ...] | None:
         value = self.table.get(name, default)
@@ -208,6 +232,8 @@ class _Reader:
             value = [value]
         if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
             raise self.error(f"{self.key(name)} must be a list of strings, got {value!r}")
+        for item in value:
+            self.no_control(name, item)
         return tuple(value)
 
     def path(self, name: str, base: Path, default: str | None) -> Path | None:
@@ -258,8 +284,11 @@ def load_study(path: str | Path) -> StudySpec:
     retries = run.get("retries", int, 1)
     if retries < 0:
         raise run.error(f"run.retries must be 0 or more, got {retries}")
+    given = top.get("name", str, None)
+    name = check_plain_name(given, "name", path) if given is not None else (
+        re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem).strip(".") or "study")  # the file's stem, made plain
     return StudySpec(
-        path=path.resolve(), name=top.get("name", str, path.stem), tasks=tasks, backbones=backbones,
+        path=path.resolve(), name=name, tasks=tasks, backbones=backbones,
         weights=extract.get("weights", str, "default"), heads=heads, probe_regimes=probe_regimes,
         probe_options=probe_options, adapt=_adapt(path, document.get("adapt", [])),
         features=paths.path("features", base, "features"), pixels=paths.path("pixels", base, "pixels"),
@@ -283,6 +312,7 @@ def _tasks(source: Path, base: Path, table: object) -> tuple[TaskSpec, ...]:
         raise MedtransferError(f"{source.name}: tasks must hold at least one [tasks.NAME] table")
     tasks = []
     for name, body in table.items():
+        check_plain_name(name, "task name", source)
         reader = _Reader(source, body, f"tasks.{name}", TASK_KEYS)
         manifest = reader.path("manifest", base, None)
         if manifest is None:
@@ -428,4 +458,7 @@ def _slurm(source: Path, table: object) -> SlurmSpec:
         if values[name] < (0 if name == "gpus_per_job" else 1):
             raise reader.error(f"slurm.{name} must be at least {0 if name == 'gpus_per_job' else 1}, "
                                f"got {values[name]}")
+    if values["partition"] and not PARTITION.fullmatch(values["partition"]):
+        raise reader.error(f"slurm.partition {values['partition']!r} is not a partition name (or a comma-separated "
+                           "list of them): letters, digits, '-', '_', '.'")
     return SlurmSpec(**values)

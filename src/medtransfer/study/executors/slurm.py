@@ -5,11 +5,25 @@ its own. ``cluster="local"`` runs the same arrays as local subprocesses (submiti
 
 from __future__ import annotations
 
+import re
+import sys
+
 from medtransfer.errors import MedtransferError, first_line
 from medtransfer.study.executors import Finished, failure_reason
 from medtransfer.study.jobs import run_job
 from medtransfer.study.plan import Job
 from medtransfer.study.spec import StudySpec
+
+
+def check_script_values(values: dict[str, str]) -> None:
+    """Every value that reaches the generated sbatch script is one line without control characters (the study
+    file's loader refuses them already; this guards StudySpecs built in code). submitit writes each ``#SBATCH``
+    value, the log paths and the folder of its command through ``shlex.quote`` (submitit/slurm/slurm.py
+    ``_as_sbatch_flag``, ``_shlex_join``, ``_submitit_command_str``), so quotes, ``$()`` and ``;`` stay text."""
+    for what, value in values.items():
+        if re.search(r"[\x00-\x1f\x7f]", value):
+            raise MedtransferError(f"{what} {value!r} holds a control character (newline, ...): it would become a "
+                                   "line of the sbatch script; refused")
 
 
 def run_bundle(bundle: list[tuple[str, dict]]) -> list[tuple[str, str, dict]]:
@@ -39,15 +53,17 @@ class SlurmExecutor:
                                    "arrays as local subprocesses, or use --executor ray / local")
         if cluster not in ("slurm", "local"):
             raise MedtransferError(f"--slurm-cluster must be slurm or local, got {cluster!r}")
-        self._executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster=cluster)
         slurm = study.slurm
         parameters = {"timeout_min": slurm.time_minutes, "cpus_per_task": slurm.cpus_per_job,
                       "mem_gb": slurm.mem_gb, "slurm_array_parallelism": slurm.array_parallelism,
                       "name": f"medtransfer-{study.name}"}
-        if self._executor.cluster == "slurm":
+        if cluster == "slurm":
             parameters["gpus_per_node"] = slurm.gpus_per_job
             if slurm.partition:
                 parameters["slurm_partition"] = slurm.partition
+        check_script_values({"study name": parameters["name"], "slurm.partition": slurm.partition,
+                             "log folder": str(folder), "python": sys.executable})
+        self._executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster=cluster)
         self._executor.update_parameters(**parameters)
         self._per_task = slurm.jobs_per_array_task
         self.capacity = study.max_parallel or slurm.array_parallelism * self._per_task
