@@ -131,6 +131,8 @@ def fit_affines(x_all: np.ndarray, rows_of: list[np.ndarray], steps: tuple[str, 
     """``fit_affine`` for many row subsets of one matrix, each from its own rows only (``subset_moments``): the
     same numbers, bitwise, as fitting the subset alone, whatever the other rows of ``x_all`` hold."""
     pca, dim, dtype = _check_steps(steps), x_all.shape[1], x_all.dtype
+    if pca is not None and pca > dim:  # wider than the features: no task can have it (fewer rows: run.py refuses)
+        check_pca_fits(steps, len(x_all), dim)
     if "standardize" not in steps and pca is None:
         return [Affine(np.zeros(dim, dtype=dtype), np.ones(dim, dtype=dtype)) for _ in rows_of]
     means, variances = subset_moments(x_all, rows_of)
@@ -140,7 +142,6 @@ def fit_affines(x_all: np.ndarray, rows_of: list[np.ndarray], steps: tuple[str, 
         a = (_inverse_scale(variances[j], means[j], len(rows), dtype) if "standardize" in steps
              else np.ones(dim, dtype=dtype))
         if pca is not None:  # the SVD of the subset's own standardized rows
-            check_pca_fits(steps, len(rows), dim)
             _, _, vt = np.linalg.svd((x_all[rows] - mu) * a, full_matrices=False)
             a = (a[:, None] * vt[:pca].T).astype(dtype)
         affines.append(Affine(mu, a))
