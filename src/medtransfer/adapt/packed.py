@@ -134,8 +134,13 @@ class _Stack:
         self.group_keys = sorted(groups)
         self.names = [n for key in self.group_keys for n in groups[key]]
         self.params = {n: torch.stack([p[n].detach() for p in named]).requires_grad_(True) for n in self.names}
+        # per-run buffers: those that differ between runs (the head's standardisation) and BatchNorm statistics
+        # (updated in train mode); the others (VeRA's shared projections, position ids) stay shared
         buffers = [dict(run.module.named_buffers()) for run in runs]
-        self.buffers = {n: torch.stack([b[n].detach() for b in buffers]) for n in buffers[0]}
+        norm_buffers = {f"{m}.{b}" if m else b for m, module in base.named_modules()
+                        if isinstance(module, nn.modules.batchnorm._BatchNorm) for b, _ in module.named_buffers()}
+        self.buffers = {n: torch.stack([b[n].detach() for b in buffers]) for n in buffers[0]
+                        if n in norm_buffers or any(not torch.equal(b[n], buffers[0][n]) for b in buffers[1:])}
         self.config, self.lr, self.head_lr = schedule.config, schedule.lr, schedule.head_lr
         self.device = device
         self._build_optimizer()
@@ -169,13 +174,8 @@ class _Stack:
         state = {index: {k: _slice(v, r) for k, v in entry.items()} for index, entry in saved["state"].items()}
         return {"state": state, "param_groups": saved["param_groups"]}
 
-    def load_runs(self, saved: list[dict]) -> None:
-        """Stack the lone-format states of each run (``--resume``) into the pack's tensors and optimizer."""
-        with torch.no_grad():
-            for name, tensor in self.tensors().items():
-                for r, state in enumerate(saved):
-                    if name in state["model"]:
-                        tensor[r].copy_(state["model"][name])
+    def load_optimizer(self, saved: list[dict]) -> None:
+        """Stack the lone-format optimizer states of each run (``--resume``) into the pack's optimizer."""
         states = [s["optimizer"] for s in saved]
         merged = {"param_groups": states[0]["param_groups"], "state": {}}
         for index, entry in states[0]["state"].items():
@@ -255,21 +255,23 @@ class _PackedFit:
                                    f"many training rows (got {len(settings)} configurations, sizes {sorted(sizes)})")
         self.config = config
         self.base = runs[0].module
-        self.stack = _Stack(runs, device)
         saved = [s[1] for s in starts]
-        if saved[0] is not None:
-            self.stack.load_runs(saved)
+        if saved[0] is not None:  # each run's module first: the stack then sees which buffers differ
             for run, state in zip(runs, saved, strict=True):
-                run.data.generator.set_state(state["generator"])
-            torch.set_rng_state(saved[0]["torch_rng"])
+                run.module.load_state_dict(state["model"], strict=False)
+        self.stack = _Stack(runs, device)
         n_train = sizes.pop()
         self.batch_size, self.n_batches = batch_plan(n_train, config.batch_size)
         self.steps_per_epoch = math.ceil(self.n_batches / config.grad_accumulation)
         self.total_steps = config.epochs * self.steps_per_epoch
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.stack.optimizer,
                                                            warmup_cosine(self.total_steps, config.warmup_fraction))
-        if saved[0] is not None:
+        if saved[0] is not None:  # as train.fit resumes: the optimizer's state (and rates) after the schedule's
+            self.stack.load_optimizer(saved)
             self.scheduler.load_state_dict(saved[0]["scheduler"])
+            for run, state in zip(runs, saved, strict=True):
+                run.data.generator.set_state(state["generator"])
+            torch.set_rng_state(saved[0]["torch_rng"])
         self.weights = [class_weights(run.data.y_train, run.data.n_classes).to(device)
                         if config.balance == "weighted-loss" else None for run in runs]
         self.active = list(range(len(runs)))  # run indices, in the stack's order
@@ -419,6 +421,14 @@ class _PackedFit:
         self.active = [i for i in self.active if i not in leaving]
         if self.active:
             self.stack.keep([r for r, i in enumerate(self._order_before(leaving)) if i in self.active])
+            # the schedule follows the new optimizer (its state: step count and base rates; the rates of now)
+            lrs = [group["lr"] for group in self.stack.optimizer.param_groups]
+            saved = self.scheduler.state_dict()
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+                self.stack.optimizer, warmup_cosine(self.total_steps, self.config.warmup_fraction))
+            self.scheduler.load_state_dict(saved)
+            for group, lr in zip(self.stack.optimizer.param_groups, lrs, strict=True):
+                group["lr"] = lr
 
     def _order_before(self, leaving: list[int]) -> list[int]:
         return sorted(self.active + leaving)
