@@ -400,7 +400,7 @@ class _PackedFit:
         tmp = path.with_suffix(".tmp")
         torch.save({
             "epoch": epoch + 1, "history": state.history,
-            "elapsed": state.elapsed + time.perf_counter() - self.start,
+            "elapsed": state.elapsed + (time.perf_counter() - self.start) / len(self.runs),
             "model": self.stack.run_state(r), "optimizer": self.stack.run_optimizer_state(r),
             "scheduler": self.scheduler.state_dict(),
             "scaler": torch.amp.GradScaler(self.device.type, enabled=False).state_dict(),
@@ -438,5 +438,7 @@ class _PackedFit:
         return FitResult(
             epochs_run=len(state.history), best_epoch=state.best_epoch,
             best_score=state.best_score if self.higher_better else -state.best_score,
-            train_seconds=state.elapsed + time.perf_counter() - start, peak_memory_mb=peak_memory_mb(self.device),
-            history=state.history, resumed_from=resumed_from)
+            # the pack's time shared out: summed over a pack's rows it is the pack's wall time
+            train_seconds=state.elapsed + (time.perf_counter() - start) / len(self.runs),
+            peak_memory_mb=peak_memory_mb(self.device), history=state.history, resumed_from=resumed_from,
+            pack_size=len(self.runs))

@@ -413,7 +413,7 @@ class _TaskRunner:
             probabilities, start=start, hyperparameters=self._hyperparameters(),
             extra={"epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
                    "peak_memory_mb": result.peak_memory_mb, "train_seconds": result.train_seconds,
-                   "refit_epochs": refit_epochs,
+                   "refit_epochs": refit_epochs, "pack_size": result.pack_size,
                    "head_solver": f"{HEAD_SOLVER}+gradient" if method.head_init == "probe" else "gradient",
                    # both validation figures of the epoch kept, whichever of them chose it
                    "best_val_mcc": best.get("val_mcc", float("nan")),

@@ -162,6 +162,7 @@ class FitResult:
     peak_memory_mb: float
     history: list[dict] = field(default_factory=list)
     resumed_from: int = 0  # epochs already done when this process picked the run up
+    pack_size: int = 1  # runs trained together with this one (``adapt.packed``); train_seconds is its share
 
 
 def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
