@@ -661,7 +661,7 @@ def adapt(
     resume: Annotated[bool, typer.Option(help="Continue a killed run from its last epoch.")] = False,
     pack: Annotated[int | None, typer.Option(
         help="Train up to N tasks of equal training size (the few-shot seeds of a shot count and fold) together as "
-        "one model with stacked adapters: results equal one-by-one runs; default 8 on CUDA, 1 on CPU (measured: "
+        "one model with stacked adapters: results equal one-by-one runs; default 8 (fft, lp-ft: 1; measured by "
         "benchmarks/adapt_packed.py); 1: one at a time.")] = None,
     frames: Annotated[str, typer.Option(help=FRAMES_HELP)] = "refuse",
     image_size: Annotated[int | None, typer.Option(

@@ -79,7 +79,7 @@ class RunOptions:
     log: Callable[[str], None] = print
     frames: str = "refuse"  # the multi-frame policy the splits file was made with (``medtransfer.data.frames``)
     # train up to this many tasks together as one packed model (``adapt.packed``); None: ``packed.default_pack``
-    # of the device; 1: one by one. Results equal the lone runs' (within floating-point tolerance).
+    # (8; fft / lp-ft 1); 1: one by one. Results equal the lone runs' (within floating-point tolerance).
     pack: int | None = None
 
     def __post_init__(self) -> None:
@@ -194,7 +194,7 @@ def run_adapt(
              "preprocessing": "standardize" if not settings.config.image_size
              else f"standardize+{settings.config.image_size}px"}
 
-    pack = run.pack if run.pack is not None else default_pack(torch_device)
+    pack = run.pack if run.pack is not None else default_pack(torch_device, adapt_method)
     refusal = method_refusal(adapt_method, settings.options, settings.config) if pack > 1 else None
     if refusal:
         run.log(f"--pack {pack}: {job.label} runs one task at a time: {refusal}")
