@@ -693,6 +693,10 @@ def adapt(
     pixel_cache: Annotated[Path | None, typer.Option(help="extract's pixel cache, read instead of decoding.")] = None,
     workers: Annotated[int | None, typer.Option(help="Image-decoding workers (default 0).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue a killed run from its last epoch.")] = False,
+    pack: Annotated[int | None, typer.Option(
+        help="Train up to N tasks of equal training size (the few-shot seeds of a shot count and fold) together as "
+        "one model with stacked adapters: results equal one-by-one runs; default 8 (fft, lp-ft: 1; measured by "
+        "benchmarks/adapt_packed.py); 1: one at a time.")] = None,
     frames: Annotated[str, typer.Option(help=FRAMES_HELP)] = "refuse",
     image_size: Annotated[int | None, typer.Option(
         help="Train and test at this input size instead of the backbone's (e.g. 64 for a quick CPU run; CNNs take "
@@ -721,7 +725,7 @@ def adapt(
             grad_accumulation=grad_accumulation, optimizer=optimizer, balance=balance, early_stopping=early_stopping,
             patience=patience, augment=augment, hflip=hflip or None, train_norms=train_norms or None, refit=refit,
             precision=precision, compile=compile or None, num_workers=workers, frames=frames, image_size=image_size,
-            task=task, force_dicom=force_dicom or None,
+            task=task, force_dicom=force_dicom or None, pack=pack,
         )
         emit(fold_table(table, f"{backbone} + {table['method'].iloc[0]}"))
         console.print(f"results -> {out / 'results.csv'}")

@@ -30,7 +30,8 @@ from medtransfer.adapt.data import load_pixels
 from medtransfer.adapt.estimate import WARN_SECONDS, hours, run_seconds, seconds_per_image
 from medtransfer.adapt.methods import AdaptMethod, get_method
 from medtransfer.adapt.options import MethodOptions
-from medtransfer.adapt.task import AdaptJob, TaskRun, run_task
+from medtransfer.adapt.packed import default_pack, method_refusal
+from medtransfer.adapt.task import AdaptJob, TaskRun, run_task, run_tasks_packed
 from medtransfer.adapt.train import STATE_FILE, autocast_dtype
 from medtransfer.backbones.registry import load_backbone
 from medtransfer.data.manifest import Manifest, load_manifest
@@ -85,6 +86,13 @@ class RunOptions:
     log: Callable[[str], None] = print
     frames: str = "refuse"  # the multi-frame policy the splits file was made with (``medtransfer.data.frames``)
     force_dicom: bool = False  # read DICOM files without the preamble / file meta (``--force-dicom``)
+    # train up to this many tasks together as one packed model (``adapt.packed``); None: ``packed.default_pack``
+    # (8; fft / lp-ft 1); 1: one by one. Results equal the lone runs' (within floating-point tolerance).
+    pack: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.pack is not None and self.pack < 1:
+            raise MedtransferError(f"--pack must be at least 1, got {self.pack}")
 
 
 def task_name(task: Task) -> str:
@@ -152,7 +160,7 @@ def run_adapt(
     ``options``: the method's own options (a dict, or its options dataclass: ``get_method(m).options``).
     ``overrides`` are fields of ``AdaptConfig`` (epochs=, lr=, batch_size=, ...), of the method's options (rank=,
     alpha=, block_size=, ...), of ``TaskSelection`` (regimes=, shots=, folds=, seeds=) or of ``RunOptions``
-    (device=, resume=, pixel_cache=, progress=, log=, frames=); ``None`` values are ignored so a CLI can pass its
+    (device=, resume=, pixel_cache=, progress=, log=, frames=, pack=); ``None`` values are ignored so a CLI can pass its
     options straight through. ``task=NAME`` names the prediction task on every row.
     """
     splits_file = splits if isinstance(splits, SplitsFile) else load_splits(splits)
@@ -198,26 +206,57 @@ def run_adapt(
              "preprocessing": "standardize" if not settings.config.image_size
              else f"standardize+{settings.config.image_size}px"}
 
-    rows: list[ResultRow] = []
+    pack = run.pack if run.pack is not None else default_pack(torch_device, adapt_method)
+    refusal = method_refusal(adapt_method, settings.options, settings.config) if pack > 1 else None
+    if refusal:
+        run.log(f"--pack {pack}: {job.label} runs one task at a time: {refusal}")
+        pack = 1
+    rows: dict[int, ResultRow] = {}
+    todo: list[int] = []
     for number, task in enumerate(tasks):
         task_dir = run_root / task_name(task)
-        desc = f"[{number + 1}/{len(tasks)}] {task_name(task)}"
         if run.resume and (task_dir / "row.json").is_file():
             row, prediction = _load_done(task_dir)
-            row = replace(row, splits=splits_file.fingerprint)
-            run.log(f"{desc}: done earlier with this configuration, kept (--resume)")
+            rows[number] = replace(row, splits=splits_file.fingerprint)
+            run.log(f"[{number + 1}/{len(tasks)}] {task_name(task)}: done earlier with this configuration, kept "
+                    "(--resume)")
+            write_results(out, [rows[number]], prediction)
         else:
+            todo.append(number)
+    for group in pack_groups([tasks[n] for n in todo], pack):
+        numbers = [todo[g] for g in group]
+        task_runs = []
+        for number in numbers:
+            task_dir = run_root / task_name(tasks[number])
             if not run.resume:
                 (task_dir / STATE_FILE).unlink(missing_ok=True)
-            row, prediction = run_task(job, task, TaskRun(task_dir, resume=run.resume, progress=run.progress,
-                                                          log=run.log, first=number == 0, desc=desc))
+            task_runs.append(TaskRun(task_dir, resume=run.resume, progress=run.progress, log=run.log,
+                                     first=number == todo[0], desc=f"[{number + 1}/{len(tasks)}] "
+                                     f"{task_name(tasks[number])}"))
+        if len(numbers) == 1:
+            outcomes = [run_task(job, tasks[numbers[0]], task_runs[0])]
+        else:
+            run.log(f"packed: {', '.join(task_name(tasks[n]) for n in numbers)} train as one model")
+            outcomes = run_tasks_packed(job, [tasks[n] for n in numbers], task_runs)
+        for number, task_run, (row, prediction) in zip(numbers, task_runs, outcomes, strict=True):
             row = replace(row, **fixed)
-            _save_done(task_dir, row, prediction)
-        rows.append(row)
-        write_results(out, [row], prediction)
+            _save_done(task_run.folder, row, prediction)
+            rows[number] = row
+            write_results(out, [row], prediction)
     if export:
         export_tables(out)
-    return pd.DataFrame([r.as_record() for r in rows])
+    return pd.DataFrame([rows[n].as_record() for n in range(len(tasks))])
+
+
+def pack_groups(tasks: list[Task], pack: int) -> list[list[int]]:
+    """Indices of ``tasks`` in packs of up to ``pack``: tasks of one regime with equally many training rows (the
+    few-shot seeds of a shot count and fold; folds of equal size), which share one step count and schedule; in
+    the tasks' order otherwise."""
+    groups: dict[tuple, list[int]] = {}
+    for index, task in enumerate(tasks):
+        groups.setdefault((task.regime, len(task.train), task.refit_with_val), []).append(index)
+    packs = [members[i:i + pack] for members in groups.values() for i in range(0, len(members), pack)]
+    return sorted(packs, key=lambda members: members[0])
 
 
 def run_configuration(backbone: str, weights: str, method: AdaptMethod, settings: _Settings, *, frames: str) -> str:

@@ -25,6 +25,7 @@ from medtransfer.adapt.data import PixelStore
 from medtransfer.adapt.methods import AdaptMethod
 from medtransfer.adapt.model import Classifier, parameter_counts, set_train_mode, trained_state
 from medtransfer.adapt.options import LinearProbeOptions, MethodOptions, PeftOptions
+from medtransfer.adapt.packed import PackedRun, fit_packed, module_refusal
 from medtransfer.adapt.probe_head import HEAD_SOLVER, fit_probe_head, install_linear
 from medtransfer.adapt.train import (
     STATE_FILE,
@@ -110,7 +111,62 @@ def _labels(splits: SplitsFile, ids: list[str]) -> np.ndarray:
 
 def run_task(job: AdaptJob, task: Task, run: TaskRun) -> tuple[ResultRow, pd.DataFrame | None]:
     """Train, test and describe one task; a task that cannot train is a ``failed`` row, not an exception."""
-    columns = {
+    columns, labels = _columns(job, task), _task_labels(job, task)
+    if len(np.unique(labels[0])) < 2:
+        return _failed(job, columns, "training rows hold a single class"), None
+    try:
+        return _TaskRunner(job, task, run, labels).run(columns)
+    except TaskFailed as failure:
+        return _failed(job, columns, str(failure)), None
+
+
+def run_tasks_packed(job: AdaptJob, tasks: list[Task], runs: list[TaskRun]
+                     ) -> list[tuple[ResultRow, pd.DataFrame | None]]:
+    """Train several tasks (same configuration, equally many training rows) as one pack (``adapt.packed``): each
+    task's row and predictions as ``run_task`` makes them. Tasks that cannot train are failed rows; a pack the
+    backbone cannot run (dropout active in training) says why in the log and runs its tasks one by one."""
+    outcomes: dict[int, tuple[ResultRow, pd.DataFrame | None]] = {}
+    members = []
+    for i, (task, run) in enumerate(zip(tasks, runs, strict=True)):
+        columns, labels = _columns(job, task), _task_labels(job, task)
+        if len(np.unique(labels[0])) < 2:
+            outcomes[i] = _failed(job, columns, "training rows hold a single class"), None
+        else:
+            members.append((i, columns, _TaskRunner(job, task, run, labels)))
+    begun = []
+    for i, columns, runner in members:
+        try:
+            begun.append((i, columns, runner, time.perf_counter(), runner.begin()))
+        except TaskFailed as failure:
+            outcomes[i] = _failed(job, columns, str(failure)), None
+    if begun:
+        begun[0][4].set_mode()
+        refusal = module_refusal(begun[0][4].module)
+        if refusal:
+            runs[0].log(f"pack of {len(begun)} runs one by one: {refusal}")
+            results = [runner._fit(prepared, runner.fit_data(), epochs=None, folder=runner.run_options.folder,
+                                   desc=runner.run_options.desc) for _, _, runner, _, prepared in begun]
+        else:
+            results = fit_packed([runner.packed_run(prepared) for _, _, runner, _, prepared in begun],
+                                 device=job.device, progress=runs[0].progress)
+        for (i, columns, runner, start, prepared), result in zip(begun, results, strict=True):
+            try:
+                outcomes[i] = runner.complete(columns, prepared, result, start)
+            except TaskFailed as failure:
+                outcomes[i] = _failed(job, columns, str(failure)), None
+    return [outcomes[i] for i in range(len(tasks))]
+
+
+def _failed(job: AdaptJob, columns: dict, error: str) -> ResultRow:
+    return ResultRow.create(**columns, status="failed", error=error, extra={"weights_source": job.weights_source})
+
+
+def _task_labels(job: AdaptJob, task: Task) -> list[np.ndarray]:
+    return [_labels(job.splits, ids) for ids in (task.train, task.val, task.test)]
+
+
+def _columns(job: AdaptJob, task: Task) -> dict:
+    return {
         "backbone": job.spec.name, "method": job.label, "regime": task.regime, "shots": task.shots,
         "seed": task.seed, "fold": task.fold, "fraction": float(task.fraction), "n_test": len(task.test),
         "n_train": len(task.train), "weights": job.weights, "splits": job.splits.fingerprint,
@@ -122,15 +178,6 @@ def run_task(job: AdaptJob, task: Task, run: TaskRun) -> tuple[ResultRow, pd.Dat
         # the peft method's --targets preset (part of the results key); "" for methods that wrap no modules
         "peft_targets": job.options.targets if isinstance(job.options, PeftOptions) else "",
     }
-    labels = [_labels(job.splits, ids) for ids in (task.train, task.val, task.test)]
-    if len(np.unique(labels[0])) < 2:
-        return ResultRow.create(**columns, status="failed", error="training rows hold a single class",
-                                extra={"weights_source": job.weights_source}), None
-    try:
-        return _TaskRunner(job, task, run, labels).run(columns)
-    except TaskFailed as failure:
-        return ResultRow.create(**columns, status="failed", error=str(failure),
-                                extra={"weights_source": job.weights_source}), None
 
 
 @dataclass
@@ -221,12 +268,16 @@ class _TaskRunner:
         fitted_on = x if stand_in.refit_with_val and len(val_rows) else x[:len(train_rows)]
         install_linear(model.head, *outcome.fit.linear, standardize_on=fitted_on)
 
-    def _fit(self, prepared: _Prepared, data: tuple, *, epochs: int | None, folder: Path, desc: str) -> FitResult:
+    def _schedule(self, prepared: _Prepared, epochs: int | None) -> Schedule:
         job = self.job
         config = job.config if epochs is None else replace(job.config, epochs=epochs)
         hook, backbone = job.method.step_hook, prepared.model.backbone
-        schedule = Schedule(config, self.lr, self.head_lr, method_options=job.options.to_json(),
-                            on_step=None if hook is None else lambda step, total: hook(backbone, step, total))
+        return Schedule(config, self.lr, self.head_lr, method_options=job.options.to_json(),
+                        on_step=None if hook is None else lambda step, total: hook(backbone, step, total))
+
+    def _fit(self, prepared: _Prepared, data: tuple, *, epochs: int | None, folder: Path, desc: str) -> FitResult:
+        job = self.job
+        schedule = self._schedule(prepared, epochs)
         data = TrainData(prepared.inputs, *data, job.n_classes, prepared.generator)
         return fit(prepared.module, data, schedule, device=job.device, set_mode=prepared.set_mode,
                    checkpoint=Checkpoint(folder, self.run_options.resume), progress=self.run_options.progress,
@@ -299,18 +350,41 @@ class _TaskRunner:
     def run(self, columns: dict) -> tuple[ResultRow, pd.DataFrame]:
         if self.probe_solver:
             return self.run_probe_solver(columns)
-        job, method, run = self.job, self.job.method, self.run_options
         start = time.perf_counter()
-        train_rows, val_rows, test_rows = self.rows
+        prepared = self.begin()
+        result = self._fit(prepared, self.fit_data(), epochs=None, folder=self.run_options.folder,
+                           desc=self.run_options.desc)
+        return self.complete(columns, prepared, result, start)
+
+    def fit_data(self) -> tuple:
+        train_rows, val_rows, _ = self.rows
+        return train_rows, self.y_train, val_rows, self.y_val
+
+    def begin(self) -> _Prepared:
+        """The model of the first fit, built and its head initialised (``run`` fits it; a pack fits several)."""
+        job, method, run = self.job, self.job.method, self.run_options
+        train_rows = self.rows[0]
         prepared = self._prepare(train_rows, self.y_train, refit_of=None, skip_init=self._resumes(run.folder))
-        model = prepared.model
         self._log_counts(prepared)
         if run.first and method.is_peft:
             plain = ImageInputs(job.store, job.spec.preprocessing, job.device, augment=None,
                                 channels_last=self.channels_last, generator=prepared.generator)
-            _smoke_forward(model, plain, train_rows[:2], job)
-        result = self._fit(prepared, (train_rows, self.y_train, val_rows, self.y_val), epochs=None,
-                           folder=run.folder, desc=run.desc)
+            _smoke_forward(prepared.model, plain, train_rows[:2], job)
+        return prepared
+
+    def packed_run(self, prepared: _Prepared) -> PackedRun:
+        """The first fit of this task as one run of a pack (``adapt.packed``)."""
+        return PackedRun(prepared.module, TrainData(prepared.inputs, *self.fit_data(), self.job.n_classes,
+                                                    prepared.generator),
+                         self._schedule(prepared, None), prepared.set_mode,
+                         Checkpoint(self.run_options.folder, self.run_options.resume), desc=self.run_options.desc)
+
+    def complete(self, columns: dict, prepared: _Prepared, result: FitResult, start: float
+                 ) -> tuple[ResultRow, pd.DataFrame]:
+        """After the first fit: the refit on train + val (full regime, when asked), the test predictions, the row."""
+        job, method, run = self.job, self.job.method, self.run_options
+        train_rows, val_rows, test_rows = self.rows
+        model = prepared.model
         refit = job.config.refit if job.config.refit is not None else method.refit_with_val
         refit_epochs, n_train = 0, len(train_rows)
         if refit and self.task.refit_with_val and len(val_rows) and result.best_epoch > 0:
@@ -339,7 +413,7 @@ class _TaskRunner:
             probabilities, start=start, hyperparameters=self._hyperparameters(),
             extra={"epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
                    "peak_memory_mb": result.peak_memory_mb, "train_seconds": result.train_seconds,
-                   "refit_epochs": refit_epochs,
+                   "refit_epochs": refit_epochs, "pack_size": result.pack_size,
                    "head_solver": f"{HEAD_SOLVER}+gradient" if method.head_init == "probe" else "gradient",
                    # both validation figures of the epoch kept, whichever of them chose it
                    "best_val_mcc": best.get("val_mcc", float("nan")),

@@ -164,6 +164,7 @@ class FitResult:
     peak_memory_mb: float
     history: list[dict] = field(default_factory=list)
     resumed_from: int = 0  # epochs already done when this process picked the run up
+    pack_size: int = 1  # runs trained together with this one (``adapt.packed``); train_seconds is its share
 
 
 def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
@@ -179,6 +180,21 @@ def param_groups(module: nn.Module, lr: float, head_lr: float, weight_decay: flo
             groups.setdefault((name.startswith(HEAD_PREFIX), parameter.ndim >= 2), []).append(parameter)
     return [{"params": params, "lr": head_lr if is_head else lr, "weight_decay": weight_decay if decay else 0.0}
             for (is_head, decay), params in sorted(groups.items())]
+
+
+def batch_plan(n_train: int, batch_size: int) -> tuple[int, int]:
+    """(batch size, batches per epoch): a final batch of one sample is dropped (BatchNorm cannot train on it)."""
+    batch_size = min(batch_size, n_train)
+    n_batches = math.ceil(n_train / batch_size)
+    if n_batches > 1 and n_train % batch_size == 1:
+        n_batches -= 1
+    return batch_size, n_batches
+
+
+def clip_coefficient(norms: torch.Tensor, max_norm: float) -> torch.Tensor:
+    """The factor ``torch.nn.utils.clip_grad_norm_`` scales gradients by, for gradient norm(s) ``norms``:
+    ``min(1, max_norm / (norm + 1e-6))`` (torch/nn/utils/clip_grad.py); a packed step applies it per run."""
+    return (max_norm / (norms + 1e-6)).clamp(max=1.0)
 
 
 def warmup_cosine(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:
@@ -269,10 +285,7 @@ def fit(
     # fp16 gradients underflow without loss scaling; with bf16 / fp32 the scaler is a no-op
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(config.precision, device) == torch.float16)
     n_train = len(train_rows)
-    batch_size = min(config.batch_size, n_train)
-    n_batches = math.ceil(n_train / batch_size)
-    if n_batches > 1 and n_train % batch_size == 1:
-        n_batches -= 1  # drop a final batch of one sample (BatchNorm cannot train on it)
+    batch_size, n_batches = batch_plan(n_train, config.batch_size)
     steps_per_epoch = math.ceil(n_batches / config.grad_accumulation)
     total_steps = config.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, config.warmup_fraction))
@@ -327,7 +340,7 @@ def fit(
             if (b + 1) % config.grad_accumulation == 0 or b == n_batches - 1:
                 if config.max_grad_norm:
                     scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                    torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)  # as clip_coefficient
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
