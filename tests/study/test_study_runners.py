@@ -58,15 +58,15 @@ def runs_per_job(folder: Path) -> collections.Counter:
 
 def start_runner(study_file: Path, executor: str = "local") -> subprocess.Popen:
     command = [sys.executable, "-m", "medtransfer.cli", "study", "run", str(study_file), "--executor", executor]
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
 
 
 def finish(runners: list[subprocess.Popen], timeout: float = 600) -> None:
     try:
         for runner in runners:
-            _, stderr = runner.communicate(timeout=timeout)
-            assert runner.returncode == 0, stderr[-2000:]
+            output, _ = runner.communicate(timeout=timeout)
+            assert runner.returncode == 0, output[-2000:]
     finally:
         for runner in runners:
             kill_session(runner.pid)
@@ -197,11 +197,12 @@ def test_ray_jobs_asking_more_cpus_than_the_cluster_has_finish(data, tmp_path, m
     start = time.monotonic()
     runner = start_runner(study_file, "ray")
     try:
-        _, stderr = runner.communicate(timeout=300)
+        output, _ = runner.communicate(timeout=300)
     finally:
         kill_session(runner.pid)
-    assert runner.returncode == 0, stderr[-2000:]
-    assert f"resources.probe.cpus = {n_cpus + 2} but the cluster has {n_cpus} CPUs: asking for {n_cpus}" in stderr
-    assert "resources.probe.memory_gb = 100000 but the cluster has" in stderr
+    assert runner.returncode == 0, output[-2000:]
+    output = " ".join(output.split())  # the console wraps long lines
+    assert f"resources.probe.cpus = {n_cpus + 2} but the cluster has {n_cpus} CPUs: asking for {n_cpus}" in output
+    assert "resources.probe.memory_gb = 100000 but the cluster has" in output
     assert not build_plan(load_study(study_file)).pending()
     assert time.monotonic() - start < 300
