@@ -942,7 +942,7 @@ def study_status(
     study: StudyFile,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
-    """Jobs done per kind and task, and the failed jobs with their reasons."""
+    """Jobs done per kind and task, the failed jobs with their reasons, and which runner runs which job."""
     import json
 
     from medtransfer.study import load_study
@@ -957,6 +957,10 @@ def study_status(
         console.print(f"  {kind:8} {counts['done']}/{counts['total']}", highlight=False)
     for job_id, reason in summary["failed"].items():
         console.print(f"  failed: {job_id}: {reason}", highlight=False, markup=False)
+    for job_id, claim in summary["running"].items():
+        state = f"no heartbeat for {claim['heartbeat_age_s']:.0f} s, to be taken over" if claim["stale"] else \
+            f"heartbeat {claim['heartbeat_age_s']:.0f} s ago"
+        console.print(f"  running: {job_id} on {claim['runner']} ({state})", highlight=False, markup=False)
 
 
 @study_app.command("report")

@@ -59,6 +59,7 @@ class TaskSelection:
     shots: tuple[int, ...] | None = None
     folds: tuple[int, ...] | None = None
     seeds: tuple[int, ...] | None = None
+    names: tuple[str, ...] | None = None  # only the tasks of these ``task_name``s: a study bundle's exact jobs
 
     def select(self, splits: SplitsFile) -> list[Task]:
         tasks = [
@@ -66,6 +67,7 @@ class TaskSelection:
             if (self.folds is None or t.fold in self.folds)
             and (self.shots is None or t.regime != "fewshot" or t.shots in self.shots)
             and (self.seeds is None or t.regime == "full" or t.seed in self.seeds)
+            and (self.names is None or task_name(t) in self.names)
         ]
         if not tasks:
             raise MedtransferError(

@@ -32,6 +32,24 @@ class Job:
     mutex: str = ""  # jobs sharing a mutex never run at the same time (one writer per feature store)
     backbone: str = ""
     work: dict = field(default_factory=dict)  # what the cost model needs: images forward / trained, epochs
+    # jobs with the same bundle key may run in one worker process, sharing what they load (``jobs.run_bundle``):
+    # adapt jobs of one (task, backbone, method config), probe jobs of one (task, backbone); "" runs alone
+    bundle: str = ""
+
+
+def bundles(jobs: list[Job], size: int) -> list[list[Job]]:
+    """``jobs`` in units a worker runs: same-key jobs together, ``size`` at most, in the order given."""
+    units: list[list[Job]] = []
+    open_units: dict[str, list[Job]] = {}
+    for job in jobs:
+        unit = open_units.get(job.bundle) if job.bundle else None
+        if unit is None or len(unit) >= size:
+            unit = []
+            units.append(unit)
+            if job.bundle:
+                open_units[job.bundle] = unit
+        unit.append(job)
+    return units
 
 
 @dataclass
@@ -223,7 +241,7 @@ def _task_jobs(study: StudySpec, task: TaskSpec, splits: SplitsFile | None, task
                 "head": head, "out": out, "weights": study.weights, "regimes": list(study.probe_regimes),
                 "options": dict(study.probe_options),
             }, deps=deps, keys=tuple(result_key(backbone, head, t) for t in probe_tasks), backbone=backbone,
-                work={"fits": len(probe_tasks)}))
+                work={"fits": len(probe_tasks)}, bundle=f"probe/{name}/{backbone}"))
     adapt_tasks = tasks if tasks is not None else tasks_for(splits, ("full", "fewshot"))
     for config in study.adapt:
         label = adapt_label(config)
@@ -235,11 +253,11 @@ def _task_jobs(study: StudySpec, task: TaskSpec, splits: SplitsFile | None, task
                     **common, "kind": "adapt", "manifest": manifest, "splits_path": splits_path,
                     "backbone": backbone, "method": config.method, "config": dict(config.config),
                     "options": dict(config.options), "out": out, "weights": study.weights, "regime": t.regime,
-                    "fold": t.fold, "shots": t.shots, "seed": t.seed, "frames": task.frames,
+                    "fold": t.fold, "shots": t.shots, "seed": t.seed, "task_name": task_name(t), "frames": task.frames,
                     "pixel_cache": str(pixel_cache) if pixel_cache else None,
                 }, deps=deps, keys=(result_key(backbone, label, t),), backbone=backbone,
                     work={"method": config.method, "train": len(t.train), "val": len(t.val), "test": len(t.test),
-                          "epochs": _epochs(config)}))
+                          "epochs": _epochs(config)}, bundle=f"adapt/{name}/{backbone}/{label}"))
     return jobs
 
 

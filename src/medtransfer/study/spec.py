@@ -91,6 +91,7 @@ class Resources:
 
     cpus: float = 1.0
     gpus: float = 0.0
+    memory_gb: float = 0.0  # 0: no memory request (Ray's ``memory`` resource)
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,12 @@ class StudySpec:
     plugins: tuple[str, ...] = ()
     retries: int = 1
     max_parallel: int = 0  # 0: the engine's capacity
+    # adapt jobs of one (task, backbone, method config), or probe jobs of one (task, backbone), that one worker
+    # process runs in turn, loading manifest, splits, weights and pixels (or features) once; 1: one job a process
+    bundle_size: int = 16
+    # a runner's claim on a job it runs lapses this long after its last heartbeat (renewed every quarter of it);
+    # another runner then takes the job over
+    lease_seconds: float = 120.0
     resources: dict[str, Resources] = field(default_factory=dict)
     slurm: SlurmSpec = field(default_factory=SlurmSpec)
 
@@ -280,13 +287,20 @@ def load_study(path: str | Path) -> StudySpec:
     if batch_size < 1:
         raise extract.error(f"extract.batch_size must be at least 1, got {batch_size}")
     heads, probe_regimes, probe_options = _probe(path, document.get("probe", {}))
-    run = _Reader(path, document.get("run", {}), "run", ("retries", "device", "max_parallel"))
+    run = _Reader(path, document.get("run", {}), "run",
+                  ("retries", "device", "max_parallel", "bundle_size", "lease_seconds"))
     retries = run.get("retries", int, 1)
     if retries < 0:
         raise run.error(f"run.retries must be 0 or more, got {retries}")
     given = top.get("name", str, None)
     name = check_plain_name(given, "name", path) if given is not None else (
         re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem).strip(".") or "study")  # the file's stem, made plain
+    bundle_size = run.get("bundle_size", int, 16)
+    if bundle_size < 1:
+        raise run.error(f"run.bundle_size must be at least 1, got {bundle_size}")
+    lease_seconds = run.get("lease_seconds", float, 120.0)
+    if lease_seconds < 1:
+        raise run.error(f"run.lease_seconds must be at least 1, got {lease_seconds}")
     return StudySpec(
         path=path.resolve(), name=name, tasks=tasks, backbones=backbones,
         weights=extract.get("weights", str, "default"), heads=heads, probe_regimes=probe_regimes,
@@ -295,7 +309,8 @@ def load_study(path: str | Path) -> StudySpec:
         splits=paths.path("splits", base, "splits"), results=paths.path("results", base, "results"),
         store_format=store_format, extract_batch_size=batch_size, precision=precision,
         device=run.get("device", str, "auto"), plugins=plugins, retries=retries,
-        max_parallel=run.get("max_parallel", int, 0), resources=_resources(path, document.get("resources", {})),
+        max_parallel=run.get("max_parallel", int, 0), bundle_size=bundle_size, lease_seconds=lease_seconds,
+        resources=_resources(path, document.get("resources", {})),
         slurm=_slurm(path, document.get("slurm", {})),
     )
 
@@ -442,11 +457,13 @@ def _resources(source: Path, table: object) -> dict[str, Resources]:
                 "adapt": Resources(2, 1)}
     out = {}
     for kind, default in defaults.items():
-        inner = _Reader(source, reader.table.get(kind, {}), f"resources.{kind}", ("cpus", "gpus"))
+        inner = _Reader(source, reader.table.get(kind, {}), f"resources.{kind}", ("cpus", "gpus", "memory_gb"))
         cpus, gpus = inner.get("cpus", float, default.cpus), inner.get("gpus", float, default.gpus)
-        if cpus <= 0 or gpus < 0:
-            raise inner.error(f"resources.{kind}: cpus must be positive and gpus 0 or more, got {cpus}, {gpus}")
-        out[kind] = Resources(cpus, gpus)
+        memory_gb = inner.get("memory_gb", float, 0.0)
+        if cpus <= 0 or gpus < 0 or memory_gb < 0:
+            raise inner.error(f"resources.{kind}: cpus must be positive, gpus and memory_gb 0 or more, got {cpus}, "
+                              f"{gpus}, {memory_gb}")
+        out[kind] = Resources(cpus, gpus, memory_gb)
     return out
 
 

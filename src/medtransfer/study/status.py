@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+from medtransfer.study.claims import CLAIMS_FOLDER, current_claims
 from medtransfer.study.plan import build_plan
 from medtransfer.study.run import last_failures
 from medtransfer.study.spec import StudySpec
@@ -35,4 +36,8 @@ def status_summary(study: StudySpec) -> dict:
     failures = last_failures(study)
     plan_pending = {job.job_id for job in build_plan(study).pending()}
     summary["failed"] = {job: reason for job, reason in failures.items() if job in plan_pending}
+    # who runs what: the live (and stale, not yet taken over) claims of runners on this study
+    summary["running"] = {job: entry for job, entry in current_claims(study.state_path / CLAIMS_FOLDER,
+                                                                      study.lease_seconds).items()
+                          if job in plan_pending}
     return summary

@@ -1,6 +1,7 @@
 """Engines that run study jobs: ``local`` (in-process, sequential, the reference), ``ray`` and ``slurm``
-(submitit). Each offers ``capacity``, ``submit(jobs)`` and ``wait(timeout)``; the driver (``study.run``) owns
-the order, the retries and the bookkeeping, so every engine runs the same job functions the same way."""
+(submitit). Each offers ``capacity``, ``submit(bundles)`` and ``wait(timeout)`` (one ``Finished`` per job);
+the driver (``study.run``) owns the order, the retries and the bookkeeping, so every engine runs the same job
+functions the same way."""
 
 from __future__ import annotations
 
@@ -21,9 +22,9 @@ class Finished:
 
 class Executor(Protocol):
     name: str
-    capacity: int  # jobs in flight at most
+    capacity: int  # bundles (``plan.bundles``) in flight at most
 
-    def submit(self, jobs: list[Job]) -> None: ...
+    def submit(self, units: list[list[Job]]) -> None: ...
 
     def wait(self, timeout: float) -> list[Finished]: ...
 

@@ -1,7 +1,8 @@
 """SLURM job arrays through submitit (https://github.com/facebookincubator/submitit): each wave of ready jobs
 is one array (``executor.batch()``), with partition, time, GPUs, CPUs and memory from the study's ``[slurm]``
-table. One array task runs up to ``slurm.jobs_per_array_task`` study jobs in turn (a bundle), each failing on
-its own. ``cluster="local"`` runs the same arrays as local subprocesses (submitit's LocalExecutor), for tests."""
+table. One array task runs the driver's bundles (``run.bundle_size``, never split) packed up to
+``slurm.jobs_per_array_task`` study jobs, in turn (``jobs.run_bundle``), each job failing on its own.
+``cluster="local"`` runs the same arrays as local subprocesses (submitit's LocalExecutor), for tests."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import re
 import sys
 
 from medtransfer.errors import MedtransferError, first_line
-from medtransfer.study.executors import Finished, failure_reason
-from medtransfer.study.jobs import run_job
+from medtransfer.study.executors import Finished
+from medtransfer.study.jobs import run_bundle
 from medtransfer.study.plan import Job
 from medtransfer.study.spec import StudySpec
 
@@ -24,17 +25,6 @@ def check_script_values(values: dict[str, str]) -> None:
         if re.search(r"[\x00-\x1f\x7f]", value):
             raise MedtransferError(f"{what} {value!r} holds a control character (newline, ...): it would become a "
                                    "line of the sbatch script; refused")
-
-
-def run_bundle(bundle: list[tuple[str, dict]]) -> list[tuple[str, str, dict]]:
-    """The body of one array task: every (job id, params) in turn; a job that raises fails alone."""
-    outcomes = []
-    for job_id, params in bundle:
-        try:
-            outcomes.append((job_id, "", run_job(params)))
-        except Exception as exc:  # noqa: BLE001 - recorded and retried by the driver, the bundle goes on
-            outcomes.append((job_id, failure_reason(exc), {}))
-    return outcomes
 
 
 class SlurmExecutor:
@@ -71,12 +61,17 @@ class SlurmExecutor:
             f"logs under {folder}")
         self._running: dict = {}  # submitit job -> the study job ids it runs
 
-    def submit(self, jobs: list[Job]) -> None:
-        """One array for this wave; its tasks share the wave's jobs evenly, ``jobs_per_array_task`` at most."""
-        if not jobs:
+    def submit(self, units: list[list[Job]]) -> None:
+        """One array for this wave; each array task runs whole bundles, ``jobs_per_array_task`` jobs at most
+        (a bundle larger than that is one task of its own)."""
+        if not units:
             return
-        n_tasks = -(-len(jobs) // self._per_task)
-        bundles = [[(job.job_id, job.params) for job in jobs[number::n_tasks]] for number in range(n_tasks)]
+        tasks: list[list[Job]] = [[]]
+        for unit in units:
+            if tasks[-1] and len(tasks[-1]) + len(unit) > self._per_task:
+                tasks.append([])
+            tasks[-1].extend(unit)
+        bundles = [[(job.job_id, job.params) for job in task] for task in tasks]
         with self._executor.batch():
             submitted = [(self._executor.submit(run_bundle, bundle), bundle) for bundle in bundles]
         for handle, bundle in submitted:
