@@ -10,7 +10,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from medtransfer.metrics import mcc_from_confusion
+from medtransfer.metrics import average_precision, mcc_from_confusion
 
 
 def mean_std(values) -> tuple[float, float]:
@@ -93,7 +93,7 @@ def _fold_replicates(rows: pd.DataFrame, metric: str, n_classes: int, n_boot: in
         values = np.empty((n_boot, n_runs))
         for j in range(n_runs):
             mine = run_of == j
-            values[:, j] = _weighted_average_precision(rows["label"].to_numpy(dtype=int)[mine],
+            values[:, j] = average_precision(rows["label"].to_numpy(dtype=int)[mine],
                                                        rows["probability"].to_numpy(dtype=float)[mine],
                                                        counts[:, column[mine]].astype(float))
     picks = rng.multinomial(n_runs, np.full(n_runs, 1.0 / n_runs), size=n_boot)  # seeds resampled
@@ -107,20 +107,3 @@ def _codes(values: pd.Series) -> tuple[np.ndarray, int]:
     """Each row's index among the sorted distinct ``values`` (the runs, in groupby's order) and their count."""
     codes, uniques = pd.factorize(values, sort=True)
     return codes, len(uniques)
-
-
-def _weighted_average_precision(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """scikit-learn's average precision (sum over thresholds of recall step x precision, tied scores one
-    threshold) with integer sample weights, for every replicate at once."""
-    order = np.argsort(-scores, kind="stable")
-    positive = (labels[order] == 1).astype(float)
-    w = weights[:, order]
-    tp = np.cumsum(w * positive, axis=1)
-    fp = np.cumsum(w * (1 - positive), axis=1)
-    ends = np.r_[np.flatnonzero(np.diff(scores[order])), len(scores) - 1]  # last index of each tied score
-    tp, fp = tp[:, ends], fp[:, ends]
-    total = tp[:, -1]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
-        step = np.diff(tp, axis=1, prepend=0.0) / total[:, None]
-        return np.where(total > 0, (step * precision).sum(1), np.nan)
