@@ -78,3 +78,40 @@ def test_bootstrap_ci_brackets_the_mean_and_shrinks_with_n():
     assert low_l <= mean_l <= high_l
     assert high_l - low_l < high_s - low_s
     assert bootstrap_mcc_ci(runs_large, 2, n_boot=200, seed=3) == bootstrap_mcc_ci(runs_large, 2, n_boot=200, seed=3)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3, 5])
+@pytest.mark.parametrize("ties", [False, True])
+def test_aucs_from_one_sort_equal_scikit_learns(n_classes, ties):
+    """ROC-AUC and PR-AUC without scikit-learn (one sort per row) equal roc_auc_score / average_precision_score
+    (macro over present classes when multi-class) to 1e-9, tied scores included."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    rng = np.random.default_rng(n_classes + 10 * ties)
+    for trial in range(20):
+        n = int(rng.integers(5, 200))
+        labels = rng.integers(0, n_classes, n)
+        labels[:n_classes] = np.arange(n_classes)  # every class present
+        proba = rng.dirichlet(np.ones(n_classes), n) + 0.5 * np.eye(n_classes)[labels] * rng.random()
+        proba = np.round(proba, 1) if ties else proba
+        proba = proba / proba.sum(1, keepdims=True)
+        got = compute_metrics(labels, proba)
+        if n_classes == 2:
+            want_roc = roc_auc_score(labels, proba[:, 1])
+            want_pr = average_precision_score(labels, proba[:, 1])
+        else:
+            onehot = np.eye(n_classes)[labels]
+            want_roc = np.mean([roc_auc_score(onehot[:, k], proba[:, k]) for k in range(n_classes)])
+            want_pr = average_precision_score(onehot, proba, average="macro")
+        assert got["roc_auc"] == pytest.approx(want_roc, abs=1e-9, rel=0), trial
+        assert got["pr_auc"] == pytest.approx(want_pr, abs=1e-9, rel=0), trial
+
+
+def test_metrics_module_does_not_import_scikit_learn():
+    """Scoring a row needs no scikit-learn import (its import alone cost seconds of every probe call)."""
+    import subprocess
+    import sys
+
+    code = "import sys, medtransfer.metrics; print('sklearn' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() \
+        == "False"

@@ -10,6 +10,8 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from medtransfer.metrics import average_precision, mcc_from_confusion
+
 
 def mean_std(values) -> tuple[float, float]:
     """Mean and sample standard deviation (ddof 1) of the non-NaN ``values``; NaN where there are too few."""
@@ -68,49 +70,40 @@ def cluster_bootstrap_ci(
 
 
 def _fold_replicates(rows: pd.DataFrame, metric: str, n_classes: int, n_boot: int, rng) -> np.ndarray:
-    """One fold's seed-averaged metric per replicate; the fold's patient draw is shared by its seeds."""
-    patients = (rows["patient"] if "patient" in rows else rows["id"]).astype(str)
-    patient_of = dict(zip(rows["id"].astype(str), patients, strict=False))
-    names = sorted(set(patient_of.values()))
+    """One fold's seed-averaged metric per replicate; the fold's patient draw is shared by its seeds.
+
+    Vectorised over the fold's runs: MCC's confusion counts of every run and replicate come from one product of
+    the replicates' patient counts with a patient x (run, cell) count matrix (integers, so exactly the counts a
+    loop would add up); PR-AUC gathers each run's per-image weights from the same draw."""
+    patients = (rows["patient"] if "patient" in rows else rows["id"]).astype(str).to_numpy()
+    ids = rows["id"].astype(str).to_numpy()
+    first = pd.Series(patients).groupby(ids, sort=False).last()  # an id's patient: its last row's, as before
+    names = np.unique(first.to_numpy())
     counts = rng.multinomial(len(names), np.full(len(names), 1.0 / len(names)), size=n_boot)  # [n_boot, patients]
-    column = {name: i for i, name in enumerate(names)}
-    runs = [group for _, group in rows.groupby("seed", sort=True)]
-    values = np.empty((n_boot, len(runs)))
-    for j, run in enumerate(runs):
-        weights = counts[:, [column[patient_of[str(i)]] for i in run["id"]]].astype(float)
-        values[:, j] = _weighted_metric(run, weights, metric, n_classes)
-    picks = rng.multinomial(len(runs), np.full(len(runs), 1.0 / len(runs)), size=n_boot)  # seeds resampled
+    column = np.searchsorted(names, first.reindex(ids).to_numpy())  # each row's patient column
+    run_of, n_runs = _codes(rows["seed"])
+    if metric == "mcc":
+        labels = rows["label"].to_numpy(dtype=int)
+        cell = run_of * n_classes * n_classes + labels * n_classes + rows["predicted"].to_numpy(dtype=int)
+        per_patient = np.zeros((len(names), n_runs * n_classes * n_classes))
+        np.add.at(per_patient, (column, cell), 1.0)
+        cms = (counts.astype(float) @ per_patient).reshape(n_boot, n_runs, n_classes, n_classes)
+        values = mcc_from_confusion(cms)
+    else:
+        values = np.empty((n_boot, n_runs))
+        for j in range(n_runs):
+            mine = run_of == j
+            values[:, j] = average_precision(rows["label"].to_numpy(dtype=int)[mine],
+                                                       rows["probability"].to_numpy(dtype=float)[mine],
+                                                       counts[:, column[mine]].astype(float))
+    picks = rng.multinomial(n_runs, np.full(n_runs, 1.0 / n_runs), size=n_boot)  # seeds resampled
     valid = ~np.isnan(values)
     total = (np.where(valid, values, 0.0) * picks).sum(1)
     used = (valid * picks).sum(1)
     return np.where(used > 0, total / np.maximum(used, 1), np.nan)
 
 
-def _weighted_metric(run: pd.DataFrame, weights: np.ndarray, metric: str, n_classes: int) -> np.ndarray:
-    """The metric of one run under each replicate's sample weights ([n_boot, n_images] counts)."""
-    from medtransfer.metrics import mcc_from_confusion
-
-    labels = run["label"].to_numpy(dtype=int)
-    if metric == "mcc":
-        predicted = run["predicted"].to_numpy(dtype=int)
-        onehot = np.zeros((len(labels), n_classes * n_classes))
-        onehot[np.arange(len(labels)), labels * n_classes + predicted] = 1.0
-        return mcc_from_confusion((weights @ onehot).reshape(-1, n_classes, n_classes))
-    return _weighted_average_precision(labels, run["probability"].to_numpy(dtype=float), weights)
-
-
-def _weighted_average_precision(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """scikit-learn's average precision (sum over thresholds of recall step x precision, tied scores one
-    threshold) with integer sample weights, for every replicate at once."""
-    order = np.argsort(-scores, kind="stable")
-    positive = (labels[order] == 1).astype(float)
-    w = weights[:, order]
-    tp = np.cumsum(w * positive, axis=1)
-    fp = np.cumsum(w * (1 - positive), axis=1)
-    ends = np.r_[np.flatnonzero(np.diff(scores[order])), len(scores) - 1]  # last index of each tied score
-    tp, fp = tp[:, ends], fp[:, ends]
-    total = tp[:, -1]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
-        step = np.diff(tp, axis=1, prepend=0.0) / total[:, None]
-        return np.where(total > 0, (step * precision).sum(1), np.nan)
+def _codes(values: pd.Series) -> tuple[np.ndarray, int]:
+    """Each row's index among the sorted distinct ``values`` (the runs, in groupby's order) and their count."""
+    codes, uniques = pd.factorize(values, sort=True)
+    return codes, len(uniques)

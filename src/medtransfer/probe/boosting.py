@@ -52,9 +52,10 @@ class BoostingGrower:
         if previous is not None and previous.run < previous.cap:
             return previous, {"rounds": previous.used}
         rounds = fixed.get("rounds")
-        model, used, run = _fit(head.name, params, data.x, data.codes, data.sample_weight,
+        leaf = leaf_limit(head.name, len(data.codes))
+        model, used, run = _fit(head.name, {**params, **leaf}, data.x, data.codes, data.sample_weight,
                                 stop=None if rounds else data.stop, rounds=rounds or budget, threads=self.threads)
-        return _Fitted(model, int(used), int(run), rounds or budget), {"rounds": int(used)}
+        return _Fitted(model, int(used), int(run), rounds or budget), {"rounds": int(used), **leaf}
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,24 @@ class _Fitted:
 
     def predict_proba(self, x):
         return self.model.predict_proba(x)
+
+
+# The libraries' leaf-size defaults: scikit-learn's HistGradientBoostingClassifier min_samples_leaf = 20
+# (https://scikit-learn.org/stable/modules/generated/sklearn.ensemble.HistGradientBoostingClassifier.html), XGBoost's
+# min_child_weight = 1, a hessian sum (https://xgboost.readthedocs.io/en/stable/parameter.html). With a few-shot
+# task's 4-64 training rows neither can split (20 rows a leaf; a row's hessian p(1-p) <= 0.25), so every tree is a
+# constant: the limit shrinks with the rows a fit gets, and the row's hyperparameters record the value used.
+HGB_MIN_SAMPLES_LEAF = 20
+XGB_MIN_CHILD_WEIGHT = 1.0
+
+
+def leaf_limit(name: str, n_rows: int) -> dict:
+    """The leaf-size setting a boosting fit on ``n_rows`` rows uses: the library default from 8 x 20 = 160 rows up
+    (hgb), from 40 rows up (xgb); below that as small as lets a leaf of n_rows / 8 rows (hgb) or a child of a
+    tenth of the rows at the smallest hessian (xgb) exist, so even a 2-shot task's trees can split."""
+    if name == "xgb":
+        return {"min_child_weight": float(min(XGB_MIN_CHILD_WEIGHT, n_rows / 40.0))}
+    return {"min_samples_leaf": int(min(HGB_MIN_SAMPLES_LEAF, max(1, n_rows // 8)))}
 
 
 def _weights(codes: np.ndarray) -> np.ndarray:

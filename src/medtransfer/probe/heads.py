@@ -229,7 +229,7 @@ register_head(_forest("extratrees", ExtraTreesClassifier, "extremely randomized 
 register_head(HeadSpec(
     name="hgb",
     description="histogram gradient boosting, early-stopped on val loss; learning rate and leaves tuned by "
-                "successive halving over rounds",
+                "successive halving over rounds; min_samples_leaf shrinks below 160 rows (recorded per row)",
     make=lambda learning_rate, max_leaf_nodes: HistGradientBoostingClassifier(
         learning_rate=learning_rate, max_leaf_nodes=max_leaf_nodes, max_iter=100, early_stopping=False,
         random_state=0),
@@ -250,7 +250,7 @@ def _xgb(max_depth: int, learning_rate: float):
 register_head(HeadSpec(
     name="xgb",
     description="XGBoost (hist; GPU when present), early-stopped on val loss; depth and learning rate tuned by "
-                "successive halving over rounds",
+                "successive halving over rounds; min_child_weight shrinks below 40 rows (recorded per row)",
     make=_xgb,
     grid=_grid(max_depth=(2, 4, 6), learning_rate=(0.1, 0.3)),
     fitter=batched_fitter("medtransfer.probe.boosting", "fit_boosting"),
