@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
+from tqdm import tqdm
 from typer.testing import CliRunner
 
 from medtransfer.data.synthetic import SyntheticSpec, make_synthetic_dataset
+
+# tqdm's default write lock includes a process-shared semaphore, inherited by the children the kill tests fork
+# (tests/integrity/test_random_kills.py): a child SIGKILLed while drawing a bar leaves it taken for good, and
+# the next bar in this process waits forever. A thread lock is copied into each child instead of shared.
+tqdm.set_lock(threading.RLock())
 
 
 @pytest.fixture(scope="session")
