@@ -55,7 +55,7 @@ def _script_for(study, capture: Path, tmp_path: Path) -> str:
     from medtransfer.study.executors.slurm import SlurmExecutor
 
     executor = SlurmExecutor(study, cluster="slurm", log=lambda _: None)
-    executor.submit([Job(job_id="j0", kind="splits", task=study.tasks[0].name, params={})])
+    executor.submit([[Job(job_id="j0", kind="splits", task=study.tasks[0].name, params={})]])  # one bundle
     executor._running.clear()  # nothing was really queued: no scancel for it
     script = (capture / "script.sh").read_text()
     run_in = tmp_path / "run-here"
