@@ -1,4 +1,4 @@
-"""Benchmark: every probe head's own path (``HeadSpec.fit_tasks``: batched where the head is) vs the plain
+"""Benchmark: every probe head's own path (``probe.fitting.fit_tasks``: batched where the head is) vs the plain
 scikit-learn / XGBoost loop (``probe.sklearn_fit.fit_each_task``: one estimator per (task, grid candidate), then
 the train + val refit) over the same tasks and grids, in the same process.
 
@@ -25,6 +25,7 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 from probe_sweep import FOLDS, SIZES, make_cache, synthetic_context  # noqa: E402
 
+from medtransfer.probe.fitting import fit_tasks  # noqa: E402
 from medtransfer.probe.heads import HEADS  # noqa: E402
 from medtransfer.probe.options import ProbeOptions  # noqa: E402
 from medtransfer.probe.selection import fast_mcc  # noqa: E402
@@ -73,9 +74,9 @@ def main() -> None:
         ours_total = 0.0
         for name in heads:
             head = HEADS[name]
-            list(head.fit_tasks(ctx, tasks[:2]))  # warm-up: torch's first calls and lazy imports are not the head's
+            list(fit_tasks(head, ctx, tasks[:2]))  # warm-up: torch's first calls and lazy imports are not the head's
             start = time.perf_counter()
-            ours = list(head.fit_tasks(ctx, tasks))
+            ours = list(fit_tasks(head, ctx, tasks))
             ours_s = time.perf_counter() - start
             ours_total += ours_s
             per_shots_time: dict[int, list[float]] = {}

@@ -27,11 +27,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 
-from medtransfer.probe import batched
 from medtransfer.probe.context import FeatureMatrix, ProbeContext
 from medtransfer.probe.heads import get_head
 from medtransfer.probe.options import ProbeOptions
 from medtransfer.probe.selection import choose_on_val, fast_mcc
+from medtransfer.probe.solvers import batched
 from medtransfer.splits.tasks import Task
 
 SHOTS = (1, 2, 4, 8, 16)

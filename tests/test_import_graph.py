@@ -107,7 +107,8 @@ def circles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
 
 
 def describe(circle: list[str], graph: dict[str, dict[str, int]], files: dict[str, Path]) -> str:
-    steps = [f"  {a} -> {b}  ({files[a].relative_to(SRC)}:{graph[a][b]})" for a, b in zip(circle, circle[1:])]
+    steps = [f"  {a} -> {b}  ({files[a].relative_to(SRC)}:{graph[a][b]})"
+             for a, b in zip(circle, circle[1:], strict=False)]
     return "\n".join(steps)
 
 

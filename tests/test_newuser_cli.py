@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 import medtransfer.probe.run as probe_run
+from medtransfer.probe.fitting import fit_tasks
 from medtransfer.probe.heads import resolve_heads
 from medtransfer.results import read_rows
 
@@ -49,7 +50,7 @@ def _counting(monkeypatch, calls: list, die_on: str | None = None):
                 calls.append(_spec.name)
                 if _spec.name == die_on:
                     raise KeyboardInterrupt
-                return type(_spec).fit_tasks(_spec, ctx, tasks)
+                return fit_tasks(_spec, ctx, tasks)
             specs.append(dataclasses.replace(spec, fitter=lambda _s, ctx, tasks, _f=fitter: _f(ctx, tasks)))
         return specs
 

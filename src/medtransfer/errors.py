@@ -12,3 +12,8 @@ def first_line(exc: BaseException, limit: int = 200, default: str | None = None)
     if not text:
         return type(exc).__name__ if default is None else default
     return text.splitlines()[0][:limit]
+
+
+def failure_reason(exc: BaseException, limit: int = 300) -> str:
+    """``Type: first line`` of an exception: the reason a failed row, job or file carries."""
+    return f"{type(exc).__name__}: {first_line(exc, limit, default='no message')}"

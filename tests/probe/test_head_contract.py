@@ -12,7 +12,8 @@ from probe_support import make_features, make_splits_file, setup
 from sklearn.naive_bayes import GaussianNB
 
 from medtransfer.probe.context import FeatureMatrix, HeadFit, ProbeContext
-from medtransfer.probe.heads import HEADS, HeadSpec, head_help
+from medtransfer.probe.fitting import fit_tasks
+from medtransfer.probe.heads import HEADS, HeadSpec, head_help, register_head
 from medtransfer.probe.options import ProbeOptions
 from medtransfer.splits.tasks import tasks_for
 
@@ -36,7 +37,7 @@ def _context(tmp_path, *, n_classes=2, class_weight="balanced", imbalance=False)
 
 
 def _fits(spec: HeadSpec, ctx, tasks) -> list[HeadFit]:
-    outcomes = list(spec.fit_tasks(ctx, tasks))
+    outcomes = list(fit_tasks(spec, ctx, tasks))
     assert len(outcomes) == len(tasks), "one outcome per task, in order"
     assert all(isinstance(o, HeadFit) for o in outcomes), [o for o in outcomes if isinstance(o, str)]
     return outcomes
@@ -102,13 +103,14 @@ def test_exclusions_name_registered_heads_and_checks():
 
 
 @pytest.fixture()
-def throwaway_head(monkeypatch):
-    """A head that exists for one test: one HeadSpec, registered here and removed afterwards."""
-    spec = HeadSpec(name="gnb-throwaway", description="Gaussian naive Bayes; variance smoothing tuned",
-                    make=lambda var_smoothing: GaussianNB(var_smoothing=var_smoothing),
-                    grid=({"var_smoothing": 1e-9}, {"var_smoothing": 1e-3}))
-    monkeypatch.setitem(HEADS, spec.name, spec)
-    return spec
+def throwaway_head():
+    """A head that exists for one test: one ``register_head`` call, as a head file makes it, removed afterwards.
+    It has no ``fitter``, so it fits task by task through scikit-learn."""
+    spec = register_head(name="gnb-throwaway", description="Gaussian naive Bayes; variance smoothing tuned",
+                         make=lambda var_smoothing: GaussianNB(var_smoothing=var_smoothing),
+                         grid=({"var_smoothing": 1e-9}, {"var_smoothing": 1e-3}))
+    yield spec
+    del HEADS[spec.name]
 
 
 @pytest.mark.parametrize("check", CHECKS)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from probe_support import poisoned_contexts
 
+from medtransfer.probe.fitting import fit_tasks
 from medtransfer.probe.heads import HEADS
 
 TUNES = ("val", "cv", "budget")
@@ -27,7 +28,7 @@ def fit_as_run_probe(spec, ctx, tasks):
     for tuning in sorted({ctx.options.tuning_for(t) for t in tasks}):
         picked = [i for i, t in enumerate(tasks) if ctx.options.tuning_for(t) == tuning]
         tuned = dataclasses.replace(ctx, options=dataclasses.replace(ctx.options, tune=tuning))
-        out.update(zip(picked, spec.fit_tasks(tuned, [tasks[i] for i in picked]), strict=True))
+        out.update(zip(picked, fit_tasks(spec, tuned, [tasks[i] for i in picked]), strict=True))
     return [out[i] for i in range(len(tasks))]
 
 
@@ -68,7 +69,7 @@ def test_batched_exact_heads_match_the_task_by_task_loop(name, preprocess, tmp_p
 
     clean, _, tasks, _ = poisoned_contexts(tmp_path, tune="val", preprocess=preprocess)
     spec = HEADS[name]
-    ours, loop = list(spec.fit_tasks(clean, tasks)), list(fit_each_task(spec, clean, tasks))
+    ours, loop = list(fit_tasks(spec, clean, tasks)), list(fit_each_task(spec, clean, tasks))
     for a, b in zip(ours, loop, strict=True):
         assert {k: a.params[k] for k in spec.grid[0]} == {k: b.params[k] for k in spec.grid[0]}
         # svm: liblinear stops at its own tolerance, the batched solver at the minimizer; ridge: float32 rounding

@@ -1,5 +1,5 @@
 """The pieces the batched heads share, each against its plain counterpart: the batched selection rule
-(``choose_many`` vs ``choose_on_val``), the stacked per-job preprocessing (``probe.stacked`` vs preprocessing
+(``choose_many`` vs ``choose_on_val``), the stacked per-job preprocessing (``probe.solvers.stacked`` vs preprocessing
 each job's rows explicitly), the per-job standardisation (vs scikit-learn's StandardScaler, constant features
 included) and the exact Newton path for the SVM's few-shot problems (vs the L-BFGS solve)."""
 
@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from medtransfer.probe.features import fit_affine, fit_affines, parse_preprocess
-from medtransfer.probe.hinge_newton import solve_squared_hinge
+from medtransfer.probe.fitting import fit_tasks
 from medtransfer.probe.selection import choose_many, choose_on_val
-from medtransfer.probe.solver import DenseDesign, solve_logreg
-from medtransfer.probe.stacked import StackedAffines
+from medtransfer.probe.solvers.hinge_newton import solve_squared_hinge
+from medtransfer.probe.solvers.solver import DenseDesign, solve_logreg
+from medtransfer.probe.solvers.stacked import StackedAffines
 
 
 @pytest.mark.parametrize("n_classes", [2, 3])
@@ -118,7 +119,7 @@ def test_a_constant_feature_leaves_the_centroid_head_as_standard_scaler_does(tmp
     x[train, 2] = np.float32(37.3)  # constant on the training rows only
     ctx = dataclasses.replace(ctx, data=dataclasses.replace(ctx.data, x=x))
     spec = dataclasses.replace(HEADS["centroid"], grid=HEADS["centroid"].grid[:1])
-    (fit,) = spec.fit_tasks(ctx, [task])
+    (fit,) = fit_tasks(spec, ctx, [task])
     x64 = x.astype(np.float64)
     scaler = StandardScaler().fit(x64[train])
     model = spec.make(**spec.grid[0]).fit(scaler.transform(x64[train]), ctx.y_all[train])

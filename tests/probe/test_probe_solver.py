@@ -6,9 +6,9 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from medtransfer.probe import batched
 from medtransfer.probe.selection import choose_on_val
-from medtransfer.probe.solver import DenseDesign, SharedDesign, reduce_rows, solve_logreg
+from medtransfer.probe.solvers import batched
+from medtransfer.probe.solvers.solver import DenseDesign, SharedDesign, reduce_rows, solve_logreg
 
 
 def _problem(n=200, d=12, k=2, seed=0):

@@ -12,6 +12,7 @@ import pytest
 from probe_support import poisoned_contexts, setup
 
 from medtransfer.probe import run_probe
+from medtransfer.probe.fitting import fit_tasks
 from medtransfer.probe.halving import rank_on_val, schedule
 from medtransfer.probe.heads import HEADS
 from medtransfer.probe.selection import choose_on_val
@@ -55,7 +56,7 @@ def test_test_rows_never_reach_halving(name, tune, tmp_path):
     tuning chose, nor the tuning rows' probabilities."""
     spec = _small(name)
     clean, poisoned, tasks, _ = poisoned_contexts(tmp_path, tune=tune)
-    a, b = list(spec.fit_tasks(clean, tasks)), list(spec.fit_tasks(poisoned, tasks))
+    a, b = list(fit_tasks(spec, clean, tasks)), list(fit_tasks(spec, poisoned, tasks))
     for fit_a, fit_b in zip(a, b, strict=True):
         assert not isinstance(fit_a, str), fit_a
         assert fit_a.params == fit_b.params
@@ -70,7 +71,7 @@ def test_the_chosen_forest_is_the_forest_fitted_at_once(tmp_path):
     spec = _small("rf")
     ctx, _, tasks, _ = poisoned_contexts(tmp_path)
     task = next(t for t in tasks if t.regime == "fewshot")
-    (fit,) = spec.fit_tasks(ctx, [task])
+    (fit,) = fit_tasks(spec, ctx, [task])
     params = {k: fit.params[k] for k in spec.grid[0]}
     rows = ctx.index(task.train)
     x = ctx.x_all[rows]

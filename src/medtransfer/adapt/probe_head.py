@@ -1,7 +1,7 @@
 """A linear head fitted as probe fits its logreg head, then installed into adapt's model.
 
 ``lp`` (and LP-FT's first stage) embed the task's rows once through adapt's own forward path and preprocessing,
-then hand the embeddings to probe's logreg fitter (``probe.logreg``): the batched L-BFGS solver on standardised
+then hand the embeddings to probe's logreg fitter (``probe.solvers.logreg``): the batched L-BFGS solver on standardised
 features, probe's C grid, C chosen on val MCC with probe's tie rule (or by inner CV: ``tune``), balanced class
 weights, the full regime refitted on train + val. The fitted raw-feature weights become the head, and adapt's
 own eval path predicts with it. Why not gradient epochs: a head trained from a fresh init with early stopping
@@ -17,6 +17,7 @@ import torch
 
 from medtransfer.adapt.model import Head
 from medtransfer.probe.context import FeatureMatrix, HeadFit, ProbeContext, check_task
+from medtransfer.probe.fitting import fit_tasks
 from medtransfer.probe.heads import get_head
 from medtransfer.probe.options import ProbeOptions
 from medtransfer.splits.schema import SplitsFile
@@ -47,7 +48,7 @@ def fit_probe_head(embeddings: np.ndarray, ids: list[str], task: Task, splits: S
     reason = check_task(ctx, task)
     if reason:
         return reason
-    outcome = next(iter(get_head("logreg").fit_tasks(ctx, [task])))
+    outcome = next(iter(fit_tasks(get_head("logreg"), ctx, [task])))
     return outcome if isinstance(outcome, str) else ProbeHeadFit(outcome, tuning)
 
 

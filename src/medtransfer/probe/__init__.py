@@ -10,6 +10,7 @@ import importlib
 _WHERE = {
     "HEADS": "heads", "HeadSpec": "heads", "get_head": "heads", "register_head": "heads", "resolve_heads": "heads",
     "HeadFit": "context", "ProbeContext": "context", "ProbeOptions": "options", "run_probe": "run",
+    "fit_tasks": "fitting",
 }
 __all__ = [*_WHERE, "tasks_for"]
 

@@ -17,16 +17,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from medtransfer.probe.context import HeadFit, ProbeContext, inner_folds_of
+from medtransfer.probe.registry import Fitter, HeadSpec
 from medtransfer.probe.selection import choose_many, choose_on_val
 from medtransfer.splits.tasks import Task
-
-if TYPE_CHECKING:
-    from medtransfer.probe.heads import HeadSpec
 
 
 @dataclass(frozen=True)
@@ -50,7 +48,19 @@ class GridModel(Protocol):
     # optional: ``alive(job) -> positions`` tuning may choose from (successive halving drops the others)
 
 
-GridSolver = Callable[["HeadSpec", ProbeContext, list[GridJob]], GridModel]
+GridSolver = Callable[[HeadSpec, ProbeContext, list[GridJob]], GridModel]
+
+
+def grid_fitter(module: str, solver: str) -> Fitter:
+    """A head's ``fitter`` through this driver with the ``GridSolver`` ``module.solver``, imported when the head
+    first fits (the solvers import torch; listing the heads for ``--help`` does not)."""
+
+    def fit(head: HeadSpec, ctx: ProbeContext, tasks: list[Task]) -> list[HeadFit | str]:
+        import importlib
+
+        return fit_grid_tasks(head, ctx, tasks, getattr(importlib.import_module(module), solver))
+
+    return fit
 
 
 def fit_grid_tasks(head: HeadSpec, ctx: ProbeContext, tasks: list[Task], solver: GridSolver) -> list[HeadFit | str]:

@@ -24,18 +24,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from medtransfer.probe.context import ProbeContext
 from medtransfer.probe.features import fit_affines
 from medtransfer.probe.grid_driver import GridJob, to_full
+from medtransfer.probe.registry import HeadSpec
 from medtransfer.probe.selection import fast_mcc
 from medtransfer.weighting import sample_weights
-
-if TYPE_CHECKING:
-    from medtransfer.probe.heads import HeadSpec
 
 ETA = 3  # scikit-learn's HalvingGridSearchCV default factor
 

@@ -19,8 +19,9 @@ Method names: the head name for the store's default embedding (``logreg``), ``he
 (``logreg@mean``). Problems stop at the row: a task that cannot be fitted (one class in train, a short
 few-shot subset, NaN/inf features) is a row with ``status="failed"`` and the reason in ``error``.
 
-This module knows no head by name: each head fits its tasks its own way (``HeadSpec.fit_tasks``) and hands back
-one ``HeadFit`` per task, from which the row and the test predictions are built here.
+This module knows no head by name: each head fits its tasks its own way (``HeadSpec.fitter``, through
+``probe.fitting.fit_tasks``) and hands back one ``HeadFit`` per task, from which the row and the test predictions
+are built here.
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ from medtransfer.metrics import compute_metrics, is_degenerate, predict_labels
 from medtransfer.probe.context import FeatureMatrix, HeadFit, ProbeContext, check_task
 from medtransfer.probe.features import check_pca_fits, l2_normalize, read_embedding
 from medtransfer.probe.halving import ETA
-from medtransfer.probe.heads import HeadSpec, resolve_heads
+from medtransfer.probe.heads import resolve_heads
 from medtransfer.probe.options import ProbeOptions
+from medtransfer.probe.registry import HeadSpec
 from medtransfer.probe.summary import summarize
 from medtransfer.probe.threshold import choose_threshold
 from medtransfer.probe.workers import fit_spread

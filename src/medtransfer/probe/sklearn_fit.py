@@ -7,20 +7,17 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
-from medtransfer.errors import MedtransferError, first_line
+from medtransfer.errors import MedtransferError, failure_reason
 from medtransfer.probe.context import HeadFit, ProbeContext, inner_splits
 from medtransfer.probe.features import apply_preprocess
+from medtransfer.probe.registry import HeadSpec
 from medtransfer.probe.selection import choose_on_val
 from medtransfer.splits.tasks import Task
 from medtransfer.weighting import sample_weights
-
-if TYPE_CHECKING:
-    from medtransfer.probe.heads import HeadSpec
 
 
 def fit_each_task(head: HeadSpec, ctx: ProbeContext, tasks: list[Task]) -> Iterator[HeadFit | str]:
@@ -30,7 +27,7 @@ def fit_each_task(head: HeadSpec, ctx: ProbeContext, tasks: list[Task]) -> Itera
         try:
             yield _fit_task(head, ctx, task)
         except Exception as exc:  # a head that cannot fit this task: a failed row, never a crash
-            yield f"{type(exc).__name__}: {first_line(exc, 300, default='no message')}"
+            yield failure_reason(exc)
 
 
 def _fit_task(head: HeadSpec, ctx: ProbeContext, task: Task) -> HeadFit:

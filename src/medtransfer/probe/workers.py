@@ -14,13 +14,11 @@ to ``workers`` times it); the per-head timing line is the wall time.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
 from medtransfer.probe.context import HeadFit, ProbeContext
+from medtransfer.probe.fitting import fit_tasks
+from medtransfer.probe.registry import HeadSpec
 from medtransfer.splits.tasks import Task
-
-if TYPE_CHECKING:
-    from medtransfer.probe.heads import HeadSpec
 
 
 def resolve_workers(workers: int) -> int:
@@ -29,10 +27,10 @@ def resolve_workers(workers: int) -> int:
 
 
 def fit_spread(head: HeadSpec, ctx: ProbeContext, tasks: list[Task]) -> list[HeadFit | str]:
-    """``head.fit_tasks(ctx, tasks)``, spread over ``ctx.options.workers`` processes when the head allows it."""
+    """``fit_tasks(head, ctx, tasks)``, spread over ``ctx.options.workers`` processes when the head allows it."""
     workers = min(resolve_workers(ctx.options.workers), len(tasks))
     if workers <= 1 or not head.spreads:
-        return list(head.fit_tasks(ctx, tasks))
+        return list(fit_tasks(head, ctx, tasks))
     from joblib import Parallel, delayed
 
     order = sorted(range(len(tasks)), key=lambda i: (-len(tasks[i].train), i))
@@ -48,4 +46,4 @@ def fit_spread(head: HeadSpec, ctx: ProbeContext, tasks: list[Task]) -> list[Hea
 
 
 def _fit_chunk(head: HeadSpec, ctx: ProbeContext, tasks: list[Task]) -> list[HeadFit | str]:
-    return list(head.fit_tasks(ctx, tasks))
+    return list(fit_tasks(head, ctx, tasks))

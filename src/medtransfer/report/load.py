@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medtransfer.errors import MedtransferError, first_line
+from medtransfer.errors import MedtransferError, failure_reason, first_line
 
 # A strategy is a method in one data regime: full data, k shots per class, or a fraction of the train rows.
 STRATEGY = ["method", "regime", "shots", "fraction"]
@@ -94,7 +94,7 @@ def _read_table(run_dir: Path, problems: list[str]) -> pd.DataFrame | None:
         try:
             return pd.read_parquet(path) if name.endswith(".parquet") else pd.read_csv(path)
         except Exception as exc:  # noqa: BLE001 - any unreadable file is a problem to list, not a crash
-            problems.append(f"{path}: unreadable ({type(exc).__name__}: {first_line(exc, 120, default='no message')})")
+            problems.append(f"{path}: unreadable ({failure_reason(exc, 120)})")
     return None
 
 

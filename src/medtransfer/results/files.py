@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from medtransfer.errors import MedtransferError, first_line
+from medtransfer.errors import MedtransferError, failure_reason
 
 TEMPORARY = ".tmp-"  # prefix of a file being written; renamed over its target once complete
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -86,6 +86,6 @@ def read_table(path: Path, columns: list[str] | None = None) -> pd.DataFrame | N
 
 def unreadable(path: Path, exc: BaseException) -> MedtransferError:
     return MedtransferError(
-        f"{path} cannot be read ({type(exc).__name__}: {first_line(exc, 120, default='no message')}); move it "
+        f"{path} cannot be read ({failure_reason(exc, 120)}); move it "
         "away or write to another --out"
     )

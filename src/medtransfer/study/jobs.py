@@ -13,7 +13,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from medtransfer.errors import MedtransferError
+from medtransfer.errors import MedtransferError, failure_reason
 from medtransfer.study.spec import import_plugins
 
 
@@ -59,8 +59,6 @@ def run_bundle(items: list[tuple[str, dict]]) -> list[tuple[str, str, dict]]:
 
 
 def _run_alone(job_id: str, params: dict) -> tuple[str, str, dict]:
-    from medtransfer.study.executors import failure_reason
-
     try:
         return job_id, "", run_job(params)
     except Exception as exc:  # noqa: BLE001 - recorded and retried by the driver, the bundle goes on

@@ -5,30 +5,11 @@ functions the same way."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
-
 from medtransfer.errors import MedtransferError
-from medtransfer.study.plan import Job
+from medtransfer.study.executors.base import Executor, Finished
 from medtransfer.study.spec import EXECUTORS, StudySpec
 
-
-@dataclass
-class Finished:
-    job_id: str
-    error: str  # "" on success: the failure's one-line reason otherwise
-    detail: dict
-
-
-class Executor(Protocol):
-    name: str
-    capacity: int  # bundles (``plan.bundles``) in flight at most
-
-    def submit(self, units: list[list[Job]]) -> None: ...
-
-    def wait(self, timeout: float) -> list[Finished]: ...
-
-    def close(self) -> None: ...
+__all__ = ["Executor", "Finished", "make_executor"]
 
 
 def make_executor(name: str, study: StudySpec, *, address: str | None = None, cluster: str | None = None,
@@ -48,9 +29,3 @@ def make_executor(name: str, study: StudySpec, *, address: str | None = None, cl
 
         return SlurmExecutor(study, cluster=cluster, log=log)
     raise MedtransferError(f"unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}")
-
-
-def failure_reason(exc: BaseException) -> str:
-    from medtransfer.errors import first_line
-
-    return f"{type(exc).__name__}: {first_line(exc, 300, default='no message')}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from medtransfer.study.executors import Finished
+from medtransfer.study.executors.base import Finished
 from medtransfer.study.jobs import run_bundle
 from medtransfer.study.plan import Job
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 import time
 
-from medtransfer.errors import MedtransferError
-from medtransfer.study.executors import Finished, failure_reason
+from medtransfer.errors import MedtransferError, failure_reason
+from medtransfer.study.executors.base import Finished
 from medtransfer.study.jobs import run_bundle
 from medtransfer.study.plan import Job
 from medtransfer.study.spec import Resources, StudySpec

@@ -10,7 +10,7 @@ import re
 import sys
 
 from medtransfer.errors import MedtransferError, first_line
-from medtransfer.study.executors import Finished
+from medtransfer.study.executors.base import Finished
 from medtransfer.study.jobs import run_bundle
 from medtransfer.study.plan import Job
 from medtransfer.study.spec import StudySpec

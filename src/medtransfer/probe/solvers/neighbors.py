@@ -1,26 +1,23 @@
 """The centroid and knn heads batched (``GridSolver``s for ``probe.grid_driver``): the rows a call scores (a fold's
 val or test rows) go through one GEMM against every job's centroids or training rows together, each job's own
-preprocessing folded into that product (``probe.stacked``), instead of being preprocessed once per job.
+preprocessing folded into that product (``probe.solvers.stacked``), instead of being preprocessed once per job.
 centroid: one distance matrix per job and metric serves every temperature. knn: one similarity matrix per job
 and one top-k at the largest k serve every k (the votes of the first k sorted neighbours). Same results as the
-estimators ``heads.Prototype`` / ``heads.CosineKNN`` fitted task by task."""
+estimators ``heads.centroid.Prototype`` / ``heads.knn.CosineKNN`` fitted task by task."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from medtransfer.probe.context import ProbeContext
 from medtransfer.probe.grid_driver import GridJob
-from medtransfer.probe.prepared import PreparedJobs, cpu_threads
+from medtransfer.probe.registry import HeadSpec
+from medtransfer.probe.solvers.prepared import PreparedJobs, cpu_threads
 
-if TYPE_CHECKING:
-    from medtransfer.probe.heads import HeadSpec
-
-METRICS = ("euclidean", "cosine")  # heads.Prototype's metrics, in the order of the distance stack below
+METRICS = ("euclidean", "cosine")  # heads.centroid.Prototype's metrics, in the order of the distance stack below
 
 
 def _by_key(jobs: Sequence[int], key) -> dict:
@@ -86,7 +83,7 @@ class CentroidModel:
 
 
 class KnnModel:
-    """Similarities in float32, as ``heads.CosineKNN`` computes them on the store's float32 features."""
+    """Similarities in float32, as ``heads.knn.CosineKNN`` computes them on the store's float32 features."""
 
     def __init__(self, head: HeadSpec, ctx: ProbeContext, jobs: list[GridJob]):
         self.head, self.prep = head, PreparedJobs(ctx, jobs)

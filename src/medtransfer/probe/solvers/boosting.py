@@ -14,17 +14,14 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from medtransfer.probe.context import ProbeContext
 from medtransfer.probe.grid_driver import GridJob
 from medtransfer.probe.halving import FitData, HalvingModel, estimator_threads
+from medtransfer.probe.registry import HeadSpec
 from medtransfer.weighting import sample_weights
-
-if TYPE_CHECKING:
-    from medtransfer.probe.heads import HeadSpec
 
 MAX_ROUNDS = 300  # the ceiling early stopping works under
 PATIENCE = 10  # rounds without improvement of the held-out loss

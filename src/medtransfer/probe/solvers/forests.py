@@ -9,14 +9,10 @@ trees to the fitted ones (https://scikit-learn.org/stable/modules/ensemble.html#
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from medtransfer.probe.context import ProbeContext
-from medtransfer.probe.grid_driver import GridJob
+from medtransfer.probe.grid_driver import GridJob, grid_fitter
 from medtransfer.probe.halving import FitData, HalvingModel, estimator_threads
-
-if TYPE_CHECKING:
-    from medtransfer.probe.heads import HeadSpec
+from medtransfer.probe.registry import HeadSpec, candidate_grid
 
 
 class ForestGrower:
@@ -40,3 +36,20 @@ class ForestGrower:
 
 def fit_forest(head: HeadSpec, ctx: ProbeContext, jobs: list[GridJob]) -> HalvingModel:
     return HalvingModel(head, ctx, jobs, ForestGrower(estimator_threads(ctx)))
+
+
+def forest_head(name: str, estimator: type, description: str) -> dict:
+    """``register_head`` keywords of a 200-tree ensemble head (``heads/rf.py``, ``heads/extratrees.py``): the
+    same grid, seed and parallelism for both."""
+    return dict(
+        name=name,
+        description=f"{description} (200 trees); max_features and min_samples_leaf tuned by successive halving "
+                    "over trees",
+        make=lambda max_features, min_samples_leaf: estimator(
+            n_estimators=200, max_features=max_features, min_samples_leaf=min_samples_leaf, n_jobs=-1,
+            random_state=0),
+        grid=candidate_grid(min_samples_leaf=(5, 1), max_features=("sqrt", 0.1)),
+        fitter=grid_fitter("medtransfer.probe.solvers.forests", "fit_forest"),
+        halving="trees",
+        spreads=True,
+    )

@@ -1,5 +1,5 @@
 """The logreg head over a whole set of tasks at once: every (task, C) fit of the tuning grid is one stacked
-problem for ``probe.solver``, then (full regime) one more stacked solve refits each task on train + val.
+problem for ``probe.solvers.solver``, then (full regime) one more stacked solve refits each task on train + val.
 
 Tasks whose training rows outnumber the feature dimension (full data, label fractions) share the store's
 feature matrix (``SharedDesign``: standardization folded into the weights); few-shot tasks are gathered,
@@ -18,8 +18,8 @@ from threadpoolctl import threadpool_limits
 
 from medtransfer.device import resolve_device
 from medtransfer.probe.features import Affine, fit_affines
-from medtransfer.probe.hinge_newton import solve_squared_hinge
-from medtransfer.probe.solver import (
+from medtransfer.probe.solvers.hinge_newton import solve_squared_hinge
+from medtransfer.probe.solvers.solver import (
     DenseDesign,
     SharedDesign,
     Solution,

@@ -10,23 +10,20 @@ penalized: ``sklearn/linear_model/_ridge.py``, ``_BaseRidge.fit`` and ``RidgeCla
 LabelBinarizer(pos_label=1, neg_label=-1); its cholesky solver solves (X^T X + alpha I) w = X^T t, or the kernel
 form when n < d, ``_solve_cholesky`` / ``_solve_cholesky_kernel``). Probabilities are the sigmoid / softmax of
 the margins, as ``sklearn_fit.scores_to_proba`` makes them for the task-by-task path. Scoring folds each job's
-preprocessing into the weights: one GEMM per scored set of rows for every job (``probe.stacked``)."""
+preprocessing into the weights: one GEMM per scored set of rows for every job (``probe.solvers.stacked``)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from medtransfer.probe.context import ProbeContext
 from medtransfer.probe.grid_driver import GridJob, to_full
-from medtransfer.probe.prepared import PreparedJobs, cpu_threads
-from medtransfer.probe.solver import softmax_probabilities
-
-if TYPE_CHECKING:
-    from medtransfer.probe.heads import HeadSpec
+from medtransfer.probe.registry import HeadSpec
+from medtransfer.probe.solvers.prepared import PreparedJobs, cpu_threads
+from medtransfer.probe.solvers.solver import softmax_probabilities
 
 
 class RidgeModel:

@@ -15,17 +15,14 @@ refit on train + val, which has no held-out rows left.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from medtransfer.probe.context import ProbeContext
 from medtransfer.probe.grid_driver import GridJob
-from medtransfer.probe.prepared import PreparedJobs, cpu_threads
-
-if TYPE_CHECKING:
-    from medtransfer.probe.heads import HeadSpec
+from medtransfer.probe.registry import HeadSpec
+from medtransfer.probe.solvers.prepared import PreparedJobs, cpu_threads
 
 HIDDEN = 256
 MAX_EPOCHS = 200  # MLPClassifier's max_iter default

@@ -1,5 +1,5 @@
 """The linear heads' way to fit a list of tasks (logreg, and svm through the same solver): every (task, C) of
-the grid is one stacked problem for the batched torch solver (``probe.batched``), tuned on the fold's val rows
+the grid is one stacked problem for the batched torch solver (``solvers.batched``), tuned on the fold's val rows
 or by inner CV, then one more stacked solve refits the full-regime tasks on train + val. logreg: the same
 objective as scikit-learn's LogisticRegression; svm: LinearSVC's (squared hinge, one-vs-rest, penalized
 intercept, ``C`` in its convention). So the results are those of fitting task by task, only faster."""
@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from medtransfer.probe.context import HeadFit, ProbeContext, inner_folds_of
+from medtransfer.probe.registry import HeadSpec
 from medtransfer.probe.selection import choose_on_val
 from medtransfer.splits.tasks import Task
 
 if TYPE_CHECKING:
-    from medtransfer.probe.batched import LinearFit
-    from medtransfer.probe.heads import HeadSpec
+    from medtransfer.probe.solvers.batched import LinearFit
 
 
 # the solver objective of each linear head (keywords of batched.SolverSettings)
@@ -46,7 +46,9 @@ def fit_linear_tasks(head: HeadSpec, ctx: ProbeContext, tasks: list[Task], objec
 
 
 def _grid_fit(ctx: ProbeContext, rows: list[np.ndarray], cs: np.ndarray, objective: dict) -> LinearFit:
-    from medtransfer.probe import batched  # torch: imported when a linear head fits, not when the CLI lists heads
+    from medtransfer.probe.solvers import (
+        batched,  # torch: imported when a linear head fits, not when the CLI lists heads
+    )
 
     options = ctx.options
     return batched.fit_linear_grid(ctx.x_all, ctx.y_all, rows, cs, n_classes=ctx.n_classes, steps=options.steps,
@@ -56,7 +58,7 @@ def _grid_fit(ctx: ProbeContext, rows: list[np.ndarray], cs: np.ndarray, objecti
 
 def _fit_val(head: HeadSpec, ctx: ProbeContext, tasks: list[Task], objective: dict) -> dict[int, HeadFit]:
     """Every (task, C) at once; then one stacked refit on train + val for the full-regime tasks."""
-    from medtransfer.probe import batched
+    from medtransfer.probe.solvers import batched
     start = time.perf_counter()
     grid = head.grid
     cs = np.array([p["C"] for p in grid], dtype=float)
@@ -116,7 +118,7 @@ def _fit_val(head: HeadSpec, ctx: ProbeContext, tasks: list[Task], objective: di
 def _fit_cv(head: HeadSpec, ctx: ProbeContext, tasks: list[Task], objective: dict) -> dict[int, HeadFit | str]:
     """C chosen by stratified inner CV on each task's training rows: every (task, inner fold, C) is one stacked
     solve; then one stacked final fit (train + val for the full regime) with the chosen C."""
-    from medtransfer.probe import batched
+    from medtransfer.probe.solvers import batched
     start = time.perf_counter()
     cs = np.array([p["C"] for p in head.grid], dtype=float)
     folds = inner_folds_of(ctx, tasks)

@@ -13,7 +13,7 @@ from medtransfer.device import resolve_device
 from medtransfer.probe.context import ProbeContext
 from medtransfer.probe.features import fit_affines
 from medtransfer.probe.grid_driver import GridJob
-from medtransfer.probe.stacked import StackedAffines
+from medtransfer.probe.solvers.stacked import StackedAffines
 from medtransfer.weighting import sample_weights
 
 
@@ -28,7 +28,7 @@ class PreparedJobs:
         self.affines = fit_affines(ctx.x_all, [job.rows for job in jobs], ctx.options.steps)
 
     def stacked(self, dtype: torch.dtype | None = None) -> StackedAffines:
-        """The jobs' maps folded for one-GEMM scoring of shared rows (``probe.stacked``)."""
+        """The jobs' maps folded for one-GEMM scoring of shared rows (``probe.solvers.stacked``)."""
         return StackedAffines(self.affines, device=self.device, dtype=dtype or self.dtype)
 
     def tensor(self, array: np.ndarray) -> torch.Tensor:
@@ -51,7 +51,7 @@ class PreparedJobs:
 @contextmanager
 def cpu_threads():
     """torch's CPU thread count for a batched head's many small ops (``MEDTRANSFER_PROBE_THREADS``, default 1:
-    see ``probe.batched.fit_linear_grid`` for the measurement behind it)."""
+    see ``probe.solvers.batched.fit_linear_grid`` for the measurement behind it)."""
     before = torch.get_num_threads()
     torch.set_num_threads(int(os.environ.get("MEDTRANSFER_PROBE_THREADS", "1")))
     try:

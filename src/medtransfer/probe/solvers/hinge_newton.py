@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from medtransfer.probe.solver import Solution
+from medtransfer.probe.solvers.solver import Solution
 
 
 def solve_squared_hinge(z: torch.Tensor, y: torch.Tensor, sample_weight: torch.Tensor, Cs: torch.Tensor, *,

@@ -1,0 +1,10 @@
+"""Extremely randomized trees (200 trees), its grid searched by successive halving over trees."""
+
+from __future__ import annotations
+
+from sklearn.ensemble import ExtraTreesClassifier
+
+from medtransfer.probe.registry import register_head
+from medtransfer.probe.solvers.forests import forest_head
+
+register_head(**forest_head("extratrees", ExtraTreesClassifier, "extremely randomized trees"))

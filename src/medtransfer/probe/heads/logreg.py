@@ -1,0 +1,24 @@
+"""L2 logistic regression, its whole (task x C) grid solved at once by the batched torch solver."""
+
+from __future__ import annotations
+
+from sklearn.base import BaseEstimator
+from sklearn.linear_model import LogisticRegression
+
+from medtransfer.probe.registry import register_head
+from medtransfer.probe.solvers.logreg import fit_logreg_tasks
+from medtransfer.vocabulary import LOGREG_C_GRID
+
+
+def make_logreg(C: float, class_weight: str | None = None) -> BaseEstimator:
+    """scikit-learn's estimator for the same objective (C: inverse L2 strength; small C, strong penalty)."""
+    return LogisticRegression(C=C, class_weight=class_weight, max_iter=2000)
+
+
+register_head(
+    name="logreg",
+    description="L2 logistic regression; C (inverse L2 strength) tuned; whole grid solved at once in torch",
+    make=make_logreg,
+    grid=({"C": c} for c in LOGREG_C_GRID),
+    fitter=fit_logreg_tasks,
+)
