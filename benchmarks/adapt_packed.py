@@ -4,7 +4,7 @@ a ViT, trained by ``run_adapt(..., pack=1)`` one after another and by ``pack=8``
 Prints both wall times, their ratio (packed throughput / one-by-one throughput), both sets of MCCs (they must
 agree: packing changes the arithmetic's order, not the runs) and the largest test-probability difference.
 ``--json PATH`` also writes the figures. The default backbone is the test suite's tiny ViT (2 layers, 32 wide,
-32 px; ``tests/adapt_support.py``, registered here); on a GPU give a benchmark backbone, e.g.
+32 px; ``medtransfer.testing.backbones``, registered here); on a GPU give a benchmark backbone, e.g.
 ``--backbone timm:vit_base_patch16_224 --device cuda``, for the benchmark's shapes.
 
     python benchmarks/adapt_packed.py
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,9 +27,7 @@ from medtransfer.adapt import run_adapt
 from medtransfer.data.manifest import load_manifest
 from medtransfer.data.synthetic import SyntheticSpec, make_synthetic_dataset
 from medtransfer.splits import SplitSpec, make_splits, save_splits
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from adapt_support import TINY_VIT, register_tiny_backbones  # noqa: E402
+from medtransfer.testing.backbones import TINY_VIT, register_tiny_backbones
 
 
 def measure(args: argparse.Namespace) -> dict:

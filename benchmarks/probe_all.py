@@ -2,8 +2,8 @@
 NY_all-sized (13,600 x 1,024) synthetic feature store: 5 folds x (full + 5 shot counts x 10 seeds) = 255 tasks
 per head. Shows probe's own per-head timing lines as they come, then the whole-process wall time.
 
-The store and splits file are written with the probe tests' helpers (``tests/probe/probe_support.py``: a complete
-group through ``cache_schema``; stratified outer folds, a val quarter, few-shot subsets per seed) from the same
+The store and splits file are written by ``medtransfer.testing.features`` (a complete group through
+``cache_schema``; stratified outer folds, a val quarter, few-shot subsets per seed) from the same
 synthetic features as ``probe_heads.py`` (``probe_sweep.make_cache``).
 
     python benchmarks/probe_all.py                       # AFC-sized, every head
@@ -22,9 +22,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "tests" / "probe"))
-from probe_support import make_splits_file, write_store  # noqa: E402
 from probe_sweep import FOLDS, SEEDS, SHOTS, SIZES, make_cache  # noqa: E402
+
+from medtransfer.testing.features import write_feature_store, write_label_splits  # noqa: E402
 
 
 def main() -> None:
@@ -38,8 +38,8 @@ def main() -> None:
     ids = [f"s{i:04d}" for i in range(n)]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        write_store(tmp / "f.zarr", "bench", ids, x.astype("float32"))
-        make_splits_file(tmp / "splits.json", y, n_folds=FOLDS, shots=SHOTS, seeds=SEEDS)
+        write_feature_store(tmp / "f.zarr", "bench", ids, x.astype("float32"))
+        write_label_splits(tmp / "splits.json", y, n_folds=FOLDS, shots=SHOTS, seeds=SEEDS)
         command = [sys.executable, "-c", "from medtransfer.cli import main; main()", "probe",
                    "--store", str(tmp / "f.zarr"), "--splits", str(tmp / "splits.json"), "--backbone", "bench",
                    "--out", str(tmp / "out"), "--device", "cpu"]

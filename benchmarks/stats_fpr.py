@@ -1,5 +1,5 @@
 """Benchmark: false-positive rates of the report's paired test against the fold-level Wilcoxon it replaced, on
-studies of two equal methods fitted on real folds of one shared data set (``tests/stats/shared_training.py``).
+studies of two equal methods fitted on real folds of one shared data set (``medtransfer.testing.studies``).
 
     python benchmarks/stats_fpr.py --studies 1000
 
@@ -9,17 +9,13 @@ at 0.05, with two Monte Carlo standard errors. The exact Wilcoxon is slow at 10 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 from scipy import stats
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "stats"))
-from shared_training import simulate_fold_differences  # noqa: E402
-
-from medtransfer.report.stats import paired_pvalues  # noqa: E402
+from medtransfer.report.stats import paired_pvalues
+from medtransfer.testing.studies import simulate_fold_differences
 
 CASES = [(5, 1, 0), (10, 1, 0), (5, 1, 4), (10, 1, 4), (5, 3, 0), (10, 3, 0), (5, 3, 4), (10, 3, 4)]
 

@@ -29,7 +29,7 @@ def make_data(root: Path) -> dict[str, Path]:
 
 def study_text(manifests: dict[str, Path], *, extra_plugins: tuple[str, ...] = (), max_parallel: int = 0,
                results: str = "results") -> str:
-    plugins = ", ".join(f'"{p}"' for p in ("adapt_support:register_tiny_backbones", *extra_plugins))
+    plugins = ", ".join(f'"{p}"' for p in ("medtransfer.testing.backbones:register_tiny_backbones", *extra_plugins))
     tasks = "".join(
         f'\n[tasks.{name}]\nmanifest = "{path}"\nstrategy = "kfold"\nfolds = 2\nshots = [2]\nseeds = 1\n'
         for name, path in manifests.items()

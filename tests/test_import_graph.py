@@ -153,3 +153,19 @@ def test_a_registry_imports_none_of_its_entries(registry, entries):
     if registry == "medtransfer.backbones.registry":
         family = {m for m in family if m.rsplit(".", 1)[-1] not in ("registry", "hub", "vit")}
     assert not reached & family, f"{registry} imports entries: {sorted(reached & family)}"
+
+
+def test_benchmarks_use_the_package_not_test_helpers():
+    """A benchmark measures what users run: the public API, or a module of benchmarks/ itself."""
+    root = SRC.parent
+    test_modules = {p.stem for p in (root / "tests").rglob("*.py")}
+    for script in sorted((root / "benchmarks").glob("*.py")):
+        tree = ast.parse(script.read_text(), str(script))
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                top = name.split(".")[0]
+                assert top not in test_modules and top != "tests", f"{script.name}:{node.lineno} imports {name}"
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                assert node.value != "tests", f"{script.name}:{node.lineno} reaches into tests/"

@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from probe_support import make_features, make_splits_file, setup
+from probe_support import setup
 from sklearn.naive_bayes import GaussianNB
 
 from medtransfer.probe.context import FeatureMatrix, HeadFit, ProbeContext
@@ -16,6 +16,7 @@ from medtransfer.probe.fitting import fit_tasks
 from medtransfer.probe.heads import HEADS, HeadSpec, head_help, register_head
 from medtransfer.probe.options import ProbeOptions
 from medtransfer.splits.tasks import tasks_for
+from medtransfer.testing.features import make_features, write_label_splits
 
 # (head, check) -> why that check does not apply to it
 EXCLUSIONS: dict[tuple[str, str], str] = {
@@ -29,7 +30,7 @@ def _context(tmp_path, *, n_classes=2, class_weight="balanced", imbalance=False)
     if imbalance:  # 3:1 classes, so that class weighting has something to do
         y = np.where(np.arange(len(y)) % 4 == 0, 1, 0)
         x = x + 0.8 * y[:, None]
-    splits = make_splits_file(tmp_path / f"splits-{n_classes}-{imbalance}.json", y, n_folds=2, shots=(4,), seeds=1)
+    splits = write_label_splits(tmp_path / f"splits-{n_classes}-{imbalance}.json", y, n_folds=2, shots=(4,), seeds=1)
     ids = list(splits.labels)
     ctx = ProbeContext(backbone="tiny", embedding="", data=FeatureMatrix.create(x, y, ids), splits=splits,
                        options=ProbeOptions(class_weight=class_weight))
@@ -148,7 +149,7 @@ def test_every_head_learns_a_separable_four_shot_task(name, tmp_path):
     from medtransfer.metrics import compute_metrics
 
     x, y = make_features(n=120, d=8, separation=12.0, seed=1)
-    splits = make_splits_file(tmp_path / "splits.json", y, n_folds=2, shots=(4,), seeds=2)
+    splits = write_label_splits(tmp_path / "splits.json", y, n_folds=2, shots=(4,), seeds=2)
     ctx = ProbeContext(backbone="tiny", embedding="", data=FeatureMatrix.create(x, y, list(splits.labels)),
                        splits=splits, options=ProbeOptions())
     tasks = tasks_for(splits, ("fewshot",))

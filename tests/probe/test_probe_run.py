@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from probe_support import make_features, make_splits_file, setup, write_store
+from probe_support import setup
 from threadpoolctl import threadpool_limits
 
 from medtransfer.errors import MedtransferError
@@ -16,6 +16,7 @@ from medtransfer.probe.summary import summarize
 from medtransfer.probe.threshold import best_mcc_threshold, choose_threshold
 from medtransfer.render import probe_summary_table
 from medtransfer.results import read_results
+from medtransfer.testing.features import make_features, write_feature_store, write_label_splits
 
 
 def test_every_head_fits_and_beats_chance(tmp_path, monkeypatch):
@@ -127,8 +128,8 @@ def test_fraction_regime_and_options(tmp_path):
 def test_missing_rows_are_an_error_naming_count_and_backbone(tmp_path):
     x, y = make_features()
     ids = [f"s{i:04d}" for i in range(len(y))]
-    write_store(tmp_path / "f.zarr", "tiny", ids[:-5], x[:-5])
-    make_splits_file(tmp_path / "splits.json", y)
+    write_feature_store(tmp_path / "f.zarr", "tiny", ids[:-5], x[:-5])
+    write_label_splits(tmp_path / "splits.json", y)
     with pytest.raises(MedtransferError, match=r"5 sample\(s\).*backbone tiny"):
         run_probe(tmp_path / "f.zarr", tmp_path / "splits.json", ["tiny"], tmp_path / "out", progress=False)
 
@@ -136,12 +137,12 @@ def test_missing_rows_are_an_error_naming_count_and_backbone(tmp_path):
 def test_nan_features_single_class_and_short_fewshot_are_failed_rows(tmp_path):
     x, y = make_features()
     ids = [f"s{i:04d}" for i in range(len(y))]
-    splits = make_splits_file(tmp_path / "splits.json", y, shots=(2,), seeds=2)
+    splits = write_label_splits(tmp_path / "splits.json", y, shots=(2,), seeds=2)
     fold0 = splits.folds[0]
     nan_id = next(i for i in fold0.test if all(i in f.train for f in splits.folds[1:]))
     x = x.copy()
     x[ids.index(nan_id), 3] = np.nan
-    write_store(tmp_path / "f.zarr", "tiny", ids, x)
+    write_feature_store(tmp_path / "f.zarr", "tiny", ids, x)
     one_class = [i for i in splits.folds[1].train if splits.labels[i] == 0 and i != nan_id][:4]
     splits.folds[1].fewshot[2][0] = one_class  # a subset with one class
     short = [i for i in splits.folds[2].train if splits.labels[i] == 0 and i != nan_id][:2] + \

@@ -72,7 +72,7 @@ def test_equal_methods_on_shared_training_rows_stay_at_five_percent(k, repeats, 
     """Real folds of one simulated data set, two equal methods fitted on each fold's (shared) training rows:
     the paired test calls them different in at most 5% (+ 2 SE) of studies. The fold-level Wilcoxon the report
     used for one split reached 12.5% here at 10-fold 4-shot (``benchmarks/stats_fpr.py``)."""
-    from shared_training import simulate_fold_differences
+    from medtransfer.testing.studies import simulate_fold_differences
 
     rng = np.random.default_rng([k, repeats, shots])
     diff = simulate_fold_differences(rng, SHARED_STUDIES, k=k, repeats=repeats, shots=shots)
@@ -82,7 +82,7 @@ def test_equal_methods_on_shared_training_rows_stay_at_five_percent(k, repeats, 
 
 def test_the_paired_test_still_finds_a_real_difference():
     """Not conservative into uselessness: a method with clearly better features wins in most 10-fold studies."""
-    from shared_training import simulate_fold_differences
+    from medtransfer.testing.studies import simulate_fold_differences
 
     diff = simulate_fold_differences(np.random.default_rng(5), 300, k=10, gap=0.8)
     assert np.mean(paired_pvalues(diff) < 0.05) > 0.7  # measured 0.79 (an MCC gap of about 0.44)

@@ -1,6 +1,6 @@
-"""Studies of two equal methods on one data set with real folds: every fold's methods are fitted on that fold's
-training rows (most of the data set, shared with the other folds), so the fold differences are correlated as
-they are in a real k-fold study -- which the paired tests must allow for (issue 25, point 4).
+"""Simulated studies of two equal methods on one data set with real folds: every fold's methods are fitted on
+that fold's training rows (most of the data set, shared with the other folds), so the fold differences are
+correlated as they are in a real k-fold study -- which the report's paired test must allow for (issue 25).
 
 A study: ``n`` samples of two balanced classes, ``2 m`` features, each shifted by ``delta`` in class 1. Method
 A is a nearest-centroid classifier on the first ``m`` features, method B the same on the last ``m``: equal in
