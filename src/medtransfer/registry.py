@@ -9,6 +9,8 @@ It is a ``dict`` so that callers and tests keep reading it as one (``in``, ``.va
 from __future__ import annotations
 
 import difflib
+import importlib
+import pkgutil
 from collections.abc import Iterable
 from typing import Protocol, TypeVar
 
@@ -70,3 +72,17 @@ class Registry(dict[str, T]):
             raise MedtransferError(f"unknown {self.kind} {name!r}{did_you_mean(name, known)}; known: "
                                    f"{', '.join(known)}{self.known_suffix}")
         return self[name]
+
+
+def import_entries(package: str, path: Iterable[str], first: tuple[str, ...] = ()) -> list[str]:
+    """Import every module of an entries folder (``probe/heads``, ``adapt/methods``, ``backbones/families``), so
+    that adding an entry is adding its file: the modules named in ``first`` in that order (the order listings and
+    ``all`` follow), then any other in name order. Returns the module names imported."""
+    found = sorted(module.name for module in pkgutil.iter_modules(path) if not module.name.startswith("_"))
+    missing = [name for name in first if name not in found]
+    if missing:
+        raise ImportError(f"{package}: listed entries without a file: {', '.join(missing)}")
+    order = [*first, *(name for name in found if name not in first)]
+    for name in order:
+        importlib.import_module(f"{package}.{name}")
+    return order

@@ -243,7 +243,7 @@ def test_hf_dinov2_weights_from_hub_cache_folder_and_legacy_layout(tmp_path, hub
     from safetensors.torch import save_file
     from transformers import Dinov2Model
 
-    from medtransfer.backbones.hf_vits import dinov2_config
+    from medtransfer.backbones.families.hf_vits import dinov2_config
 
     torch.manual_seed(2)
     ref = Dinov2Model(dinov2_config("s")).eval()
@@ -262,7 +262,7 @@ def test_hf_dinov2_weights_from_hub_cache_folder_and_legacy_layout(tmp_path, hub
         str(legacy / "model.safetensors"),
     )
 
-    from medtransfer.backbones.hf_vits import use_upstream_interpolation
+    from medtransfer.backbones.families.hf_vits import use_upstream_interpolation
 
     # at 224 px the position embeddings are interpolated as upstream DINOv2 does (issue 12, point 8)
     expected = use_upstream_interpolation(ref)(pixel_values=x).pooler_output.detach()
@@ -277,7 +277,7 @@ def test_pubmedclip_weights_from_full_clip_checkpoint(tmp_path, hub):
     CLIPModel.get_image_features."""
     from transformers import CLIPConfig, CLIPModel, CLIPTextConfig
 
-    from medtransfer.backbones.hf_vits import pubmedclip_config
+    from medtransfer.backbones.families.hf_vits import pubmedclip_config
 
     torch.manual_seed(3)
     text = CLIPTextConfig(
@@ -312,7 +312,7 @@ def test_pubmedclip_weights_from_full_clip_checkpoint(tmp_path, hub):
 
 
 def test_open_clip_weights_biomedclip_from_hub_cache(tmp_path, hub):
-    from medtransfer.backbones.open_clip_models import BIOMEDCLIP_REPO
+    from medtransfer.backbones.families.open_clip_models import BIOMEDCLIP_REPO
 
     tower = random_backbone("biomedclip").model.backbone
     state = {f"visual.{k}": v for k, v in tower.state_dict().items()}
@@ -366,7 +366,7 @@ def _zip(path: Path, member: str, source: Path) -> Path:
 def test_medclip_resnet_checkpoint_layout(tmp_path, monkeypatch):
     import torchvision
 
-    from medtransfer.backbones import medclip
+    from medtransfer.backbones.families import medclip
 
     torch.manual_seed(6)
     vision = torchvision.models.resnet50()
@@ -397,7 +397,7 @@ def test_medclip_resnet_checkpoint_layout(tmp_path, monkeypatch):
 def test_medclip_swin_checkpoint_with_transformers4_names(tmp_path):
     from transformers import SwinModel
 
-    from medtransfer.backbones.medclip import _SWIN_LEGACY_RENAMES, swin_tiny_config
+    from medtransfer.backbones.families.medclip import _SWIN_LEGACY_RENAMES, swin_tiny_config
 
     torch.manual_seed(7)
     swin = SwinModel(swin_tiny_config()).eval()
@@ -422,7 +422,7 @@ def test_medclip_swin_checkpoint_with_transformers4_names(tmp_path):
 
 
 def test_mae_checkpoint_with_decoder_and_other_resolution(tmp_path):
-    from medtransfer.backbones.mae import resample_pos_embed
+    from medtransfer.backbones.families.mae import resample_pos_embed
 
     torch.manual_seed(8)
     enc224 = random_backbone("cxr-mae").model.backbone
@@ -575,7 +575,7 @@ def test_gated_repo_error(monkeypatch, hub):
 
 def test_infer_targets_offers_linear_attention_for_multihead_attention():
     """Only peft's LoRA wraps nn.MultiheadAttention: the other methods need its out_proj Linear instead."""
-    from medtransfer.backbones.open_specs import infer_targets
+    from medtransfer.backbones.families.open_specs import infer_targets
 
     class Block(nn.Module):
         def __init__(self):

@@ -41,7 +41,7 @@ def test_point1_clip_l_is_openai_vit_l14_with_hf_qkv_names():
     # the architecture as built from openai/clip-vit-large-patch14's config (meta device: no memory)
     from transformers import CLIPVisionModelWithProjection
 
-    from medtransfer.backbones.hf_vits import clip_l_config
+    from medtransfer.backbones.families.hf_vits import clip_l_config
 
     with torch.device("meta"):
         model = CLIPVisionModelWithProjection(clip_l_config())
@@ -289,7 +289,7 @@ def _upstream_reference(pos_embed: torch.Tensor, height: int, width: int, patch:
 def test_point8_dinov2_interpolates_like_upstream():
     from transformers import Dinov2Model
 
-    from medtransfer.backbones.hf_vits import dinov2_config
+    from medtransfer.backbones.families.hf_vits import dinov2_config
 
     lb = load_backbone("dinov2-s", "random")
     emb = lb.model.backbone.embeddings

@@ -46,7 +46,7 @@ def test_a_checkpoint_holding_objects_is_refused_for_that_reason(tmp_path):
 def test_an_unloadable_pytorch_model_bin_for_an_hf_backbone_is_one_line(tmp_path, which):
     from transformers import ViTConfig, ViTModel
 
-    from medtransfer.backbones.hf_vits import hf_state_dict_file
+    from medtransfer.backbones.families.hf_vits import hf_state_dict_file
 
     marker, code, torn = _files(tmp_path)
     config = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,

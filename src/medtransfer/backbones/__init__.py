@@ -1,16 +1,10 @@
-"""Every backbone, registered once; ``load_backbone(name, weights)`` is the one way to build one."""
+"""Every backbone, registered once; ``load_backbone(name, weights)`` is the one way to build one.
 
-# each family module registers its entries on import, in the order `medtransfer backbones` lists them
-from medtransfer.backbones import torchvision_cnns  # noqa: F401
+The registry (``backbones.registry``) knows no backbone; each family of entries is one file under
+``backbones/families/`` that registers its backbones on import, and importing this package imports them all:
+adding a family is adding its file.
+"""
 
-# isort: split
-from medtransfer.backbones import hf_vits, open_clip_models  # noqa: F401
-
-# isort: split
-from medtransfer.backbones import medclip  # noqa: F401
-
-# isort: split
-from medtransfer.backbones import mae, open_specs  # noqa: F401
 from medtransfer.backbones.registry import (
     DEFAULT_TARGET_PRESET,
     REGISTRY,
@@ -31,6 +25,9 @@ from medtransfer.backbones.registry import (
     resolve_targets,
 )
 from medtransfer.backbones.vit import ViTEmbedder
+
+# isort: split
+import medtransfer.backbones.families  # noqa: F401  (registers every entry)
 
 __all__ = [
     "DEFAULT_TARGET_PRESET",

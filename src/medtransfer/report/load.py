@@ -27,7 +27,7 @@ PARTS_FOLDER = "parts"  # a results folder of part files (``medtransfer.results.
 def backbone_family(backbone: str) -> str:
     """The backbone's ``BackboneSpec.family`` ("cnn" or "vit") from the backbone registry; an open spec
     (``timm:``, ``open_clip:``, ``hf:``) gets the family its resolver infers from the built module tree ("vit"
-    when attention linears outnumber convolutions: ``backbones.open_specs.infer_targets``). "unknown" when the
+    when attention linears outnumber convolutions: ``backbones.families.open_specs.infer_targets``). "unknown" when the
     name is not registered (a hand-made table, a renamed backbone) or the open spec cannot be resolved here
     (e.g. an ``hf:`` repo offline with no cache)."""
     return _family(str(backbone))

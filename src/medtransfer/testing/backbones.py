@@ -56,7 +56,7 @@ def tiny_open_clip() -> nn.Module:
     """open_clip's own ViT layout (nn.MultiheadAttention, mlp.c_fc / c_proj, ln_1 / ln_2), 2 x 32 wide."""
     from open_clip.transformer import VisionTransformer
 
-    from medtransfer.backbones.open_clip_models import wrap_open_clip_vit
+    from medtransfer.backbones.families.open_clip_models import wrap_open_clip_vit
 
     return wrap_open_clip_vit(VisionTransformer(image_size=SIZE, patch_size=8, width=32, layers=2, heads=2,
                                                 mlp_ratio=2.0, output_dim=16))
@@ -76,7 +76,7 @@ def tiny_timm() -> nn.Module:
 def tiny_specs() -> list[BackboneSpec]:
     """The test backbones' registry entries (built fresh on every call): ViTs in the HF, open_clip and timm
     layouts, and a CNN."""
-    from medtransfer.backbones.open_clip_models import OPEN_CLIP_VIT_TARGETS, timm_vit_targets
+    from medtransfer.backbones.families.open_clip_models import OPEN_CLIP_VIT_TARGETS, timm_vit_targets
 
     return [
         BackboneSpec(

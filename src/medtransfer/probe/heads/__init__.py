@@ -1,9 +1,9 @@
 """Every shipped probe head, one file each; importing this package registers them all.
 
-A head file calls ``probe.registry.register_head(name=..., description=..., make=..., grid=..., ...)``; the
-lookups (``get_head``, ``resolve_heads``, ``head_help``) are re-exported here, so that code which finds heads by
-name imports this catalogue and sees every entry. The registry itself (``probe.registry``) imports none of them.
-Files are imported in the order ``--head all`` fits them.
+A head file calls ``probe.registry.register_head(name=..., description=..., make=..., grid=..., ...)``; adding a
+head is adding its file here (``medtransfer.registry.import_entries`` finds it). The lookups (``get_head``,
+``resolve_heads``, ``head_help``) are re-exported, so that code which finds heads by name imports this catalogue
+and sees every entry; the registry itself (``probe.registry``) imports none of them.
 
 ``logreg``: C is the inverse L2 strength in scikit-learn's convention (objective ``0.5 ||w||^2 + C sum_i sw_i
 loss_i`` on preprocessed features): small C, strong penalty. Its whole (task x C) grid is solved at once by the
@@ -11,9 +11,12 @@ batched torch solver (``probe.solvers.logreg.fit_logreg_tasks``); ``make`` gives
 estimator.
 """
 
-# isort: off
-from medtransfer.probe.heads import logreg, svm, knn, centroid, ridge, rf, extratrees, hgb, xgb, mlp  # noqa: F401
-# isort: on
 from medtransfer.probe.registry import HEADS, HeadSpec, get_head, head_help, register_head, resolve_heads
+from medtransfer.registry import import_entries
+
+# the order ``--head all`` fits them: the batched linear and neighbour heads first, the tree heads last; a head
+# not named here comes after these, by file name
+ORDER = ("logreg", "svm", "knn", "centroid", "ridge", "rf", "extratrees", "hgb", "xgb", "mlp")
+import_entries(__name__, __path__, ORDER)
 
 __all__ = ["HEADS", "HeadSpec", "get_head", "head_help", "register_head", "resolve_heads"]

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from medtransfer.backbones.open_clip_models import VIT_GRID, timm_vit_targets
+from medtransfer.backbones.families.open_clip_models import VIT_GRID, timm_vit_targets
 from medtransfer.backbones.registry import (
     BackboneSpec,
     Preprocessing,

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from medtransfer.backbones.hf_vits import CLIP_MEAN, CLIP_STD
+from medtransfer.backbones.families.hf_vits import CLIP_MEAN, CLIP_STD
 from medtransfer.backbones.hub import checkpoint_loaders
 from medtransfer.backbones.registry import (
     BackboneSpec,

@@ -14,14 +14,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from medtransfer.backbones.hf_vits import CLIP_MEAN, CLIP_STD, hf_from_pretrained, hf_state_dict_file
-from medtransfer.backbones.hub import checkpoint_loaders, download_guard, hub_offline
-from medtransfer.backbones.open_clip_models import (
+from medtransfer.backbones.families.hf_vits import CLIP_MEAN, CLIP_STD, hf_from_pretrained, hf_state_dict_file
+from medtransfer.backbones.families.open_clip_models import (
     build_vision_tower,
     find_open_clip_file,
     load_open_clip_tower,
     wrap_tower,
 )
+from medtransfer.backbones.hub import checkpoint_loaders, download_guard, hub_offline
 from medtransfer.backbones.registry import (
     IMAGENET_MEAN,
     IMAGENET_STD,
