@@ -26,9 +26,9 @@ def _registered_by(path: Path, monkeypatch) -> list[str]:
 
 def test_probe_heads_folder_holds_one_file_per_head(monkeypatch):
     files = sorted(p for p in (SRC / "probe" / "heads").glob("*.py") if p.name != "__init__.py")
-    assert sorted(p.stem for p in files) == sorted(HEADS)
-    for path in files:
-        assert _registered_by(path, monkeypatch) == [path.stem], path.name
+    assert sorted(p.stem.replace("_", "-") for p in files) == sorted(HEADS)
+    for path in files:  # each file registers exactly the head it is named after
+        assert _registered_by(path, monkeypatch) == [path.stem.replace("_", "-")], path.name
 
 
 def test_an_entry_file_is_found_without_being_listed(tmp_path, monkeypatch):
