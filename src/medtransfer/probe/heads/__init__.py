@@ -4,11 +4,6 @@ A head file calls ``probe.registry.register_head(name=..., description=..., make
 head is adding its file here (``medtransfer.registry.import_entries`` finds it). The lookups (``get_head``,
 ``resolve_heads``, ``head_help``) are re-exported, so that code which finds heads by name imports this catalogue
 and sees every entry; the registry itself (``probe.registry``) imports none of them.
-
-``logreg``: C is the inverse L2 strength in scikit-learn's convention (objective ``0.5 ||w||^2 + C sum_i sw_i
-loss_i`` on preprocessed features): small C, strong penalty. Its whole (task x C) grid is solved at once by the
-batched torch solver (``probe.solvers.logreg.fit_logreg_tasks``); ``make`` gives the equivalent scikit-learn
-estimator.
 """
 
 from medtransfer.probe.registry import HEADS, HeadSpec, get_head, head_help, register_head, resolve_heads

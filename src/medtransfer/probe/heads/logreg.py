@@ -1,4 +1,7 @@
-"""L2 logistic regression, its whole (task x C) grid solved at once by the batched torch solver."""
+"""L2 logistic regression. C is the inverse L2 strength in scikit-learn's convention (objective
+``0.5 ||w||^2 + C sum_i sw_i loss_i`` on preprocessed features): small C, strong penalty. Its whole (task x C) grid
+is solved at once by the batched torch solver (``probe.solvers.logreg.fit_logreg_tasks``); ``make`` gives the
+equivalent scikit-learn estimator."""
 
 from __future__ import annotations
 
