@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from adapt_support import SIZE, tiny_backbones
-from medtransfer.adapt.methods import AdaptMethod
 from medtransfer.adapt.model import parameter_counts
+from medtransfer.adapt.registry import AdaptMethod
 from medtransfer.adapt.task import build_model
 from medtransfer.backbones import get_spec, load_backbone
 

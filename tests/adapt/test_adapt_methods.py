@@ -13,7 +13,9 @@ import torch
 from adapt_support import TINY_CNN, TINY_VIT
 from medtransfer.adapt.config import AdaptConfig
 from medtransfer.adapt.methods import METHODS, get_method
-from medtransfer.adapt.options import BoftOptions, LowRankOptions, OftOptions
+from medtransfer.adapt.methods.boft import BoftOptions
+from medtransfer.adapt.methods.oft import OftOptions
+from medtransfer.adapt.options import LowRankOptions
 from medtransfer.adapt.task import build_model
 from medtransfer.backbones import get_spec, load_backbone
 from medtransfer.errors import MedtransferError

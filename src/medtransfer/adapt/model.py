@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from medtransfer.adapt.methods import HEAD_PREFIX, AdaptMethod
+from medtransfer.adapt.registry import HEAD_PREFIX, AdaptMethod
 
 
 class Head(nn.Module):

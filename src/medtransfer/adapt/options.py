@@ -1,4 +1,8 @@
-"""Each adaptation method's own options: one typed dataclass per method, help on every field, checked once.
+"""How adaptation methods declare their options: one typed dataclass per method, help on every field, checked once.
+
+This module holds the base classes, the rules and the options several methods share (``PeftOptions``,
+``LowRankOptions``; ``LinearProbeOptions``, which ``adapt.task`` reads); a method's own options sit in its file of
+``adapt/methods/`` (``OftOptions`` in ``oft.py``).
 
 Modelled on peft's per-method config dataclasses (``peft/tuners/lora/config.py``: ``field(default=...,
 metadata={"help": ...})``) and scikit-learn's ``_parameter_constraints`` (one table that writes its own error
@@ -22,11 +26,17 @@ Rule = tuple[Callable[[Any], bool], str]  # (the test a value must pass, what it
 AT_LEAST_ONE: Rule = (lambda v: v >= 1, "must be at least 1")
 POSITIVE_OR_UNSET: Rule = (lambda v: v is None or v > 0, "must be positive")
 PROBABILITY: Rule = (lambda v: 0 <= v < 1, "must be in [0, 1)")
+POSITIVE: Rule = (lambda v: v > 0, "must be positive")
 
 
 def option(default: Any, help: str, *, rule: Rule | None = None) -> Any:
     """A method option: its default, the help a person reads (``medtransfer methods``), and its rule."""
     return field(default=default, metadata={"help": help, "rule": rule})
+
+
+def rank_option(default: int, source: str) -> Any:
+    """A method's ``rank`` (part of its label, e.g. hra-r8), its default cited from ``source``."""
+    return option(default, f"rank r ({source}; part of the method label)", rule=AT_LEAST_ONE)
 
 
 @dataclass(frozen=True)
@@ -152,31 +162,3 @@ class LowRankOptions(PeftOptions):
 
     def record(self) -> dict:
         return {"targets": self.targets, "rank": self.rank, "alpha": self.resolved_alpha, "dropout": self.dropout}
-
-
-@dataclass(frozen=True)
-class VeraOptions(PeftOptions):
-    """VeRA: the rank of the shared frozen random projections; no alpha (peft's VeraConfig has none)."""
-
-    rank: int = option(8, "rank of the shared random projections (also part of the label, e.g. vera-r8)",
-                       rule=AT_LEAST_ONE)
-    dropout: float = option(0.0, "dropout on the adapter's input", rule=PROBABILITY)
-
-
-@dataclass(frozen=True)
-class OftOptions(PeftOptions):
-    """OFT: block-diagonal orthogonal rotations of each target's input."""
-
-    block_size: int = option(32, "size of each orthogonal block; targets whose input size it does not divide "
-                             "are left out (named in a warning)", rule=AT_LEAST_ONE)
-    dropout: float = option(0.0, "probability of dropping a whole module's rotation in a step", rule=PROBABILITY)
-
-
-@dataclass(frozen=True)
-class BoftOptions(PeftOptions):
-    """BOFT: butterfly-factorised orthogonal rotations."""
-
-    block_size: int = option(4, "size of each butterfly block; targets whose input size it does not divide are "
-                             "left out (named in a warning)", rule=AT_LEAST_ONE)
-    butterfly_factor: int = option(1, "number of butterfly factors (1: plain block-diagonal OFT)", rule=AT_LEAST_ONE)
-    dropout: float = option(0.0, "probability of dropping a whole block in a step", rule=PROBABILITY)

@@ -32,7 +32,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
-from medtransfer.adapt.methods import HEAD_PREFIX, AdaptMethod
+from medtransfer.adapt.registry import HEAD_PREFIX, AdaptMethod
 from medtransfer.adapt.train import (
     Checkpoint,
     FitResult,

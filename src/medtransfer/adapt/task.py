@@ -22,11 +22,11 @@ from torch import nn
 from medtransfer.adapt.augment import AugmentSpec
 from medtransfer.adapt.config import AdaptConfig
 from medtransfer.adapt.data import PixelStore
-from medtransfer.adapt.methods import AdaptMethod
 from medtransfer.adapt.model import Classifier, parameter_counts, set_train_mode, trained_state
 from medtransfer.adapt.options import LinearProbeOptions, MethodOptions, PeftOptions
 from medtransfer.adapt.packed import PackedRun, fit_packed, module_refusal
 from medtransfer.adapt.probe_head import HEAD_SOLVER, fit_probe_head, install_linear
+from medtransfer.adapt.registry import AdaptMethod
 from medtransfer.adapt.train import (
     STATE_FILE,
     Checkpoint,

@@ -29,7 +29,7 @@ from medtransfer import weighting
 from medtransfer.adapt.augment import AugmentSpec, augment_batch
 from medtransfer.adapt.config import AdaptConfig
 from medtransfer.adapt.data import PixelStore, normalize
-from medtransfer.adapt.methods import HEAD_PREFIX
+from medtransfer.adapt.registry import HEAD_PREFIX
 from medtransfer.backbones.registry import Preprocessing, checkpoint_refusal
 from medtransfer.device import resolve_precision
 from medtransfer.errors import MedtransferError

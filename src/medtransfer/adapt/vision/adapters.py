@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from medtransfer.adapt.freezing import freeze
 from medtransfer.adapt.options import AT_LEAST_ONE, MethodOptions, option
-from medtransfer.adapt.vision.anatomy import first_tensor, freeze, replace_first, vit_blocks
+from medtransfer.adapt.vision.anatomy import first_tensor, replace_first, vit_blocks
 from medtransfer.backbones.registry import BackboneSpec
 
 PREFIX = "houlsby_"

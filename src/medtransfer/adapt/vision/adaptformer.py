@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from medtransfer.adapt.freezing import freeze
 from medtransfer.adapt.options import AT_LEAST_ONE, PROBABILITY, MethodOptions, option
-from medtransfer.adapt.vision.anatomy import first_tensor, freeze, replace_first, vit_blocks
+from medtransfer.adapt.vision.anatomy import first_tensor, replace_first, vit_blocks
 from medtransfer.backbones.registry import BackboneSpec
 
 PREFIX = "adaptformer"

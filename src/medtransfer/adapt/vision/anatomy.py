@@ -88,8 +88,3 @@ def patch_size(model: nn.Module) -> int:
         if isinstance(module, nn.Conv2d):
             return int(module.kernel_size[0] * module.kernel_size[1])
     raise MedtransferError("no patch-embedding convolution found")
-
-
-def freeze(model: nn.Module) -> None:
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from torch import nn
 
+from medtransfer.adapt.freezing import freeze
 from medtransfer.adapt.options import MethodOptions
-from medtransfer.adapt.vision.anatomy import freeze, unsupported
+from medtransfer.adapt.vision.anatomy import unsupported
 from medtransfer.backbones.registry import BackboneSpec
 
 BN = nn.modules.batchnorm._BatchNorm

@@ -21,8 +21,9 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from medtransfer.adapt.freezing import freeze
 from medtransfer.adapt.options import AT_LEAST_ONE, MethodOptions, option
-from medtransfer.adapt.vision.anatomy import freeze, unsupported, vit_blocks
+from medtransfer.adapt.vision.anatomy import unsupported, vit_blocks
 from medtransfer.backbones.registry import BackboneSpec, resolve_targets
 
 SHARED = "fact"  # the shared factors' module, added to the backbone's root

@@ -16,8 +16,9 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from medtransfer.adapt.freezing import freeze
 from medtransfer.adapt.options import MethodOptions, option
-from medtransfer.adapt.vision.anatomy import freeze, unsupported
+from medtransfer.adapt.vision.anatomy import unsupported
 from medtransfer.backbones.registry import BackboneSpec
 
 PREFIX = "ssf"

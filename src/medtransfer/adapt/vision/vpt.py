@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from medtransfer.adapt.freezing import freeze
 from medtransfer.adapt.options import AT_LEAST_ONE, PROBABILITY, MethodOptions, option
-from medtransfer.adapt.vision.anatomy import freeze, patch_size, unsupported, vit_blocks
+from medtransfer.adapt.vision.anatomy import patch_size, unsupported, vit_blocks
 from medtransfer.backbones.registry import BackboneSpec
 
 PREFIX = "vpt_prompts"

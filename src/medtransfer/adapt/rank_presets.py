@@ -1,16 +1,17 @@
-"""Named rank presets that the medical PEFT benchmark lists: LoRA and VeRA at ranks 4, 8 and 16.
+"""Named rank presets that the medical PEFT benchmark lists: a method at ranks 4, 8 and 16 (LoRA and VeRA).
 
 Each preset is its base method registered again under ``<base>-r<rank>``, with an options class whose ``rank``
 defaults to that rank; its rows are labelled as the base method's are (``lora-r4``), so a preset and
-``--method lora --option rank=4`` give the same rows.
+``--method lora --option rank=4`` give the same rows. The base method's file calls :func:`register_rank_presets`
+right after registering it. Imports the registry, no method.
 """
 
 from __future__ import annotations
 
 from dataclasses import make_dataclass, replace
 
-from medtransfer.adapt.methods import METHODS, AdaptMethod, get_method
 from medtransfer.adapt.options import AT_LEAST_ONE, MethodOptions, option
+from medtransfer.adapt.registry import METHODS, AdaptMethod
 from medtransfer.errors import MedtransferError
 
 PRESET_RANKS = (4, 8, 16)
@@ -34,10 +35,14 @@ def _named(base: AdaptMethod, name: str):
     return apply
 
 
-for _base in ("lora", "vera"):
-    for _rank in PRESET_RANKS:
-        _method = get_method(_base)
-        _name = f"{_base}-r{_rank}"
-        METHODS.add(replace(_method, name=_name, description=f"{_method.description}; rank {_rank}",
-                            apply=_named(_method, _name), options=rank_preset_options(_method.options, _rank),
-                            label_base=_base))
+def register_rank_presets(base: AdaptMethod) -> list[AdaptMethod]:
+    """Register ``<base>-r4``, ``-r8`` and ``-r16``; ``base`` must have a ``rank`` option."""
+    if not base.uses_rank:
+        raise ValueError(f"adapt method {base.name!r} has no rank option to preset")
+    presets = []
+    for rank in PRESET_RANKS:
+        name = f"{base.name}-r{rank}"
+        presets.append(METHODS.add(replace(base, name=name, description=f"{base.description}; rank {rank}",
+                                           apply=_named(base, name), options=rank_preset_options(base.options, rank),
+                                           label_base=base.name)))
+    return presets
