@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from adapt_support import TINY_CNN, register_tiny_backbones
 from medtransfer.cli import app
+from medtransfer.testing.backbones import TINY_CNN, register_tiny_backbones
 
 register_tiny_backbones()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -39,9 +40,15 @@ def entry(tmp_path):
         file = tmp_path / Path(path).name
         file.write_text(examples()[path])
         spec = importlib.util.spec_from_file_location(f"_guide_{file.stem}", file)
-        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # as an import does: dataclasses resolve annotations through it
+        loaded.append(spec.name)
+        spec.loader.exec_module(module)
 
+    loaded: list[str] = []
     yield load
+    for name in loaded:
+        sys.modules.pop(name, None)
     for registry, names in zip(registries, before, strict=True):
         for name in set(registry) - names:
             del registry[name]

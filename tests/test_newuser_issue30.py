@@ -153,7 +153,7 @@ def test_probe_says_what_it_skipped(cli, work, tmp_path):
 def test_methods_prints_one_line_per_row(cli):
     import json
 
-    from adapt_support import TINY_CNN, register_tiny_backbones
+    from medtransfer.testing.backbones import TINY_CNN, register_tiny_backbones
 
     register_tiny_backbones()
     rows = json.loads(cli("methods", "--reference", TINY_CNN, "--json").stdout)
@@ -216,7 +216,7 @@ def test_force_dicom_reads_files_without_the_preamble(cli, tmp_path):
 
 
 def test_adapt_force_dicom_trains_on_files_without_the_preamble(cli, tmp_path):
-    from adapt_support import TINY_CNN, register_tiny_backbones
+    from medtransfer.testing.backbones import TINY_CNN, register_tiny_backbones
 
     register_tiny_backbones()
     export = tmp_path / "export"

@@ -10,9 +10,9 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from adapt_support import TINY_CNN, register_tiny_backbones
 from medtransfer.cli import app
 from medtransfer.listing import Column, Listing, show
+from medtransfer.testing.backbones import TINY_CNN, register_tiny_backbones
 
 register_tiny_backbones()
 NARROW = {"COLUMNS": "40"}  # a narrow terminal's width, on output that is not a terminal (CliRunner: a log)

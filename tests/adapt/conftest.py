@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from adapt_support import SIZE, tiny_backbones
 from medtransfer.adapt.model import parameter_counts
 from medtransfer.adapt.registry import AdaptMethod
 from medtransfer.adapt.task import build_model
 from medtransfer.backbones import get_spec, load_backbone
+from medtransfer.testing.backbones import SIZE, tiny_backbones
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -7,9 +7,9 @@ import dataclasses
 
 import pytest
 
-from adapt_support import TINY_CNN, TINY_OPEN_CLIP, TINY_TIMM, TINY_VIT
 from medtransfer.adapt.methods import METHODS, get_method
 from medtransfer.errors import MedtransferError
+from medtransfer.testing.backbones import TINY_CNN, TINY_OPEN_CLIP, TINY_TIMM, TINY_VIT
 
 # a ViT in each layout the registry builds (HF, open_clip with its fused nn.MultiheadAttention, timm), and a CNN
 FAMILIES = {"vit": TINY_VIT, "open_clip": TINY_OPEN_CLIP, "timm": TINY_TIMM, "cnn": TINY_CNN}

@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 from torch import nn
 
-from adapt_support import TINY_CNN, TINY_VIT
 from medtransfer.adapt import METHODS, MethodOptions, get_method, option, register_method
 from medtransfer.backbones import BackboneSpec
 from medtransfer.data.manifest import load_manifest
 from medtransfer.errors import MedtransferError
 from medtransfer.splits import SplitSpec, make_splits, save_splits
+from medtransfer.testing.backbones import TINY_CNN, TINY_VIT
 
 NAME = "test-last-norm"
 

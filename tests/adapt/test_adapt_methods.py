@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from adapt_support import TINY_CNN, TINY_VIT
 from medtransfer.adapt.config import AdaptConfig
 from medtransfer.adapt.methods import METHODS, get_method
 from medtransfer.adapt.methods.boft import BoftOptions
@@ -19,6 +18,7 @@ from medtransfer.adapt.options import LowRankOptions
 from medtransfer.adapt.task import build_model
 from medtransfer.backbones import get_spec, load_backbone
 from medtransfer.errors import MedtransferError
+from medtransfer.testing.backbones import TINY_CNN, TINY_VIT
 
 BUILT_IN = {"fft", "lp", "lp-ft", "bitfit", "ln-tune", "lora", "dora", "vera", "ia3", "loha", "lokr", "oft", "boft"}
 OPTIONS = {"rank": 4}

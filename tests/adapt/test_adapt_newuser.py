@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from adapt_support import TINY_CNN
 from medtransfer.cli import app
 from medtransfer.data.manifest import load_manifest
 from medtransfer.data.synthetic import SyntheticSpec, make_synthetic_dataset
 from medtransfer.splits import SplitSpec, make_splits, save_splits
+from medtransfer.testing.backbones import TINY_CNN
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,13 @@ import pandas as pd
 import pytest
 import torch
 
-from adapt_support import SIZE, TINY_CNN, TINY_VIT
 from medtransfer.adapt import run_adapt
 from medtransfer.adapt.augment import AugmentSpec, augment_batch
 from medtransfer.data.manifest import load_manifest
 from medtransfer.data.synthetic import SyntheticSpec, make_synthetic_dataset
 from medtransfer.errors import MedtransferError
 from medtransfer.splits import SplitSpec, make_splits, save_splits
+from medtransfer.testing.backbones import SIZE, TINY_CNN, TINY_VIT
 
 ADAPT_COLUMNS = ("trainable_params", "total_params", "pct_trainable", "epochs_run", "best_epoch",
                  "peak_memory_mb", "train_seconds")

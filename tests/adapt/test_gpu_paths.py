@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 import torch
 
-from adapt_support import TINY_CNN, TINY_VIT
 from medtransfer.adapt import run_adapt, train
 from medtransfer.data.manifest import load_manifest
 from medtransfer.data.synthetic import SyntheticSpec, make_synthetic_dataset
 from medtransfer.splits import SplitSpec, make_splits, save_splits
+from medtransfer.testing.backbones import TINY_CNN, TINY_VIT
 
 ROOT = Path(__file__).resolve().parents[2]
 

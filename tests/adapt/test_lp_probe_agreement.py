@@ -16,12 +16,12 @@ import pandas as pd
 import pytest
 import torch
 
-from adapt_support import SIZE, TINY_CNN
 from medtransfer.adapt import run_adapt
 from medtransfer.data.manifest import load_manifest
 from medtransfer.data.synthetic import SyntheticSpec, make_synthetic_dataset
 from medtransfer.errors import MedtransferError
 from medtransfer.splits import SplitSpec, make_splits, save_splits
+from medtransfer.testing.backbones import SIZE, TINY_CNN
 
 KEY = ["fold", "regime", "shots", "seed"]
 

@@ -11,10 +11,10 @@ import json
 import pandas as pd
 import pytest
 
-from adapt_support import TINY_VIT
 from medtransfer.adapt.methods import METHODS, get_method
 from medtransfer.adapt.options import merge_option_values
 from medtransfer.errors import MedtransferError
+from medtransfer.testing.backbones import TINY_VIT
 
 FLAGS = ("rank", "targets", "alpha", "dropout")  # options with a flag of their own on `adapt`
 

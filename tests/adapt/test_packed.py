@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 import torch
 
-from adapt_support import TINY_CNN, TINY_VIT
 from medtransfer.adapt import run_adapt
 from medtransfer.adapt.packed import _Stack, method_refusal
 from medtransfer.adapt.run import pack_groups
@@ -17,6 +16,7 @@ from medtransfer.data.manifest import load_manifest
 from medtransfer.data.synthetic import SyntheticSpec, make_synthetic_dataset
 from medtransfer.errors import MedtransferError
 from medtransfer.splits import SplitSpec, make_splits, save_splits
+from medtransfer.testing.backbones import TINY_CNN, TINY_VIT
 
 
 @pytest.fixture(scope="module")

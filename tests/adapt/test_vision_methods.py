@@ -12,13 +12,13 @@ import pandas as pd
 import pytest
 import torch
 
-from adapt_support import SIZE, TINY_CNN, TINY_OPEN_CLIP, TINY_TIMM, TINY_VIT
 from medtransfer.adapt.config import AdaptConfig
 from medtransfer.adapt.methods import METHODS, get_method
 from medtransfer.adapt.model import set_train_mode, trained_state
 from medtransfer.adapt.task import build_model
 from medtransfer.adapt.train import Schedule, TrainData, fit
 from medtransfer.backbones import get_spec, load_backbone
+from medtransfer.testing.backbones import SIZE, TINY_CNN, TINY_OPEN_CLIP, TINY_TIMM, TINY_VIT
 
 VITS = (TINY_VIT, TINY_OPEN_CLIP, TINY_TIMM)
 VISION = ("vpt-shallow", "vpt-deep", "adaptformer", "adapter", "ssf", "fact-tt", "fact-tk", "bn-tune")

@@ -225,12 +225,12 @@ def test_point7_adapt_records_preset_and_wrapped_modules(tmp_path):
     a non-default preset is part of the method label, so its rows sit beside the default's."""
     from dataclasses import replace
 
-    from adapt_support import TINY_VIT, tiny_backbones
     from medtransfer.adapt import run_adapt
     from medtransfer.backbones import REGISTRY, register
     from medtransfer.data.manifest import load_manifest
     from medtransfer.data.synthetic import SyntheticSpec, make_synthetic_dataset
     from medtransfer.splits import SplitSpec, make_splits, save_splits
+    from medtransfer.testing.backbones import TINY_VIT, tiny_backbones
 
     manifest = make_synthetic_dataset(tmp_path / "data", SyntheticSpec(n_patients=60, image_size=32))
     splits = save_splits(make_splits(load_manifest(manifest), SplitSpec(n_folds=2, shots=(2,), fewshot_seeds=1)),

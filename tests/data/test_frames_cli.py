@@ -11,7 +11,7 @@ import pytest
 import zarr
 from pydicom.data import get_testdata_file
 
-from adapt_support import TINY_CNN, register_tiny_backbones
+from medtransfer.testing.backbones import TINY_CNN, register_tiny_backbones
 
 register_tiny_backbones()
 N_FILES, N_FRAMES = 12, 3

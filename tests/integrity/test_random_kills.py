@@ -26,13 +26,13 @@ import pandas as pd
 import pytest
 import torch
 
-from adapt_support import TINY_CNN, register_tiny_backbones
-from adapt_support import TinyCNN as AdaptCNN
 from extract_support import TinyCNN, _spec, make_images, write_manifest
 from medtransfer import cache_schema
 from medtransfer.backbones import REGISTRY
 from medtransfer.cli import app
 from medtransfer.results import KEY, PREDICTIONS_FILE, RESULTS_FILE
+from medtransfer.testing.backbones import TINY_CNN, register_tiny_backbones
+from medtransfer.testing.backbones import TinyCNN as AdaptCNN
 
 register_tiny_backbones()
 FORK = multiprocessing.get_context("fork")

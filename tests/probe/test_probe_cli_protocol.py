@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from adapt_support import TINY_CNN, register_tiny_backbones
+from medtransfer.testing.backbones import TINY_CNN, register_tiny_backbones
 
 register_tiny_backbones()
 

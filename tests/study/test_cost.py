@@ -10,7 +10,6 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from adapt_support import tiny_backbones
 from medtransfer.study import load_study
 from medtransfer.study.cost import (
     BUILTIN_PROFILES,
@@ -19,6 +18,7 @@ from medtransfer.study.cost import (
     regenerate_flops_table,
     select_profile,
 )
+from medtransfer.testing.backbones import tiny_backbones
 
 
 @pytest.fixture(autouse=True)

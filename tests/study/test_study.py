@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 import torch
 
-from adapt_support import register_tiny_backbones
 from medtransfer.study import build_plan, load_study, run_study
+from medtransfer.testing.backbones import register_tiny_backbones
 from study_support import (
     FAIL_ENV,
     N_JOBS,

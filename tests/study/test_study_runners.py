@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from adapt_support import register_tiny_backbones
 from medtransfer.study import build_plan, load_study, run_study
 from medtransfer.study.claims import Claims, claim_file, current_claims
 from medtransfer.study.jobs import run_bundle
+from medtransfer.testing.backbones import register_tiny_backbones
 from study_support import engine_environment, kill_session, make_data, wait_for_session_end, write_study
 
 N_ONE_TASK = 15  # splits 1 + extract 2 + probe 4 + adapt 8

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from adapt_support import register_tiny_backbones
 from medtransfer.errors import MedtransferError
 from medtransfer.study.plan import Job
 from medtransfer.study.spec import load_study
+from medtransfer.testing.backbones import register_tiny_backbones
 from study_support import make_data, write_study
 
 FAKE_SBATCH = """#!/bin/bash
