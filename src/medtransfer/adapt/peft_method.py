@@ -72,6 +72,18 @@ def declares_prefixes(prefixes: tuple[str, ...]):
     return declares
 
 
+def lycoris_config(config_class: str) -> Callable[[Any, PeftCall], Any]:
+    """``make_config`` of peft's LyCORIS tuners (LoHa, LoKr): both configs take the same ``r``, ``alpha``,
+    ``module_dropout`` and ``target_modules`` fields (peft 0.21 ``tuners/loha/config.py``, ``lokr/config.py``)."""
+
+    def make(peft, call: PeftCall):
+        o = call.options
+        return getattr(peft, config_class)(r=o.rank, alpha=o.resolved_alpha, module_dropout=o.dropout,
+                                           target_modules=call.patterns)
+
+    return make
+
+
 def register_peft_method(*, name: str, description: str, trains: str, make_config: Callable[[Any, PeftCall], Any],
                          supported: tuple[type, ...], adapter_prefixes: tuple[str, ...],
                          options: type[PeftOptions] = PeftOptions, **traits: Any) -> AdaptMethod:
