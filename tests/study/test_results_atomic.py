@@ -97,6 +97,21 @@ def test_a_write_adds_its_part_and_touches_no_other_file(tmp_path):
     assert not list(tmp_path.glob("*.lock"))
 
 
+def test_the_table_has_one_column_order_whichever_part_came_first(tmp_path):
+    """A resumed study writes its parts in another order than an uninterrupted one: same table, same columns."""
+    probe = ResultRow.create(backbone="b", method="logreg", regime="full", shots=0, seed=0, fold=0, splits="abc",
+                             extra={"head_solver": "lbfgs", "halving": "none"})
+    adapt = ResultRow.create(backbone="b", method="lora", regime="full", shots=0, seed=0, fold=0, splits="abc",
+                             extra={"pack_size": 2, "epochs_run": 3})
+    tables = []
+    for name, order in (("a", (probe, adapt)), ("b", (adapt, probe))):
+        for row in order:
+            write_results(tmp_path / name, [row])
+        tables.append(read_rows(tmp_path / name))
+    assert list(tables[0].columns) == list(tables[1].columns)
+    pd.testing.assert_frame_equal(tables[0], tables[1])
+
+
 def test_the_newest_write_of_a_key_wins_with_its_own_predictions(tmp_path):
     write_results(tmp_path, [_row(0, 0.1), _row(1, 0.2)], pd.concat([_predictions(0, 0.1), _predictions(1, 0.2)]))
     write_results(tmp_path, [_row(1, 0.9)], _predictions(1, 0.9, n=2))

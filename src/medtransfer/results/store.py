@@ -24,7 +24,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -253,7 +253,7 @@ def _read_union(out: Path, columns: list[str] | None, *, with_predictions: bool,
         frames.append(frame)
     if not frames:
         return None, None
-    rows = pd.concat(frames, ignore_index=True)
+    rows = _in_column_order(pd.concat(frames, ignore_index=True))
     rows = _check_key_columns(with_key(rows), parts_folder)
     rows = rows.sort_values([STAMP, SOURCE], kind="stable")
     winners = rows.drop_duplicates(subset=KEY, keep="last")
@@ -263,6 +263,16 @@ def _read_union(out: Path, columns: list[str] | None, *, with_predictions: bool,
         winners = winners[[c for c in dict.fromkeys([*KEY, *columns]) if c in winners.columns]]
     winners = winners.drop(columns=[SOURCE], errors="ignore")
     return (winners if keep_stamps else winners.drop(columns=[STAMP], errors="ignore")), predictions
+
+
+ROW_COLUMNS = tuple(f.name for f in fields(ResultRow) if f.name != "extra")
+
+
+def _in_column_order(rows: pd.DataFrame) -> pd.DataFrame:
+    """``ResultRow``'s columns in its order, then the stages' own columns by name: the same table whichever part
+    was written first (a resumed study writes its parts in another order than an uninterrupted one)."""
+    own = [c for c in ROW_COLUMNS if c in rows.columns]
+    return rows[[*own, *sorted(set(rows.columns) - set(own))]]
 
 
 def _load_part(path: Path) -> tuple[_Part, pd.DataFrame] | None:
